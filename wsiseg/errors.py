@@ -1,0 +1,32 @@
+"""Errors raised by wsiseg.
+
+Every error a user can cause derives from :class:`WsisegError`; specific errors also derive
+from the builtin they refine, so callers can catch either. Messages name the offending file or
+value, say what is wrong and give the way out, on one line.
+"""
+
+from __future__ import annotations
+
+
+class WsisegError(Exception):
+    """Root of all wsiseg errors."""
+
+
+class SlideError(WsisegError, OSError):
+    """A slide cannot be opened or read."""
+
+
+class ResolutionError(WsisegError, ValueError):
+    """The slide's resolution is missing or does not allow the requested analysis resolution."""
+
+
+class ModelError(WsisegError, ValueError):
+    """A model, its card or its weights cannot be loaded or are inconsistent."""
+
+
+class OutputError(WsisegError, OSError):
+    """The output cannot be written (exists already, not writable, ...)."""
+
+
+class ConfigError(WsisegError, ValueError):
+    """Settings that contradict each other or are out of range."""
