@@ -1,0 +1,168 @@
+"""The ``wsiseg`` command: parse, build the config, call the library, report.
+
+Exit codes: 0 success, 1 failure, 2 usage error. A user's mistake gives one line naming the
+file, what is wrong and the way out; ``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from wsiseg._version import __version__
+
+logger = logging.getLogger("wsiseg")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"wsiseg: error: {message}", err=True)
+    sys.exit(1)
+
+
+def handle_errors(func):
+    """Turn wsiseg errors into one line and exit code 1 (tracebacks only with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from wsiseg.errors import WsisegError
+
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except WsisegError as err:
+            if debug:
+                raise
+            _fail(str(err))
+        except KeyboardInterrupt:
+            click.echo("wsiseg: interrupted; no output was left behind", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as err:  # a bug, not a user's mistake: say so, briefly
+            if debug:
+                raise
+            _fail(
+                f"unexpected {type(err).__name__}: {err} (rerun with --debug for the "
+                "traceback and report it)"
+            )
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wsiseg")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each stage.")
+def main(debug: bool, verbose: bool) -> None:
+    """Whole-slide image segmentation: slides in, diagnostic maps out."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="wsiseg: %(levelname)s: %(message)s")
+
+
+def _positive(kind):
+    def check(ctx, param, value):
+        if value is not None and value <= 0:
+            raise click.BadParameter(f"must be positive, got {value}")
+        return value
+
+    return check
+
+
+@main.command()
+@click.argument("slide", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Output zarr (default SLIDE.wsiseg.zarr beside the slide).")
+@click.option("--model", help="Installed model name, registry name (with --weights), checkpoint or TorchScript file.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Weights for a registry model name.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--patch-size", type=click.IntRange(min=1), help="Window size in analysis pixels (default: the model card's).")
+@click.option("--stride", type=click.IntRange(min=1), help="Window stride in analysis pixels (default: the model card's).")
+@click.option("--sigma", type=float, callback=_positive(float), help="Gaussian blending sigma in analysis pixels (default patch/8).")
+@click.option("--target-mpp", type=float, callback=_positive(float), help="Analysis resolution in um/px (default: the model card's).")
+@click.option("--slide-mpp", type=float, callback=_positive(float), help="The slide's level-0 resolution in um/px, when its metadata lacks it or is wrong.")
+@click.option("--tissue-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Minimum tissue fraction of a window to predict it.")
+@click.option("--probabilities", is_flag=True, help="Also store per-class probabilities (uint8).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default min(4, CPUs)).")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@handle_errors
+def predict(slide: Path, out, model, weights, device, batch_size, patch_size, stride, sigma,
+            target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads, quiet):
+    """Segment SLIDE into a zarr diagnostic map."""
+    if patch_size and stride and stride > patch_size:
+        raise click.BadParameter(f"stride {stride} is larger than the patch size {patch_size}", param_hint="--stride")
+    from wsiseg.pipeline import PredictConfig, predict_slide
+
+    config = PredictConfig(
+        model=model, weights=str(weights) if weights else None, out=str(out) if out else None,
+        device=device, batch_size=batch_size, patch_size=patch_size, stride=stride, sigma=sigma,
+        target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
+        probabilities=probabilities, overwrite=overwrite, threads=threads, progress=not quiet,
+    )
+    result = predict_slide(slide, config)
+    if not quiet:
+        click.echo(_summary(result))
+
+
+def _summary(result: Path) -> str:
+    import zarr
+
+    attrs = zarr.open_group(str(result), mode="r").attrs["wsiseg"]
+    h, w = attrs["shape"]
+    kept, secs = attrs["patches_kept"], attrs["seconds"]
+    rate = kept / attrs["timings"]["loop"] if attrs["timings"].get("loop") else 0.0
+    return (
+        f"{result}: {w} x {h} map at {attrs['analysis_mpp'][0]:.3g} um/px, "
+        f"{kept} of {attrs['patches_total']} patches ({rate:.1f} patches/s), {secs:.1f} s"
+    )
+
+
+@main.command()
+@click.argument("slide", type=click.Path(path_type=Path))
+@handle_errors
+def info(slide: Path):
+    """Show a slide's vendor, levels, resolution and associated images."""
+    from wsiseg.slide import open_slide
+
+    with open_slide(slide) as s:
+        i = s.info()
+    click.echo(f"file:            {i.path} ({i.size_bytes / 1e6:.1f} MB)")
+    click.echo(f"vendor:          {i.vendor}")
+    mpp = f"{i.mpp[0]:.4g} x {i.mpp[1]:.4g} um/px" if i.mpp else "unknown (pass --slide-mpp to predict)"
+    click.echo(f"mpp (level 0):   {mpp}")
+    click.echo(f"objective power: {i.objective_power or 'unknown'}")
+    bx, by, bw, bh = i.bounds
+    click.echo(f"bounds (level 0): x {bx}, y {by}, {bw} x {bh}")
+    click.echo(f"levels:          {i.level_count}")
+    for n, ((w, h), d) in enumerate(zip(i.level_dimensions, i.level_downsamples)):
+        res = f", {i.mpp[0] * d:.4g} um/px" if i.mpp else ""
+        click.echo(f"  level {n}: {w} x {h}, downsample {d:.4g}{res}")
+    names = ", ".join(f"{k} ({w} x {h})" for k, (w, h) in i.associated_images.items())
+    click.echo(f"associated:      {names or 'none'}")
+
+
+@main.command(name="models")
+@handle_errors
+def models_cmd():
+    """List the registered networks and the installed trained models."""
+    from wsiseg.models import create_model, default_card, installed_cards, list_models
+
+    click.echo("Networks (architectures; need trained weights):")
+    for name in list_models():
+        module = create_model(name)
+        n = sum(p.numel() for p in module.parameters())
+        card = default_card(name)
+        click.echo(f"  {name:<16} {n / 1e6:7.2f}M params, {card.num_classes} classes, "
+                   f"{card.mpp:g} um/px, patch {card.patch_size}/{card.stride}")
+    cards = installed_cards()
+    click.echo("Installed trained models:" + ("" if cards else " none"))
+    for name, path in sorted(cards.items()):
+        click.echo(f"  {name:<16} {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,42 @@
+"""wsiseg: whole-slide image segmentation inference for computational pathology.
+
+The main entry point is :func:`predict_slide` with a :class:`PredictConfig`. Heavy modules
+(torch, OpenSlide) load on first use, so importing wsiseg is quick.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .errors import (
+    ConfigError,
+    ModelError,
+    OutputError,
+    ResolutionError,
+    SlideError,
+    WsisegError,
+)
+
+__all__ = [
+    "__version__",
+    "PredictConfig",
+    "predict_slide",
+    "open_slide",
+    "WsisegError",
+    "SlideError",
+    "ResolutionError",
+    "ModelError",
+    "OutputError",
+    "ConfigError",
+]
+
+
+def __getattr__(name: str):
+    if name in ("PredictConfig", "predict_slide"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name == "open_slide":
+        from .slide import open_slide
+
+        return open_slide
+    raise AttributeError(f"module 'wsiseg' has no attribute {name!r}")

@@ -1,0 +1,211 @@
+"""Opening and reading whole-slide images through OpenSlide.
+
+:class:`Slide` wraps an ``openslide.OpenSlide`` handle, turns every failure into a
+:class:`~wsiseg.errors.SlideError` that names the file, reads regions in the coordinates of one
+pyramid level, and composites transparent pixels (outside the scanned area) onto white glass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ResolutionError, SlideError
+
+logger = logging.getLogger(__name__)
+
+#: OpenSlide's tile cache for each open slide, in bytes. Bands are read in chunks that line up
+#: with the slide's tiles, so a modest cache is enough to avoid decoding a cut tile twice.
+CACHE_BYTES = 256 * 1024 * 1024
+
+GLASS = 255
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What ``wsiseg info`` shows about a slide."""
+
+    path: str
+    size_bytes: int
+    vendor: str
+    level_count: int
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: tuple[float, float] | None
+    objective_power: str | None
+    bounds: tuple[int, int, int, int]
+    associated_images: dict[str, tuple[int, int]]
+
+
+def _import_openslide():
+    try:
+        import openslide
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise SlideError(
+            f"OpenSlide is not available ({err}); install it with `pip install openslide-python "
+            "openslide-bin`"
+        ) from err
+    return openslide
+
+
+class Slide:
+    """An open whole-slide image.
+
+    Use :func:`open_slide` to create one. ``mpp`` is the level-0 resolution in um/px per axis:
+    from ``openslide.mpp-x``/``mpp-y``, or ``slide_mpp`` when given (which then wins, because the
+    user knows better than missing or wrong metadata).
+    """
+
+    def __init__(self, path: str | os.PathLike, slide_mpp: float | None = None) -> None:
+        openslide = _import_openslide()
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SlideError(f"{self.path}: no such file; check the path")
+        if self.path.is_dir():
+            raise SlideError(f"{self.path}: is a folder, not a slide file; give a slide file")
+        try:
+            self._osr = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideUnsupportedFormatError as err:
+            raise SlideError(
+                f"{self.path}: not a whole-slide image OpenSlide can read (unsupported or "
+                "missing format); convert it to a tiled pyramidal TIFF/SVS"
+            ) from err
+        except openslide.OpenSlideError as err:
+            raise SlideError(
+                f"{self.path}: OpenSlide cannot open it ({err}); the file may be damaged or use "
+                "an unsupported compression"
+            ) from err
+        except OSError as err:
+            raise SlideError(f"{self.path}: cannot be read ({err})") from err
+        try:
+            self._osr.set_cache(openslide.OpenSlideCache(CACHE_BYTES))
+        except (AttributeError, openslide.OpenSlideError):  # pragma: no cover - old OpenSlide
+            pass
+        props = self._osr.properties
+        self.properties: dict[str, str] = dict(props)
+        self.vendor: str = props.get("openslide.vendor", "unknown")
+        self.level_count: int = self._osr.level_count
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(self._osr.level_dimensions)
+        self.level_downsamples: tuple[float, ...] = tuple(self._osr.level_downsamples)
+        self.dimensions: tuple[int, int] = self.level_dimensions[0]
+        self.bounds: tuple[int, int, int, int] = self._read_bounds()
+        self.metadata_mpp = self._read_mpp()
+        if slide_mpp is not None:
+            if not slide_mpp > 0:
+                raise ResolutionError(f"--slide-mpp must be positive, got {slide_mpp}")
+            self.mpp: tuple[float, float] | None = (float(slide_mpp), float(slide_mpp))
+            if self.metadata_mpp and abs(self.metadata_mpp[0] / slide_mpp - 1) > 0.01:
+                logger.warning(
+                    "%s: using --slide-mpp %g instead of the %g um/px in the slide's metadata",
+                    self.path, slide_mpp, self.metadata_mpp[0],
+                )
+        else:
+            self.mpp = self.metadata_mpp
+
+    # -- metadata -----------------------------------------------------------------------------
+    def _read_mpp(self) -> tuple[float, float] | None:
+        props = self._osr.properties
+        try:
+            mx = float(props["openslide.mpp-x"])
+            my = float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            return None
+        if not (mx > 0 and my > 0):
+            return None
+        return (mx, my)
+
+    def _read_bounds(self) -> tuple[int, int, int, int]:
+        props = self._osr.properties
+        w0, h0 = self.dimensions
+        try:
+            x = int(props.get("openslide.bounds-x", 0))
+            y = int(props.get("openslide.bounds-y", 0))
+            w = int(props.get("openslide.bounds-width", w0 - x))
+            h = int(props.get("openslide.bounds-height", h0 - y))
+        except ValueError:
+            return (0, 0, w0, h0)
+        return (x, y, w, h)
+
+    def require_mpp(self) -> tuple[float, float]:
+        """The level-0 resolution, or a :class:`ResolutionError` that offers ``--slide-mpp``."""
+        if self.mpp is None:
+            raise ResolutionError(
+                f"{self.path} has no resolution metadata (openslide.mpp-x/mpp-y); pass "
+                "--slide-mpp UM_PER_PX if you know it (0.25 for x40, 0.5 for x20 scans)"
+            )
+        return self.mpp
+
+    @property
+    def objective_power(self) -> str | None:
+        return self._osr.properties.get("openslide.objective-power")
+
+    def info(self) -> SlideInfo:
+        assoc = {name: img.size for name, img in self._osr.associated_images.items()}
+        return SlideInfo(
+            path=str(self.path),
+            size_bytes=self.path.stat().st_size,
+            vendor=self.vendor,
+            level_count=self.level_count,
+            level_dimensions=self.level_dimensions,
+            level_downsamples=self.level_downsamples,
+            mpp=self.metadata_mpp,
+            objective_power=self.objective_power,
+            bounds=self.bounds,
+            associated_images=assoc,
+        )
+
+    # -- pixels -------------------------------------------------------------------------------
+    def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Read ``height x width`` RGB pixels of ``level`` starting at level pixel ``(x, y)``.
+
+        Pixels outside the level, and transparent ones, come back as white glass. Returns a
+        C-contiguous uint8 array (height, width, 3).
+        """
+        out = np.full((height, width, 3), GLASS, dtype=np.uint8)
+        lw, lh = self.level_dimensions[level]
+        # Clip to the level so OpenSlide is never asked for pixels that cannot exist.
+        cx0, cy0 = max(x, 0), max(y, 0)
+        cx1, cy1 = min(x + width, lw), min(y + height, lh)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return out
+        d = self.level_downsamples[level]
+        loc = (int(round(cx0 * d)), int(round(cy0 * d)))
+        try:
+            region = self._osr.read_region(loc, level, (cx1 - cx0, cy1 - cy0))
+        except Exception as err:  # OpenSlideError, or a decoder failure surfacing as OSError
+            raise SlideError(
+                f"{self.path}: cannot read pixels at level {level}, level-0 location {loc} "
+                f"({err}); the file is damaged, re-export or re-scan it"
+            ) from err
+        rgba = np.asarray(region)
+        _composite_on_white(rgba, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
+        return out
+
+    def close(self) -> None:
+        self._osr.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _composite_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
+    """Write ``rgba`` (premultiplied-free RGBA from OpenSlide) composited on white into ``out``."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        out[...] = rgba[..., :3]
+        return
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    # OpenSlide un-premultiplies its output, so this is the usual "over white".
+    out[...] = np.rint(rgba[..., :3] * a + GLASS * (1.0 - a)).astype(np.uint8)
+
+
+def open_slide(path: str | os.PathLike, slide_mpp: float | None = None) -> Slide:
+    """Open a slide, raising :class:`SlideError` with a clear message when it cannot be."""
+    return Slide(path, slide_mpp=slide_mpp)
