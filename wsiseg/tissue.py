@@ -59,7 +59,10 @@ def tissue_mask(rgb: np.ndarray, pixel_um: float = MASK_MPP) -> np.ndarray:
         return mask
     # Sizes in um, turned into pixels of this mask.
     close_px = max(1, round(20 / pixel_um))
-    mask = ndimage.binary_closing(mask, structure=_disk(close_px), border_value=0)
+    # Closing pads first: eroding against an implicit empty border would eat tissue that
+    # touches the image edge.
+    padded = np.pad(mask, close_px, mode="edge")
+    mask = ndimage.binary_closing(padded, structure=_disk(close_px))[close_px:-close_px, close_px:-close_px]
     min_object_px = (100 * 100) / pixel_um**2  # 0.01 mm^2
     max_hole_px = (300 * 300) / pixel_um**2  # 0.09 mm^2: lumens and tears, not glass between
     mask = _fill_small_holes(mask, max_hole_px)
