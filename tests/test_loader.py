@@ -82,3 +82,12 @@ def test_reader_failure_reaches_the_consumer():
                         np.ones(grid.shape, dtype=bool), threads=2)
     with pytest.raises(OSError, match="Bogus marker"):
         list(loader)
+
+
+def test_chunks_are_cut_on_tile_edges():
+    from wsiseg.loader import _split
+
+    pieces = _split(-300, 1000, 256, 40)
+    assert pieces[0][0] == -300 and sum(n for _, n in pieces) == 1300
+    assert all((start - 40) % 256 == 0 for start, _ in pieces[1:])
+    assert all(n <= 256 for _, n in pieces)

@@ -125,7 +125,12 @@ class BandLoader:
         self.batch_size = batch_size
         self.bands = plan_bands(grid, kept, band_height)
         self.threads = threads
-        self.chunk = chunk
+        tiles = getattr(reader, "tile_grid", lambda: None)()
+        if tiles is None:
+            self.chunk, self.phase = chunk, (0, 0)
+        else:  # chunk edges on tile edges, so no tile is decoded by two chunks
+            tile, px, py = tiles
+            self.chunk, self.phase = max(1, round(chunk / tile)) * tile, (px, py)
         self.stats = LoaderStats()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
         self._stop = threading.Event()
@@ -217,9 +222,8 @@ class BandLoader:
         futures = []
         for ya, yb, intervals in tasks:
             for xa, xb in intervals:
-                for y in range(ya, yb, self.chunk):
-                    for x in range(xa, xb, self.chunk):
-                        h, w = min(self.chunk, yb - y), min(self.chunk, xb - x)
+                for y, h in _split(ya, yb, self.chunk, self.phase[1]):
+                    for x, w in _split(xa, xb, self.chunk, self.phase[0]):
                         self.stats.analysis_pixels_read += h * w
                         futures.append(pool.submit(self._read_into, pixels, band.y0, x, y, w, h))
         return pixels, futures
@@ -242,6 +246,13 @@ class BandLoader:
             self.stats.patches += 1
             if full is not None and not self._put(full):
                 return
+
+
+def _split(a: int, b: int, step: int, phase: int) -> list[tuple[int, int]]:
+    """[a, b) cut at ``phase + k * step``: (start, length) pieces."""
+    cuts = range(a + (phase - a) % step, b, step)
+    edges = [a, *(c for c in cuts if c > a), b]
+    return [(lo, hi - lo) for lo, hi in zip(edges, edges[1:])]
 
 
 class _BatchBuilder:

@@ -23,6 +23,25 @@ class RegionReader:
         self._direct_origin = (int(round(ox)), int(round(oy)))
         self.pixels_decoded = 0  # read-level pixels decoded, for the read-once accounting
 
+    def tile_grid(self) -> tuple[int, int, int] | None:
+        """(tile size, phase x, phase y) in output pixels when output pixels are level pixels.
+
+        Reads whose edges fall on ``phase + k * tile`` cut no JPEG tile in two, so no tile is
+        decoded twice. None when the level is resampled (tiles then do not map to whole output
+        pixels) or its tile size is unknown.
+        """
+        g = self.geometry
+        props = self.slide.properties
+        try:
+            tw = int(props[f"openslide.level[{g.level}].tile-width"])
+            th = int(props[f"openslide.level[{g.level}].tile-height"])
+        except (KeyError, ValueError):
+            return None
+        if not g.is_direct or tw != th:
+            return None
+        lx, ly = self._direct_origin
+        return tw, (-lx) % tw, (-ly) % tw
+
     def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         """uint8 (height, width, 3) RGB of the grid rectangle at ``(x, y)``."""
         g = self.geometry
