@@ -60,7 +60,28 @@ def handle_errors(func):
 def main(debug: bool, verbose: bool) -> None:
     """Whole-slide image segmentation: slides in, diagnostic maps out."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="wsiseg: %(levelname)s: %(message)s")
+    _log_to_stderr(level)
+
+
+class _ClickHandler(logging.Handler):
+    """Writes records through click, so they reach whichever stderr is current."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"wsiseg: {record.levelname.lower()}: {record.getMessage()}", err=True)
+        except Exception:  # never let a log line break a run
+            self.handleError(record)
+
+
+def _log_to_stderr(level: int) -> None:
+    """Send the library's log lines to stderr as ``wsiseg: warning: ...``, once."""
+    for handler in list(logger.handlers):
+        if isinstance(handler, _ClickHandler):
+            logger.removeHandler(handler)
+    handler = _ClickHandler()
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def _positive(kind):

@@ -1,0 +1,35 @@
+"""Segmentation networks, their model cards, the registry by name and loading with cards.
+
+``load_model(spec)`` is the entry point: a registered name, an installed card name, a
+checkpoint or a TorchScript file gives a :class:`LoadedModel` (eval-mode module and its card).
+"""
+
+from __future__ import annotations
+
+from .card import DIAGNOSTIC_CLASSES, ClassInfo, ModelCard
+from .registry import create_model, default_card, list_models, register_model
+
+# Importing the network modules fills the registry (once, at import time).
+from . import hspnet  # noqa: E402,F401  isort: skip
+from .loading import (  # noqa: E402  isort: skip
+    LoadedModel,
+    installed_cards,
+    load_model,
+    save_checkpoint,
+    save_torchscript,
+)
+
+__all__ = [
+    "DIAGNOSTIC_CLASSES",
+    "ClassInfo",
+    "LoadedModel",
+    "ModelCard",
+    "create_model",
+    "default_card",
+    "installed_cards",
+    "list_models",
+    "load_model",
+    "register_model",
+    "save_checkpoint",
+    "save_torchscript",
+]

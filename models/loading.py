@@ -1,0 +1,360 @@
+"""Load a network with its card: from the registry, a checkpoint, TorchScript or an installed card.
+
+Files are read with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain
+values only, never pickled code. Every failure a user can cause is a one-line
+:class:`wsiseg.errors.ModelError` naming the file, the problem and the way out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wsiseg.errors import ModelError, OutputError
+
+from .card import ModelCard
+from .registry import create_model, default_card, is_model, list_models
+
+logger = logging.getLogger(__name__)
+
+#: Folder of installed trained models: ``NAME.json`` cards and the weights files they name.
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+CHECKPOINT_FORMAT = "wsiseg-checkpoint"
+CHECKPOINT_VERSION = 1
+CARD_ENTRY = "wsiseg_card.json"  # name of the card inside a TorchScript archive
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference (eval mode, on the CPU) and the card that says how to use it.
+
+    ``source`` is the registry name, or the file the model came from (for an installed card,
+    the card's path). ``weights_sha256`` is the checksum of the weights file read (None for an
+    untrained registry model); ``trained`` is False only for registry models without weights.
+    """
+
+    module: torch.nn.Module
+    card: ModelCard
+    weights_sha256: str | None
+    source: str
+    trained: bool
+
+
+def save_checkpoint(path: str | os.PathLike, module: torch.nn.Module, card: ModelCard) -> Path:
+    """Write ``module``'s state dict and ``card`` to ``path``, readable by :func:`load_model`."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+               "card": card.to_dict(), "state_dict": module.state_dict()}
+    path = Path(path)
+    try:
+        torch.save(payload, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path} ({err.strerror or err}); check that its folder "
+                          "exists and is writable") from err
+    return path
+
+
+def save_torchscript(path: str | os.PathLike, module: torch.jit.ScriptModule,
+                     card: ModelCard) -> Path:
+    """Write a scripted or traced ``module`` with ``card`` embedded, readable by load_model."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        raise ModelError(f"save_torchscript needs a scripted or traced module, got "
+                         f"{type(module).__name__}; pass torch.jit.script(model) or "
+                         "torch.jit.trace(model, example), or use save_checkpoint")
+    path = Path(path)
+    try:
+        torch.jit.save(module, str(path), _extra_files={CARD_ENTRY: card.to_json()})
+    except OSError as err:
+        raise OutputError(f"cannot write {path} ({err.strerror or err}); check that its folder "
+                          "exists and is writable") from err
+    return path
+
+
+def installed_cards() -> dict[str, Path]:
+    """Installed trained models: card name (file name without .json) -> card path."""
+    if not CARDS_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(CARDS_DIR.glob("*.json")) if p.is_file()}
+
+
+def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None,
+               map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model and its card, in eval mode.
+
+    ``spec`` is a registered name (``weights``: an optional checkpoint or state dict file), an
+    installed card name (see :func:`installed_cards`), or a checkpoint written by
+    :func:`save_checkpoint` or a TorchScript file written by :func:`save_torchscript` (or with
+    its card beside it as ``NAME.card.json`` or ``NAME.json``).
+    """
+    if isinstance(spec, str) and is_model(spec):
+        if spec in installed_cards():
+            logger.warning("%s is a registered architecture; the installed card %s is ignored "
+                           "(rename the card)", spec, installed_cards()[spec])
+        return _from_registry(spec, weights, map_location)
+    cards = installed_cards()
+    installed = isinstance(spec, str) and spec in cards
+    if not installed and not Path(spec).exists():
+        raise ModelError(
+            f"{spec} is neither a registered model ({', '.join(list_models())}), an installed "
+            f"model ({', '.join(sorted(cards)) or 'none installed'}) nor an existing file; "
+            "check the name or the path")
+    if weights is not None:
+        raise ModelError(f"weights={weights} is only for registered architectures "
+                         f"({', '.join(list_models())}); {spec} brings its own weights, so "
+                         "leave weights out")
+    if installed:
+        return _from_installed(str(spec), cards[str(spec)], map_location)
+    return _from_file(Path(spec), map_location)
+
+
+# --- the four kinds of spec -------------------------------------------------------------------
+
+
+def _from_registry(name: str, weights: str | os.PathLike | None,
+                   map_location: str | torch.device) -> LoadedModel:
+    if weights is None:
+        logger.info("%s: random weights (no weights file given)", name)
+        return LoadedModel(create_model(name).eval(), default_card(name), None, name, False)
+    path = _existing_file(weights, "weights file")
+    if _is_torchscript(path):
+        raise ModelError(f"{path} is a TorchScript model, not weights for {name}; load it "
+                         f"on its own (--model {path}) without weights")
+    obj = _read_torch(path, map_location)
+    if _is_checkpoint(obj, path):
+        card = _checkpoint_card(obj, path)
+        if card.architecture != name:
+            raise ModelError(f"{path} is a checkpoint of {card.architecture!r}, not {name!r}; "
+                             f"load it on its own (--model {path}) without weights")
+        logger.info("%s: using the card stored in %s", name, path)
+        module = _build(card, path)
+        state = obj["state_dict"]
+    elif _is_state_dict(obj):
+        card, module, state = default_card(name), create_model(name), obj
+    else:
+        raise _not_weights(path, obj)
+    _load_state(module, state, path, name)
+    return LoadedModel(module.eval(), card, _sha256(path), name, True)
+
+
+def _from_file(path: Path, map_location: str | torch.device) -> LoadedModel:
+    path = _existing_file(path, "model file")
+    if _is_torchscript(path):
+        return _from_torchscript(path, None, map_location)
+    obj = _read_torch(path, map_location)
+    if _is_checkpoint(obj, path):
+        card = _checkpoint_card(obj, path)
+        module = _build(card, path)
+        _load_state(module, obj["state_dict"], path, card.architecture)
+        return LoadedModel(module.eval(), card, _sha256(path), str(path), True)
+    if _is_state_dict(obj):
+        raise ModelError(f"{path} is a bare state dict without a card; load it with its "
+                         f"architecture (--model hspnet_r34 --weights {path}) or re-save it "
+                         "with wsiseg.models.save_checkpoint")
+    raise _not_weights(path, obj)
+
+
+def _from_torchscript(path: Path, card: ModelCard | None,
+                      map_location: str | torch.device) -> LoadedModel:
+    extra = {CARD_ENTRY: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    except Exception as err:  # noqa: BLE001 - any failure here means a damaged archive
+        raise ModelError(f"{path} looks like a TorchScript model but cannot be loaded "
+                         f"({_first_line(err)}); re-export it with torch.jit.save") from err
+    if card is None:
+        card = _torchscript_card(path, extra[CARD_ENTRY])
+    return LoadedModel(module.eval(), card, _sha256(path), str(path), True)
+
+
+def _from_installed(name: str, card_path: Path, map_location: str | torch.device) -> LoadedModel:
+    card = ModelCard.from_json(_read_text(card_path), source=str(card_path))
+    if card.weights is None:
+        raise ModelError(f"{card_path} names no weights file; set its 'weights' field to the "
+                         "weights file beside it (see models/cards/README.md)")
+    path = card_path.parent / card.weights
+    if not path.is_file():
+        raise ModelError(f"{card_path} names the weights {card.weights}, but {path} does not "
+                         "exist; put the weights file beside the card")
+    _verify_sha256(path, card, card_path)
+    if _is_torchscript(path):
+        loaded = _from_torchscript(path, card, map_location)
+    else:
+        obj = _read_torch(path, map_location)
+        if _is_checkpoint(obj, path):
+            state = obj["state_dict"]
+        elif _is_state_dict(obj):
+            state = obj
+        else:
+            raise _not_weights(path, obj)
+        module = _build(card, card_path)
+        _load_state(module, state, path, card.architecture)
+        loaded = LoadedModel(module.eval(), card, _sha256(path), str(card_path), True)
+    loaded.source = str(card_path)
+    return loaded
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{what} {path} does not exist; check the path")
+    if not path.is_file():
+        raise ModelError(f"{what} {path} is not a file; give the .pt/.pth/.ckpt file itself")
+    return path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelError(f"cannot read the card {path} ({err}); check the file") from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:  # hashlib.file_digest needs 3.11; setup.cfg allows 3.10
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_sha256(path: Path, card: ModelCard, card_path: Path) -> None:
+    if card.weights_sha256 is None:
+        logger.info("%s has no weights_sha256; %s is not verified", card_path, path)
+        return
+    actual = _sha256(path)
+    if actual != card.weights_sha256:
+        raise ModelError(f"{path} has sha256 {actual}, but its card {card_path} expects "
+                         f"{card.weights_sha256}; the file is damaged or not the one the card "
+                         "was written for: fetch it again or fix weights_sha256")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with constants.pkl and code/)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
+def _read_torch(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into a ModelError."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Unsupported global" in text:
+            what = next(s.strip() for s in text.splitlines() if "Unsupported global" in s)
+            what = what.split("Unsupported global:", 1)[1].split(" was not", 1)[0]
+            what = what.replace("GLOBAL", "").strip()
+            raise ModelError(
+                f"{path} holds Python objects ({what}) that a safe load (weights_only=True) "
+                "refuses; re-save only tensors with wsiseg.models.save_checkpoint or "
+                "torch.save(model.state_dict(), path)") from err
+        raise _damaged(path, err) from err
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        raise _damaged(path, err) from err
+
+
+def _damaged(path: Path, err: BaseException) -> ModelError:
+    return ModelError(f"{path} is not a PyTorch model file or is damaged "
+                      f"({type(err).__name__}); give a checkpoint, state dict or TorchScript "
+                      "file, or fetch it again")
+
+
+def _is_checkpoint(obj: Any, path: Path) -> bool:
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        return False
+    if obj.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(f"{path} is a wsiseg checkpoint of version {obj.get('version')!r}; "
+                         f"this wsiseg reads version {CHECKPOINT_VERSION}: update wsiseg")
+    if not isinstance(obj.get("state_dict"), Mapping) or "card" not in obj:
+        raise ModelError(f"{path} is a wsiseg checkpoint without its card or state dict; "
+                         "re-save it with wsiseg.models.save_checkpoint")
+    return True
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _not_weights(path: Path, obj: Any) -> ModelError:
+    what = (f"a dict with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, Mapping)
+            else f"a {type(obj).__name__}")
+    return ModelError(f"{path} holds {what}, not a wsiseg checkpoint or a state dict; save "
+                      "the model with wsiseg.models.save_checkpoint")
+
+
+def _checkpoint_card(obj: Mapping[str, Any], path: Path) -> ModelCard:
+    return ModelCard.from_dict(obj["card"], source=f"{path} (its embedded card)")
+
+
+def _torchscript_card(path: Path, embedded: bytes | str) -> ModelCard:
+    if embedded:
+        return ModelCard.from_json(embedded, source=f"{path} (its embedded {CARD_ENTRY})")
+    stem = path.stem
+    for beside in (path.with_name(f"{stem}.card.json"), path.with_name(f"{stem}.json")):
+        if beside.is_file():
+            card = ModelCard.from_json(_read_text(beside), source=str(beside))
+            if card.weights_sha256 is not None:
+                _verify_sha256(path, card, beside)
+            logger.info("%s: card read from %s", path, beside)
+            return card
+    raise ModelError(f"{path.name} is a TorchScript model without a card; put its card in "
+                     f"{stem}.card.json beside it (see models/README.md)")
+
+
+def _build(card: ModelCard, source: Path) -> torch.nn.Module:
+    """The registry network ``card`` describes, with errors naming ``source``."""
+    try:
+        return create_model(card.architecture, **card.arguments)
+    except ModelError as err:
+        raise ModelError(f"{source}: its card cannot build a network: {err}") from err
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return f"[{shown}{f', ... {len(keys) - n} more' if len(keys) > n else ''}]"
+
+
+def _load_state(module: torch.nn.Module, state: Mapping[str, Any], path: Path, what: str) -> None:
+    """Strict ``load_state_dict`` with a one-line message on any mismatch."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        hint = "it was saved from another architecture or with other arguments"
+        if unexpected and all(str(k).startswith("module.") for k in unexpected):
+            hint = "its keys start with 'module.' (saved from DataParallel): strip that prefix"
+        raise ModelError(f"{path} does not fit {what}: missing keys {_few(missing)}, unexpected "
+                         f"keys {_few([str(k) for k in unexpected])}; {hint}")
+    wrong = [k for k, v in expected.items()
+             if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape]
+    if wrong:
+        k = wrong[0]
+        got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k])
+        raise ModelError(f"{path} does not fit {what}: {len(wrong)} tensor(s) differ in shape, "
+                         f"e.g. {k} is {got} in the file but {tuple(expected[k].shape)} in the "
+                         "model; the card's arguments (e.g. num_classes) must match the weights")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"{path} does not fit {what} ({_first_line(err)})") from err
