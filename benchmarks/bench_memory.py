@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=40000)
     ap.add_argument("--height", type=int, default=30000)
     ap.add_argument("--model", help="model file (default: the colour model from examples/)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's")
     ap.add_argument("--one", nargs=2, metavar=("SLIDE", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -65,8 +65,8 @@ def main() -> None:
     results = []
     for w, h in ((args.width, args.height), (args.width * 2, args.height * 2)):
         slide = synthetic_slide(w, h)
-        run = subprocess.run([sys.executable, __file__, "--one", str(slide), model,
-                              "--batch-size", str(args.batch_size)],
+        extra = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        run = subprocess.run([sys.executable, __file__, "--one", str(slide), model, *extra],
                              check=True, capture_output=True, text=True)
         r = json.loads(run.stdout.strip().splitlines()[-1])
         results.append(r)

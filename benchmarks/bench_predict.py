@@ -47,6 +47,9 @@ def main() -> None:
     loaded = LoadedModel(module=module, card=card, weights_sha256=None, source=args.model,
                          trained=False)
 
+    with torch.inference_mode():  # warm-up, so one-off allocations stay out of both figures
+        module.to(device)(torch.rand(args.batch_size, 3, card.patch_size, card.patch_size, device=device))
+
     out = OUT / "bench_predict.wsiseg.zarr"
     cfg = PredictConfig(out=str(out), overwrite=True, progress=False, device=args.device,
                         batch_size=args.batch_size)

@@ -99,7 +99,7 @@ def _positive(kind):
 @click.option("--model", help="Installed model name, registry name (with --weights), checkpoint or TorchScript file.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Weights for a registry model name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass (default 32 on CUDA, 4 on the CPU).")
 @click.option("--patch-size", type=click.IntRange(min=1), help="Window size in analysis pixels (default: the model card's).")
 @click.option("--stride", type=click.IntRange(min=1), help="Window stride in analysis pixels (default: the model card's).")
 @click.option("--sigma", type=float, callback=_positive(float), help="Gaussian blending sigma in analysis pixels (default patch/8).")

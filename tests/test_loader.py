@@ -16,8 +16,10 @@ class ArrayReader:
         self.image = image
         self.reads = np.zeros(image.shape[:2], dtype=np.int32)
 
-    def read(self, x, y, w, h):
-        out = np.full((h, w, 3), 255, dtype=np.uint8)
+    def read(self, x, y, w, h, out=None):
+        if out is None:
+            out = np.empty((h, w, 3), dtype=np.uint8)
+        out[...] = 255
         H, W = self.image.shape[:2]
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
         if x1 > x0 and y1 > y0:
@@ -74,7 +76,7 @@ def test_bands_cover_kept_windows_and_overlap_by_patch_minus_stride():
 
 def test_reader_failure_reaches_the_consumer():
     class Broken(ArrayReader):
-        def read(self, x, y, w, h):
+        def read(self, x, y, w, h, out=None):
             raise OSError("Bogus marker length")
 
     grid = PatchGrid(200, 200, 64, 16)

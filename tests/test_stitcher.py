@@ -10,10 +10,10 @@ from wsiseg.grid import PatchGrid
 from wsiseg.stitcher import FinishedRows, Stitcher, gaussian_weight
 
 
-def run_stitcher(grid, probs_of, kept, classes, keep_probabilities=True):
+def run_stitcher(grid, probs_of, kept, classes, keep_probabilities=True, columns=None):
     rows_out: list[FinishedRows] = []
     st = Stitcher(grid, classes, grid.patch_size / 8, rows_out.append,
-                  keep_probabilities=keep_probabilities)
+                  keep_probabilities=keep_probabilities, columns=columns)
     for r in range(grid.shape[0]):
         cols = np.nonzero(kept[r])[0]
         if len(cols):
@@ -87,8 +87,27 @@ def test_uncovered_pixels_are_background_and_rows_stream_in_order():
         cover[max(y, 0) : y + 100, max(x, 0) : x + 100] = True
     assert np.array_equal(labels == 1, cover)
     assert (probs[0][~cover] == 255).all() and (probs[1][~cover] == 0).all()
-    # The accumulators hold ceil(P / S) * S rows of the padded width, whatever the height.
-    assert tuple(st.acc.shape) == (2, 100, 300 + 2 * 75)
+    # The accumulators hold ceil(P / S) * S rows of the image's width, whatever the height.
+    assert tuple(st.acc.shape) == (2, 100, 300)
+
+
+def test_column_stripes_blend_to_exactly_the_whole():
+    grid = PatchGrid(301, 157, 64, 16)
+    rng = np.random.default_rng(3)
+    kept = rng.random(grid.shape) < 0.7
+    table = torch.softmax(torch.from_numpy(rng.normal(size=grid.shape + (3, 64, 64))).float(), dim=2)
+    whole_labels, whole_probs, _ = run_stitcher(grid, lambda r, c: table[r, c], kept, 3)
+    labels, probs = [], []
+    for x0, x1 in ((0, 128), (128, 256), (256, 301)):
+        # Each stripe gets only the windows that overlap it.
+        near = (grid.xs < x1) & (grid.xs + 64 > x0)
+        lab, pr, st = run_stitcher(grid, lambda r, c: table[r, c], kept & near[None, :], 3,
+                                   columns=(x0, x1))
+        assert tuple(st.acc.shape) == (3, 64, x1 - x0)
+        labels.append(lab)
+        probs.append(pr)
+    assert np.array_equal(np.concatenate(labels, axis=1), whole_labels)
+    assert np.array_equal(np.concatenate(probs, axis=2), whole_probs)
 
 
 def test_windows_out_of_row_order_are_refused():

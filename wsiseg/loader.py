@@ -22,7 +22,6 @@ import numpy as np
 
 from .grid import PatchGrid
 from .region import RegionReader
-from .slide import GLASS
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +116,7 @@ class BandLoader:
         band_height: int = 1000,
         threads: int = 2,
         chunk: int = 1024,
+        strip: int = 256,
         queue_batches: int = 8,
     ) -> None:
         self.reader = reader
@@ -127,14 +127,21 @@ class BandLoader:
         self.threads = threads
         tiles = getattr(reader, "tile_grid", lambda: None)()
         if tiles is None:
-            self.chunk, self.phase = chunk, (0, 0)
-        else:  # chunk edges on tile edges, so no tile is decoded by two chunks
+            self.chunk, self.strip, self.phase = chunk, strip, (0, 0)
+        else:  # chunk and strip edges on tile edges, so no tile is decoded by two reads
             tile, px, py = tiles
-            self.chunk, self.phase = max(1, round(chunk / tile)) * tile, (px, py)
+            self.chunk = max(1, round(chunk / tile)) * tile
+            self.strip = max(1, round(strip / tile)) * tile
+            self.phase = (px, py)
+        # Band buffers span only the columns of the kept windows (one column stripe, say).
+        used = np.nonzero(kept.any(axis=0))[0]
+        self.x_lo = int(grid.xs[used[0]]) if len(used) else grid.origin
+        self.x_hi = int(grid.xs[used[-1]]) + grid.patch_size if len(used) else self.x_lo + 1
         self.stats = LoaderStats()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._spare: np.ndarray | None = None
 
     # -- consumer side --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[PatchBatch]:
@@ -182,61 +189,88 @@ class BandLoader:
             self._put(err)
 
     def _run(self, pool: ThreadPoolExecutor) -> None:
-        prev: tuple[Band, np.ndarray] | None = None
-        pending: tuple[Band, np.ndarray] | None = None
+        prev: _ReadBand | None = None
         batch = _BatchBuilder(self.batch_size, self.grid.patch_size)
         for band in self.bands:
             if self._stop.is_set():
                 return
             t0 = time.perf_counter()
-            pixels, futures = self._start_band(pool, band, prev)
-            if pending is not None:
-                self._emit(pending, batch)  # predict the last band while this one is read
+            current, futures = self._start_band(pool, band, prev)
+            if prev is not None:
+                self._emit(prev, batch)  # cut the last band's windows while this one is read
             for f in futures:
                 f.result()
             self.stats.read_seconds += time.perf_counter() - t0
             self.stats.bands += 1
-            prev = pending = (band, pixels)
-        if pending is not None:
-            self._emit(pending, batch)
+            prev = current
+        if prev is not None:
+            self._emit(prev, batch)
         last = batch.take()
         if last is not None:
             self._put(last)
 
     def _start_band(
-        self, pool: ThreadPoolExecutor, band: Band, prev: tuple[Band, np.ndarray] | None
-    ) -> tuple[np.ndarray, list[Future]]:
-        origin = self.grid.origin
-        width = int(self.grid.xs[-1]) + self.grid.patch_size - origin
-        pixels = np.full((band.y1 - band.y0, width, 3), GLASS, dtype=np.uint8)
-        new_from = band.y0
-        tasks: list[tuple[int, int, list[Interval]]] = []
-        if prev is not None and prev[0].y1 > band.y0:
-            pband, ppixels = prev
-            new_from = min(pband.y1, band.y1)
-            pixels[: new_from - band.y0] = ppixels[band.y0 - pband.y0 : new_from - pband.y0]
-            # Carried rows hold only the columns the previous band needed; read the rest.
-            missing = subtract_intervals(band.columns, pband.columns)
-            tasks.append((band.y0, new_from, missing))
-        tasks.append((new_from, band.y1, band.columns))
+        self, pool: ThreadPoolExecutor, band: Band, prev: _ReadBand | None
+    ) -> tuple[_ReadBand, list[Future]]:
+        """Start reading ``band``: rows shared with ``prev`` are copied, the rest is read.
+
+        The band is cut into strips of ``strip`` rows (on tile edges), and each strip reads
+        only the columns of the kept windows that overlap it, less what the previous band
+        already holds there: no pixel is decoded twice, and few that no window needs.
+        """
+        width = self.x_hi - self.x_lo
+        # Two band buffers, used in turn (the one before last has been cut by now): no fresh
+        # pages to fault in for every band. Pixels no read fills are never cut into a window.
+        self._spare, pixels = prev.pixels if prev is not None else None, self._spare
+        shape = (band.y1 - band.y0, width, 3)
+        if pixels is None or pixels.shape[1] != width or pixels.shape[0] < shape[0]:
+            pixels = np.empty(shape, dtype=np.uint8)
+        pixels = pixels[: shape[0]]
+        carried_to = band.y0
+        if prev is not None and prev.band.y1 > band.y0:
+            carried_to = min(prev.band.y1, band.y1)
+            pixels[: carried_to - band.y0] = prev.pixels[band.y0 - prev.band.y0 : carried_to - prev.band.y0]
+        strips = [
+            piece
+            for a, b in ((band.y0, carried_to), (carried_to, band.y1))
+            for piece in _split(a, b, self.strip, self.phase[1])
+        ]
+        held: list[tuple[int, int, list[Interval]]] = []
         futures = []
-        for ya, yb, intervals in tasks:
-            for xa, xb in intervals:
-                for y, h in _split(ya, yb, self.chunk, self.phase[1]):
-                    for x, w in _split(xa, xb, self.chunk, self.phase[0]):
-                        self.stats.analysis_pixels_read += h * w
-                        futures.append(pool.submit(self._read_into, pixels, band.y0, x, y, w, h))
-        return pixels, futures
+        for y, h in strips:
+            need = self._columns(band, y, y + h)
+            if y < carried_to:
+                have = prev.columns_at(y)
+                todo = subtract_intervals(need, have)
+                held.append((y, y + h, merge_intervals(have + need)))
+            else:
+                todo = need
+                held.append((y, y + h, need))
+            for xa, xb in todo:
+                for x, w in _split(xa, xb, self.chunk, self.phase[0]):
+                    self.stats.analysis_pixels_read += h * w
+                    futures.append(pool.submit(self._read_into, pixels, band.y0, x, y, w, h))
+        return _ReadBand(band, pixels, held), futures
+
+    def _columns(self, band: Band, ya: int, yb: int) -> list[Interval]:
+        """Analysis x intervals of the band's kept windows that overlap rows ``[ya, yb)``."""
+        p = self.grid.patch_size
+        ys = self.grid.ys[band.r0 : band.r1]
+        rows = np.nonzero((ys < yb) & (ys + p > ya))[0] + band.r0
+        if len(rows) == 0:
+            return []
+        cols = np.nonzero(self.kept[rows].any(axis=0))[0]
+        return merge_intervals([(int(self.grid.xs[c]), int(self.grid.xs[c]) + p) for c in cols])
 
     def _read_into(self, pixels: np.ndarray, y0: int, x: int, y: int, w: int, h: int) -> None:
         if self._stop.is_set():
             return
-        c = x - self.grid.origin
-        pixels[y - y0 : y - y0 + h, c : c + w] = self.reader.read(x, y, w, h)
+        c = x - self.x_lo
+        self.reader.read(x, y, w, h, out=pixels[y - y0 : y - y0 + h, c : c + w])
 
-    def _emit(self, item: tuple[Band, np.ndarray], batch: "_BatchBuilder") -> None:
-        band, pixels = item
-        p, origin = self.grid.patch_size, self.grid.origin
+    def _emit(self, item: _ReadBand, batch: "_BatchBuilder") -> None:
+        band, pixels = item.band, item.pixels
+        p, origin = self.grid.patch_size, self.x_lo
         ys, xs = self.grid.ys, self.grid.xs
         rows, cols = np.nonzero(self.kept[band.r0 : band.r1])
         for r, c in zip(rows + band.r0, cols):
@@ -246,6 +280,21 @@ class BandLoader:
             self.stats.patches += 1
             if full is not None and not self._put(full):
                 return
+
+
+@dataclass
+class _ReadBand:
+    """A band's pixels and, per strip of rows, the column intervals they hold."""
+
+    band: Band
+    pixels: np.ndarray
+    held: list[tuple[int, int, list[Interval]]]
+
+    def columns_at(self, y: int) -> list[Interval]:
+        for a, b, cols in self.held:
+            if a <= y < b:
+                return cols
+        return []
 
 
 def _split(a: int, b: int, step: int, phase: int) -> list[tuple[int, int]]:

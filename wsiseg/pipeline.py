@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 from ._version import __version__
 from .errors import ConfigError, ModelError
@@ -37,7 +39,7 @@ class PredictConfig:
     weights: str | None = None  # weights for a registry name
     out: str | None = None  # output path; default SLIDE.wsiseg.zarr beside the slide
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int | None = None  # windows per forward pass; default 32 on CUDA, 4 on the CPU
     patch_size: int | None = None
     stride: int | None = None
     sigma: float | None = None  # Gaussian sigma in analysis pixels; default patch_size / 8
@@ -48,12 +50,19 @@ class PredictConfig:
     overwrite: bool = False
     threads: int | None = None  # reader threads; default min(4, CPUs)
     band_height: int = 1000  # analysis rows read at a time
+    stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
+    chunk_size: int = 512  # edge of the output's zarr chunks
     amp: str = "auto"
     progress: bool = True
 
     def validate(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.chunk_size < 16 or self.stripe_width < self.chunk_size:
+            raise ConfigError(
+                f"chunk size {self.chunk_size} must be at least 16 and the stripe width "
+                f"{self.stripe_width} at least one chunk"
+            )
         if not 0 <= self.tissue_threshold <= 1:
             raise ConfigError(
                 f"tissue threshold is a fraction between 0 and 1, got {self.tissue_threshold}"
@@ -140,37 +149,48 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             device, amp=config.amp,
         )
         writer = OutputWriter(
-            out, geometry.height, geometry.width, card.num_classes, config.probabilities
+            out, geometry.height, geometry.width, card.num_classes, config.probabilities,
+            chunk=config.chunk_size,
         )
         try:
             writer.write_tissue(tissue)
-            stitcher = Stitcher(
-                grid, card.num_classes, sigma, writer.write_rows, device, config.probabilities
-            )
             threads = config.threads or min(4, os.cpu_count() or 1)
-            loader = BandLoader(
-                RegionReader(slide, geometry), grid, kept, batch_size=config.batch_size,
-                band_height=config.band_height, threads=threads,
-            )
+            batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
+            stripes = column_stripes(geometry.width, config.stripe_width, writer.chunk)
+            todo = [(x0, x1, kept & _overlapping(grid, x0, x1)[None, :]) for x0, x1 in stripes]
+            predicted = sum(int(k.sum()) for _, _, k in todo)
             t = time.perf_counter()
-            predict_s = stitch_s = 0.0
-            with _progress(int(kept.sum()), path.name, config.progress) as bar:
-                for batch in loader:
-                    t0 = time.perf_counter()
-                    probs = predictor(batch.patches)
-                    t1 = time.perf_counter()
-                    stitcher.add(batch.rows, batch.cols, probs)
-                    stitch_s += time.perf_counter() - t1
-                    predict_s += t1 - t0
-                    bar.update(len(batch.rows))
-                stitcher.finish()
+            predict_s = stitch_s = read_s = 0.0
+            with _progress(predicted, path.name, config.progress) as bar:
+                # Column stripes, each top to bottom: memory depends on the stripe's width,
+                # not the slide's. Windows across a stripe edge are predicted for both sides.
+                for x0, x1, stripe_kept in todo:
+                    writer.begin_stripe(x0, x1)
+                    stitcher = Stitcher(
+                        grid, card.num_classes, sigma, writer.write_rows, device,
+                        config.probabilities, columns=(x0, x1),
+                    )
+                    loader = BandLoader(
+                        RegionReader(slide, geometry), grid, stripe_kept, batch_size=batch_size,
+                        band_height=config.band_height, threads=threads,
+                    )
+                    for batch in loader:
+                        t0 = time.perf_counter()
+                        probs = predictor(batch.patches)
+                        t1 = time.perf_counter()
+                        stitcher.add(batch.rows, batch.cols, probs)
+                        stitch_s += time.perf_counter() - t1
+                        predict_s += t1 - t0
+                        bar.update(len(batch.rows))
+                    stitcher.finish()
+                    read_s += loader.stats.read_seconds
             timings.update(
                 loop=time.perf_counter() - t, predict=predict_s, stitch_write=stitch_s,
-                read=loader.stats.read_seconds,
+                read=read_s,
             )
             attrs = _attributes(
                 slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma, config,
-                kept, timings, started,
+                kept, predicted, len(stripes), timings, started,
             )
             return writer.publish(attrs, config.overwrite)
         except BaseException:
@@ -179,7 +199,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
 
 
 def _attributes(slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma, config,
-                kept, timings, started) -> dict[str, Any]:
+                kept, predicted, stripes, timings, started) -> dict[str, Any]:
     return {
         "version": __version__,
         "slide": {
@@ -220,6 +240,8 @@ def _attributes(slide, loaded, card, geometry, tissue_geometry, factor, grid, si
         },
         "patches_total": int(kept.size),
         "patches_kept": int(kept.sum()),
+        "patches_predicted": predicted,
+        "stripes": stripes,
         "seconds": round(time.perf_counter() - started, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
@@ -235,6 +257,18 @@ class _NoBar:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int, int]]:
+    """``[x0, x1)`` column ranges of at most ``stripe_width`` (a multiple of ``chunk``) covering
+    ``[0, width)``; each starts on a chunk edge. Pure."""
+    step = max(chunk, stripe_width // chunk * chunk)
+    return [(x0, min(x0 + step, width)) for x0 in range(0, width, step)]
+
+
+def _overlapping(grid: PatchGrid, x0: int, x1: int) -> np.ndarray:
+    """Which grid columns' windows overlap output columns ``[x0, x1)``."""
+    return (grid.xs < x1) & (grid.xs + grid.patch_size > x0)
 
 
 def _progress(total: int, name: str, enabled: bool):

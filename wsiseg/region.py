@@ -42,29 +42,35 @@ class RegionReader:
         lx, ly = self._direct_origin
         return tw, (-lx) % tw, (-ly) % tw
 
-    def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """uint8 (height, width, 3) RGB of the grid rectangle at ``(x, y)``."""
+    def read(
+        self, x: int, y: int, width: int, height: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """uint8 (height, width, 3) RGB of the grid rectangle at ``(x, y)``.
+
+        Written into ``out`` (which may be a view of a larger array) when given; returned.
+        """
         g = self.geometry
+        if out is None:
+            out = np.empty((height, width, 3), dtype=np.uint8)
         cx0, cy0 = max(x, 0), max(y, 0)
         cx1, cy1 = min(x + width, g.width), min(y + height, g.height)
-        if cx0 == x and cy0 == y and cx1 == x + width and cy1 == y + height:
-            return self._read_inside(x, y, width, height)
-        out = np.full((height, width, 3), GLASS, dtype=np.uint8)
+        if (cx0, cy0, cx1, cy1) != (x, y, x + width, y + height):
+            out[...] = GLASS
         if cx1 > cx0 and cy1 > cy0:
-            out[cy0 - y : cy1 - y, cx0 - x : cx1 - x] = self._read_inside(
-                cx0, cy0, cx1 - cx0, cy1 - cy0
-            )
+            self._read_inside(cx0, cy0, cx1 - cx0, cy1 - cy0,
+                              out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
         return out
 
-    def _read_inside(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+    def _read_inside(self, x: int, y: int, width: int, height: int, out: np.ndarray) -> None:
         g = self.geometry
         if g.is_direct:
             lx, ly = self._direct_origin
             self.pixels_decoded += width * height
-            return self.slide.read_level(g.level, lx + x, ly + y, width, height)
+            self.slide.read_level(g.level, lx + x, ly + y, width, height, out=out)
+            return
         ox, oy = g.level_origin
         fx, nx, wx = area_weights(x, width, ox, g.resample[0])
         fy, ny, wy = area_weights(y, height, oy, g.resample[1])
         self.pixels_decoded += nx * ny
         raw = self.slide.read_level(g.level, fx, fy, nx, ny)
-        return resample_area(raw, wy, wx)
+        out[...] = resample_area(raw, wy, wx)

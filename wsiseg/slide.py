@@ -7,8 +7,10 @@ pyramid level, and composites transparent pixels (outside the scanned area) onto
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +20,10 @@ from .errors import ResolutionError, SlideError
 
 logger = logging.getLogger(__name__)
 
-#: OpenSlide's tile cache for each open slide, in bytes. Bands are read in chunks that line up
-#: with the slide's tiles, so a modest cache is enough to avoid decoding a cut tile twice.
-CACHE_BYTES = 256 * 1024 * 1024
+#: OpenSlide's tile cache for each open slide, in bytes. Reads are cut on tile edges, so the
+#: cache only has to bridge the tile row shared by consecutive strips or bands of one column
+#: stripe (about 40 MB for an 8192-column stripe read at twice its resolution).
+CACHE_BYTES = 64 * 1024 * 1024
 
 GLASS = 255
 
@@ -85,6 +88,8 @@ class Slide:
             self._osr.set_cache(openslide.OpenSlideCache(CACHE_BYTES))
         except (AttributeError, openslide.OpenSlideError):  # pragma: no cover - old OpenSlide
             pass
+        # The C handle, for reading straight into numpy (see _direct_reader); None: public API.
+        self._handle = getattr(self._osr, "_osr", None) if _DIRECT_READ is not None else None
         props = self._osr.properties
         self.properties: dict[str, str] = dict(props)
         self.vendor: str = props.get("openslide.vendor", "unknown")
@@ -159,31 +164,48 @@ class Slide:
         )
 
     # -- pixels -------------------------------------------------------------------------------
-    def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    def read_level(
+        self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Read ``height x width`` RGB pixels of ``level`` starting at level pixel ``(x, y)``.
 
-        Pixels outside the level, and transparent ones, come back as white glass. Returns a
-        C-contiguous uint8 array (height, width, 3).
+        Pixels outside the level, and transparent ones, come back as white glass. Writes into
+        ``out`` (uint8 (height, width, 3), may be a view) when given, else into a new array;
+        returns it.
         """
-        out = np.full((height, width, 3), GLASS, dtype=np.uint8)
+        if out is None:
+            out = np.empty((height, width, 3), dtype=np.uint8)
         lw, lh = self.level_dimensions[level]
         # Clip to the level so OpenSlide is never asked for pixels that cannot exist.
         cx0, cy0 = max(x, 0), max(y, 0)
         cx1, cy1 = min(x + width, lw), min(y + height, lh)
         if cx1 <= cx0 or cy1 <= cy0:
+            out[...] = GLASS
             return out
+        if (cx0, cy0, cx1, cy1) != (x, y, x + width, y + height):
+            out[...] = GLASS
         d = self.level_downsamples[level]
         loc = (int(round(cx0 * d)), int(round(cy0 * d)))
         try:
-            region = self._osr.read_region(loc, level, (cx1 - cx0, cy1 - cy0))
+            self._decode(loc, level, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
         except Exception as err:  # OpenSlideError, or a decoder failure surfacing as OSError
             raise SlideError(
                 f"{self.path}: cannot read pixels at level {level}, level-0 location {loc} "
                 f"({err}); the file is damaged, re-export or re-scan it"
             ) from err
-        rgba = np.asarray(region)
-        _composite_on_white(rgba, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
         return out
+
+    def _decode(self, loc: tuple[int, int], level: int, out: np.ndarray) -> None:
+        """OpenSlide's region at ``loc``/``level``, the size of ``out``, composited into ``out``."""
+        h, w = out.shape[:2]
+        if self._handle is not None:
+            # OpenSlide's C call writes premultiplied ARGB straight into memory we own: no
+            # PIL image, no RGBA conversion pass and no copies on the way to ``out``.
+            argb = np.empty((h, w), dtype=np.uint32)
+            _DIRECT_READ(self._handle, argb.ctypes.data_as(_UINT32_P), loc[0], loc[1], level, w, h)
+            _premultiplied_bgra_on_white(argb.view(np.uint8).reshape(h, w, 4), out)
+        else:
+            _composite_on_white(np.asarray(self._osr.read_region(loc, level, (w, h))), out)
 
     def close(self) -> None:
         self._osr.close()
@@ -196,14 +218,47 @@ class Slide:
 
 
 def _composite_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
-    """Write ``rgba`` (premultiplied-free RGBA from OpenSlide) composited on white into ``out``."""
+    """Write ``rgba`` (straight alpha, as ``OpenSlide.read_region`` gives) on white into ``out``."""
     alpha = rgba[..., 3]
     if alpha.min() == 255:
         out[...] = rgba[..., :3]
         return
     a = alpha.astype(np.float32)[..., None] / 255.0
-    # OpenSlide un-premultiplies its output, so this is the usual "over white".
     out[...] = np.rint(rgba[..., :3] * a + GLASS * (1.0 - a)).astype(np.uint8)
+
+
+def _premultiplied_bgra_on_white(bgra: np.ndarray, out: np.ndarray) -> None:
+    """Premultiplied BGRA bytes (OpenSlide's native ARGB words, little-endian) on white, as RGB.
+
+    Over white, a premultiplied colour c with alpha a becomes c + (255 - a): exact in integers.
+    """
+    alpha = bgra[..., 3]
+    out[...] = bgra[..., 2::-1]
+    if alpha.min() != 255:
+        out += (255 - alpha)[..., None]
+
+
+def _direct_reader():
+    """OpenSlide's ``openslide_read_region`` through openslide-python's ctypes binding.
+
+    Used when the binding has the shape this code knows (openslide-python 1.x on a
+    little-endian machine); otherwise None, and the public ``read_region`` is used.
+    """
+    if sys.byteorder != "little" or GLASS != 255:
+        return None
+    try:
+        from openslide import lowlevel
+
+        func = lowlevel._read_region
+        if not callable(func) or getattr(func, "errcheck", None) is None:
+            return None
+        return func
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the installation
+        return None
+
+
+_DIRECT_READ = _direct_reader()
+_UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 
 
 def open_slide(path: str | os.PathLike, slide_mpp: float | None = None) -> Slide:

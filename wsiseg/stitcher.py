@@ -6,9 +6,10 @@ Gaussian with peak 1 and no floor: clamping it would make every window near a bo
 same, and blending there would silently fall back to plain averaging. Only an exact zero weight
 sum (no kept window covers the pixel) is special: that pixel is background.
 
-The accumulators are a ring of rows as wide as the padded image: once the windows of the grid
-row with top ``t`` are added, rows above ``t + stride`` receive nothing more, so they are
-normalised, handed to ``sink`` and their slots reused. Memory grows with the image's width only.
+The accumulators are a ring of rows as wide as the columns being blended (the image, or one
+column stripe of it): once the windows of the grid row with top ``t`` are added, rows above
+``t + stride`` receive nothing more, so they are normalised, handed to ``sink`` and their slots
+reused. Memory depends on the stripe's width only.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class FinishedRows:
     """Rows ``[y, y + labels.shape[0])`` of the output, complete."""
 
     y: int
-    labels: np.ndarray  # uint8 (h, W)
-    probabilities: np.ndarray | None  # uint8 (C, h, W), round(255 p)
+    labels: np.ndarray  # uint8 (h, w)
+    probabilities: np.ndarray | None  # uint8 (C, h, w), round(255 p)
+    x: int = 0  # output column of the first column
 
 
 class Stitcher:
@@ -54,6 +56,7 @@ class Stitcher:
         sink: Callable[[FinishedRows], None],
         device: torch.device | str = "cpu",
         keep_probabilities: bool = False,
+        columns: tuple[int, int] | None = None,
     ) -> None:
         self.grid = grid
         self.num_classes = num_classes
@@ -62,7 +65,12 @@ class Stitcher:
         self.device = torch.device(device)
         p, s = grid.patch_size, grid.stride
         self.ring_rows = math.ceil(p / s) * s
-        self.columns = int(grid.xs[-1]) + p - grid.origin
+        # Output columns [x0, x1) are blended (all of the image by default); windows reaching
+        # beyond them add only their part inside.
+        self.x0, self.x1 = columns if columns is not None else (0, grid.width)
+        if not 0 <= self.x0 < self.x1 <= grid.width:
+            raise ValueError(f"columns {columns} outside the image width {grid.width}")
+        self.columns = self.x1 - self.x0
         self.weight = torch.from_numpy(gaussian_weight(p, sigma)).to(self.device)
         self.acc = torch.zeros(
             (num_classes, self.ring_rows, self.columns), dtype=torch.float32, device=self.device
@@ -94,10 +102,13 @@ class Stitcher:
                 raise ValueError(f"window row {r} arrived after row {self._row - 1} was finished")
             self._advance(r)
             y = int(self._ys[r])
-            c0 = int(xs[int(cols[i])]) - self.grid.origin
+            x = int(xs[int(cols[i])])
+            a, b = max(x, self.x0), min(x + p, self.x1)
+            if b <= a:
+                continue
             for ring, src in self._slices(y, p):
-                self.acc[:, ring, c0 : c0 + p] += weighted[i, :, src]
-                self.wsum[ring, c0 : c0 + p] += self.weight[src]
+                self.acc[:, ring, a - self.x0 : b - self.x0] += weighted[i, :, src, a - x : b - x]
+                self.wsum[ring, a - self.x0 : b - self.x0] += self.weight[src, a - x : b - x]
 
     def finish(self) -> None:
         """Emit every remaining row. Call once, after the last window."""
@@ -139,12 +150,10 @@ class Stitcher:
             self.wsum[ring].zero_()
 
     def _emit(self, y: int, height: int) -> None:
-        c0 = -self.grid.origin
-        w = self.grid.width
         acc_parts, wsum_parts = [], []
         for ring, _ in self._slices(y, height):
-            acc_parts.append(self.acc[:, ring, c0 : c0 + w])
-            wsum_parts.append(self.wsum[ring, c0 : c0 + w])
+            acc_parts.append(self.acc[:, ring])
+            wsum_parts.append(self.wsum[ring])
         acc = torch.cat(acc_parts, dim=1)
         wsum = torch.cat(wsum_parts, dim=0)
         covered = wsum > 0
@@ -155,4 +164,4 @@ class Stitcher:
             # Pixels no kept window covers are background with certainty.
             prob[0] = torch.where(covered, prob[0], torch.ones_like(wsum))
             probabilities = torch.round(prob * 255).clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        self.sink(FinishedRows(y, labels.to(torch.uint8).cpu().numpy(), probabilities))
+        self.sink(FinishedRows(y, labels.to(torch.uint8).cpu().numpy(), probabilities, self.x0))

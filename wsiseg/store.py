@@ -91,17 +91,35 @@ class OutputWriter:
                 "probabilities", shape=(num_classes, height, width), chunks=(1, ch, cw),
                 dtype="uint8", fill_value=0, dimension_names=("c", "y", "x"),
             )
-        # Rows are buffered until a whole band of chunks is complete, so that every chunk is
-        # compressed and written exactly once.
-        self._buf_labels = np.zeros((ch, width), dtype=np.uint8)
-        self._buf_probs = np.zeros((num_classes, ch, width), dtype=np.uint8) if probabilities else None
+        self.num_classes = num_classes
+        self.begin_stripe(0, width)
+
+    def begin_stripe(self, x0: int, x1: int) -> None:
+        """Rows that follow cover output columns ``[x0, x1)``, from the top again.
+
+        ``x0`` must lie on a chunk edge, and ``x1`` too unless it is the image's width: rows are
+        buffered until a whole row of chunks is complete, so every chunk is compressed and
+        written exactly once.
+        """
+        if x0 % self.chunk or (x1 % self.chunk and x1 != self.width) or not 0 <= x0 < x1 <= self.width:
+            raise ValueError(f"stripe [{x0}, {x1}) is not on chunk edges ({self.chunk})")
+        ch = min(self.chunk, self.height)
+        self.x0, self.x1 = x0, x1
+        self._buf_labels = np.zeros((ch, x1 - x0), dtype=np.uint8)
+        self._buf_probs = (
+            np.zeros((self.num_classes, ch, x1 - x0), dtype=np.uint8)
+            if self.probabilities is not None else None
+        )
         self._buf_y = 0  # output row of the buffer's first row
         self._next = 0  # next expected row
 
     def write_rows(self, rows: FinishedRows) -> None:
         """Take the next finished rows (they arrive in order, top to bottom)."""
-        if rows.y != self._next:
-            raise RuntimeError(f"rows out of order: got {rows.y}, expected {self._next}")
+        if rows.y != self._next or rows.x != self.x0 or rows.labels.shape[1] != self.x1 - self.x0:
+            raise RuntimeError(
+                f"rows out of order: got row {rows.y}, column {rows.x}, width "
+                f"{rows.labels.shape[1]}; expected {self._next}, {self.x0}, {self.x1 - self.x0}"
+            )
         h = rows.labels.shape[0]
         done = 0
         ch = self._buf_labels.shape[0]
@@ -119,9 +137,9 @@ class OutputWriter:
     def _write_buffer(self) -> None:
         y0, y1 = self._buf_y, self._next
         n = y1 - y0
-        self.labels[y0:y1] = self._buf_labels[:n]
+        self.labels[y0:y1, self.x0 : self.x1] = self._buf_labels[:n]
         if self.probabilities is not None:
-            self.probabilities[:, y0:y1] = self._buf_probs[:, :n]
+            self.probabilities[:, y0:y1, self.x0 : self.x1] = self._buf_probs[:, :n]
         self._buf_y = y1
 
     def write_tissue(self, tissue: np.ndarray) -> None:
