@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from scipy import ndimage
+
+from .tissue import drop_small_objects
 
 __all__ = [
     "COMPRESSIONS",
@@ -402,8 +403,8 @@ def synthetic_tissue(
     threshold = _quantile_threshold(values, tissue_fraction)
     tissue = values > threshold
     min_px = (scale / 4) ** 2
-    tissue = _drop_small(tissue, min_px)
-    tissue = ~_drop_small(~tissue, min_px)
+    tissue = drop_small_objects(tissue, min_px)
+    tissue = ~drop_small_objects(~tissue, min_px)
 
     def in_tissue(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         ix = np.clip(xs.astype(np.int64), 0, width - 1)
@@ -412,16 +413,6 @@ def synthetic_tissue(
 
     painter = _Painter(seed, width, height, nucleus_radius, nuclei_fraction, in_tissue)
     return painter.paint(tissue, 0, 0), tissue
-
-
-def _drop_small(mask: np.ndarray, min_px: float) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_px
-    keep[0] = False
-    return keep[labels]
 
 
 def _check_seed(seed: int) -> int:

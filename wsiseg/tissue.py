@@ -66,7 +66,7 @@ def tissue_mask(rgb: np.ndarray, pixel_um: float = MASK_MPP) -> np.ndarray:
     min_object_px = (100 * 100) / pixel_um**2  # 0.01 mm^2
     max_hole_px = (300 * 300) / pixel_um**2  # 0.09 mm^2: lumens and tears, not glass between
     mask = _fill_small_holes(mask, max_hole_px)
-    return _drop_small_objects(mask, min_object_px)
+    return drop_small_objects(mask, min_object_px)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -74,7 +74,8 @@ def _disk(radius: int) -> np.ndarray:
     return xx**2 + yy**2 <= radius**2
 
 
-def _drop_small_objects(mask: np.ndarray, min_px: float) -> np.ndarray:
+def drop_small_objects(mask: np.ndarray, min_px: float) -> np.ndarray:
+    """``mask`` without its connected pieces smaller than ``min_px`` pixels."""
     labels, n = ndimage.label(mask)
     if n == 0:
         return mask
