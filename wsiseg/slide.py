@@ -185,6 +185,9 @@ class Slide:
         if (cx0, cy0, cx1, cy1) != (x, y, x + width, y + height):
             out[...] = GLASS
         d = self.level_downsamples[level]
+        # OpenSlide takes the origin in level-0 pixels. Where a level's downsample is not an
+        # integer (e.g. 2.0005), level pixel i starts at i * d, which is rounded here: a shift
+        # of under half a level-0 pixel, instead of OpenSlide interpolating between pixels.
         loc = (int(round(cx0 * d)), int(round(cy0 * d)))
         try:
             self._decode(loc, level, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
