@@ -38,7 +38,7 @@ import openslide
 from wsiseg.geometry import plan_geometry
 from wsiseg.grid import PatchGrid, window_tissue_fractions
 from wsiseg.loader import BandLoader
-from wsiseg.pipeline import PredictConfig, column_stripes
+from wsiseg.pipeline import PredictConfig, column_stripes, overlapping_columns
 from wsiseg.region import RegionReader
 from wsiseg.slide import open_slide
 from wsiseg.store import CHUNK
@@ -103,7 +103,7 @@ def time_loader(path: Path, geometry, grid, kept, threads: int) -> tuple[float, 
         t = time.perf_counter()
         n = 0
         for x0, x1 in column_stripes(geometry.width, PredictConfig.stripe_width, CHUNK):
-            near = (grid.xs < x1) & (grid.xs + grid.patch_size > x0)
+            near = overlapping_columns(grid, x0, x1)
             loader = BandLoader(reader, grid, kept & near[None, :], batch_size=4, threads=threads)
             for batch in loader:
                 n += len(batch.rows)

@@ -157,7 +157,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             threads = config.threads or min(4, os.cpu_count() or 1)
             batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
             stripes = column_stripes(geometry.width, config.stripe_width, writer.chunk)
-            todo = [(x0, x1, kept & _overlapping(grid, x0, x1)[None, :]) for x0, x1 in stripes]
+            todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
             predicted = sum(int(k.sum()) for _, _, k in todo)
             t = time.perf_counter()
             predict_s = stitch_s = read_s = 0.0
@@ -266,7 +266,7 @@ def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int,
     return [(x0, min(x0 + step, width)) for x0 in range(0, width, step)]
 
 
-def _overlapping(grid: PatchGrid, x0: int, x1: int) -> np.ndarray:
+def overlapping_columns(grid: PatchGrid, x0: int, x1: int) -> np.ndarray:
     """Which grid columns' windows overlap output columns ``[x0, x1)``."""
     return (grid.xs < x1) & (grid.xs + grid.patch_size > x0)
 
