@@ -173,17 +173,39 @@ def models_cmd():
     from wsiseg.models import create_model, default_card, installed_cards, list_models
 
     click.echo("Networks (architectures; need trained weights):")
+    import torch
+
     for name in list_models():
-        module = create_model(name)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            module = create_model(name, **default_card(name).arguments)
         n = sum(p.numel() for p in module.parameters())
         card = default_card(name)
         click.echo(f"  {name:<16} {n / 1e6:7.2f}M params, {card.num_classes} classes, "
                    f"{card.mpp:g} um/px, patch {card.patch_size}/{card.stride}")
     cards = installed_cards()
     click.echo("Installed trained models:" + ("" if cards else " none"))
-    for name, path in sorted(cards.items()):
-        click.echo(f"  {name:<16} {path}")
+    from wsiseg.models import ModelCard
+    from wsiseg.models.loading import default_model_name
 
+    default = default_model_name()
+    for name, path in sorted(cards.items()):
+        card = ModelCard.from_json(path.read_text(), source=str(path))
+        classes = ", ".join(c.name for c in card.classes)
+        mark = " (default)" if name == default else ""
+        click.echo(f"  {name}{mark}: {card.architecture}, {card.mpp:g} um/px, "
+                   f"patch {card.patch_size}/{card.stride}; classes {classes}")
+
+
+def _register_commands() -> None:
+    # The larger commands live in their own modules; they import handle_errors from here.
+    from .evaluate import evaluate
+    from .train import train
+
+    main.add_command(train)
+    main.add_command(evaluate)
+
+
+_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

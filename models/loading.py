@@ -78,6 +78,18 @@ def save_torchscript(path: str | os.PathLike, module: torch.jit.ScriptModule,
     return path
 
 
+#: The installed model ``wsiseg predict`` uses when no --model is given.
+DEFAULT_MODEL = "hspnet-lite-glas"
+
+
+def default_model_name() -> str | None:
+    """The installed model to use when none is named: DEFAULT_MODEL, else the first by name."""
+    cards = installed_cards()
+    if DEFAULT_MODEL in cards:
+        return DEFAULT_MODEL
+    return sorted(cards)[0] if cards else None
+
+
 def installed_cards() -> dict[str, Path]:
     """Installed trained models: card name (file name without .json) -> card path."""
     if not CARDS_DIR.is_dir():

@@ -75,17 +75,18 @@ class PredictConfig:
 
 def load_configured_model(config: PredictConfig):
     """The model ``config`` names, or the installed default; refuses untrained networks."""
-    from wsiseg.models import installed_cards, load_model
+    from wsiseg.models import load_model
+    from wsiseg.models.loading import default_model_name
 
     spec = config.model
     if spec is None:
-        cards = installed_cards()
-        if not cards:
+        spec = default_model_name()
+        if spec is None:
             raise ModelError(
                 "no trained model is installed; pass --model with a checkpoint or TorchScript "
                 "file and its card (see `wsiseg models`)"
             )
-        spec = sorted(cards)[0]
+        logger.info("no --model given: using the installed model %s", spec)
     loaded = load_model(spec, weights=config.weights)
     if not loaded.trained:
         raise ModelError(

@@ -98,3 +98,17 @@ def _autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None
     if amp in ("auto", "bf16"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     raise ConfigError(f"unknown precision {amp!r}; use auto, bf16, fp16 or fp32")
+
+
+def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -> np.ndarray:
+    """Class probabilities (K, H, W) of a whole (H, W, 3) uint8 image, as a numpy array.
+
+    The image is mirror-padded up to a multiple of ``multiple`` (the network's coarsest
+    stride), so every pixel sees real context, and the padding is cut off again.
+    """
+    h, w = image.shape[:2]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    mode = "reflect" if pad_h < h and pad_w < w else "edge"
+    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    probs = predictor(np.ascontiguousarray(padded[None]))[0, :, :h, :w]
+    return probs.float().cpu().numpy()

@@ -365,6 +365,13 @@ def test_installed_card_that_is_not_valid(cards_dir):
         load_model("small")
 
 
-def test_shipped_cards_folder_holds_only_its_readme():
+def test_shipped_cards_are_valid_and_hold_the_default_model():
     folder = Path(loading.__file__).parent / "cards"
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md"]
+    cards = installed_cards()
+    assert loading.DEFAULT_MODEL in cards and loading.default_model_name() == loading.DEFAULT_MODEL
+    for name, path in cards.items():
+        card = ModelCard.from_json(path.read_text(), source=str(path))
+        weights = folder / card.weights
+        assert card.name == name and weights.is_file()
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights_sha256
+        assert weights.stat().st_size < 32 * 2**20  # fp16 weights that fit a git repository

@@ -1,0 +1,61 @@
+"""The shipped demonstration model: it loads, segments GlaS glands, and is predict's default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from wsiseg.datasets import LabelScheme, find_pairs, load_sample, read_attributes
+from wsiseg.metrics import Scores, confusion_matrix
+from wsiseg.models import load_model
+from wsiseg.models.loading import DEFAULT_MODEL
+from wsiseg.pipeline import PredictConfig, predict_slide
+from wsiseg.predictor import Normalisation, Predictor, segment_image
+
+SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return load_model(DEFAULT_MODEL)
+
+
+def test_default_model_card_is_honest(default_model):
+    card = default_model.card
+    assert default_model.trained and card.mpp == 1.0 and card.patch_size == 400
+    assert [c.name for c in card.classes] == ["background", "other tissue", "normal", "tumour"]
+    assert "research use only" in card.description and "GlaS" in card.description
+    assert next(default_model.module.parameters()).dtype == torch.float32
+
+
+def test_default_model_segments_glas_glands(shared_data, default_model):
+    """A regression guard on the first four images of each test set, pooled (the headline
+    scores over all 80 are in the README)."""
+    glas = shared_data / "glas"
+    attributes = read_attributes(glas / "grades.csv")
+    scheme = LabelScheme.from_file(SCHEME)
+    card = default_model.card
+    predictor = Predictor(default_model.module, card.num_classes,
+                          Normalisation(card.mean, card.std, card.channel_order),
+                          torch.device("cpu"))
+    matrix = np.zeros((4, 4), dtype=np.int64)
+    for split in ("testA", "testB"):
+        for pair in find_pairs(glas / split)[:4]:
+            sample = load_sample(pair, scheme, attributes[pair.name], 0.62, 1.0)
+            predicted = segment_image(predictor, sample.image).argmax(axis=0)
+            matrix += confusion_matrix(sample.target, predicted, 4)
+    scores = Scores.from_matrix(matrix, [c.name for c in card.classes], groups={"gland": [2, 3]})
+    assert scores.groups["gland"]["dice"] > 0.7
+
+
+def test_predict_without_a_model_uses_the_default(svs_x20, tmp_path):
+    out = predict_slide(svs_x20.path, PredictConfig(out=str(tmp_path / "map.zarr"), stride=400))
+    group = zarr.open_group(str(out), mode="r")
+    attrs = group.attrs["wsiseg"]
+    assert attrs["model"]["name"] == DEFAULT_MODEL
+    labels = group["labels"][...]
+    assert labels.max() <= 3 and set(np.unique(labels)) - {0} != set()
