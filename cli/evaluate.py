@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .main import handle_errors
+from .common import handle_errors
 
 
 def _indices(ctx, param, value):
@@ -31,15 +31,16 @@ def _groups(ctx, param, values):
     groups = {}
     for item in values:
         name, sep, members = item.partition("=")
+        name = name.strip()
         try:
             indices = [int(v) for v in members.split(",")]
         except ValueError:
             indices = []
-        if not sep or not name.strip() or not indices:
+        if not sep or not name or not indices:
             raise click.BadParameter(f"{item!r} is not NAME=I,J (e.g. gland=2,3)")
         if name in groups:
             raise click.BadParameter(f"group {name!r} is given twice; give each group once")
-        groups[name.strip()] = indices
+        groups[name] = indices
     return groups
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .main import handle_errors
+from .common import handle_errors
 
 
 def _key_values(ctx, param, values):

@@ -49,7 +49,7 @@ def _open_result(path: Path) -> tuple[Any, dict]:
         what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
         raise EvaluationError(f"{path} is not a finished wsiseg result ({what}); give the "
                               ".zarr that wsiseg predict wrote") from err
-    if labels.ndim != 2 or len(names) != len(attrs["classes"]) or not names:
+    if labels.ndim != 2 or not names:
         raise EvaluationError(f"{path} holds labels of shape {labels.shape} and "
                               f"{len(names)} classes; it is not a wsiseg result")
     return labels, attrs
@@ -81,7 +81,9 @@ def _open_mask(path: Path) -> Iterator[Any]:
         except WsisegError:
             raise
         except Exception as err:  # decoders raise many types; all mean "not a readable image"
-            raise EvaluationError(f"cannot read mask {path} ({type(err).__name__}: {err}); "
+            # Some decoders explain themselves over many lines: the first one says enough.
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise EvaluationError(f"cannot read mask {path} ({type(err).__name__}: {reason}); "
                                   "give a PNG or TIFF of class indices") from err
         yield image
 
