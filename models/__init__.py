@@ -12,6 +12,7 @@ from .registry import create_model, default_card, list_models, register_model
 # Importing the network modules fills the registry (once, at import time).
 from . import hspnet  # noqa: E402,F401  isort: skip
 from . import etnet  # noqa: E402,F401  isort: skip
+from . import fullnet  # noqa: E402,F401  isort: skip
 from .loading import (  # noqa: E402  isort: skip
     LoadedModel,
     installed_cards,
