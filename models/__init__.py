@@ -13,6 +13,7 @@ from .registry import create_model, default_card, list_models, register_model
 from . import hspnet  # noqa: E402,F401  isort: skip
 from . import etnet  # noqa: E402,F401  isort: skip
 from . import fullnet  # noqa: E402,F401  isort: skip
+from . import ehanet  # noqa: E402,F401  isort: skip
 from .loading import (  # noqa: E402  isort: skip
     LoadedModel,
     installed_cards,
