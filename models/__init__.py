@@ -14,6 +14,7 @@ from . import hspnet  # noqa: E402,F401  isort: skip
 from . import etnet  # noqa: E402,F401  isort: skip
 from . import fullnet  # noqa: E402,F401  isort: skip
 from . import ehanet  # noqa: E402,F401  isort: skip
+from . import ernet  # noqa: E402,F401  isort: skip
 from .loading import (  # noqa: E402  isort: skip
     LoadedModel,
     installed_cards,
