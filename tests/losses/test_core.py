@@ -86,3 +86,16 @@ def test_all_ignored_gives_zero_with_a_gradient():
     assert total.item() == 0.0
     total.backward()
     assert logits.grad is not None and torch.all(logits.grad == 0)
+
+
+def test_segmentation_criterion_weights_ce_and_dice():
+    from wsiseg.losses.segmentation import SegmentationCriterion
+
+    ce = (math.log(4 / 3) + math.log(2)) / 2
+    dice = 1 - ((2 * 0.5 + 1) / 2.75 + (2 * 0.75 + 1) / 3.25) / 2
+    total, parts = SegmentationCriterion()({"logits": LOGITS}, {"target": TARGET})
+    assert total.item() == pytest.approx(ce) and set(parts) == {"ce"}
+    total, parts = SegmentationCriterion(ce_weight=2.0, dice_weight=0.5)(
+        {"logits": LOGITS}, {"target": TARGET})
+    assert parts["dice"] == pytest.approx(dice)
+    assert total.item() == pytest.approx(2 * ce + 0.5 * dice)
