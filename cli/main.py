@@ -164,10 +164,12 @@ def models_cmd():
 def _register_commands() -> None:
     # The larger commands live in their own modules; they import handle_errors from here.
     from .evaluate import evaluate
+    from .export import export
     from .train import train
 
     main.add_command(train)
     main.add_command(evaluate)
+    main.add_command(export)
 
 
 _register_commands()

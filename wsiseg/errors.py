@@ -30,3 +30,7 @@ class OutputError(WsisegError, OSError):
 
 class ConfigError(WsisegError, ValueError):
     """Settings that contradict each other or are out of range."""
+
+
+class ResultError(WsisegError, OSError):
+    """A result store (or its ground truth) cannot be read or is not a finished wsiseg result."""

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import ConfigError, WsisegError
+from wsiseg.errors import ConfigError, ResultError, WsisegError
 from wsiseg.metrics import IGNORE_INDEX, MetricsError, Scores, confusion_matrix
+from wsiseg.store import open_result
 
 logger = logging.getLogger(__name__)
 
@@ -28,39 +29,12 @@ logger = logging.getLogger(__name__)
 BAND_PIXELS = 1 << 22
 
 
-class EvaluationError(WsisegError, OSError):
-    """A result or a mask given for scoring cannot be read as one."""
-
-
-def _open_result(path: Path) -> tuple[Any, dict]:
-    import zarr
-
-    if not path.exists():
-        raise EvaluationError(f"result {path} does not exist; give the .zarr folder that "
-                              "wsiseg predict wrote")
-    try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs["wsiseg"])
-        labels = group["labels"]
-        names = [str(c["name"]) for c in attrs["classes"]]
-        if "scale_to_level0" not in attrs or "offset_level0" not in attrs:
-            raise KeyError("scale_to_level0")
-    except (OSError, KeyError, ValueError, TypeError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
-        raise EvaluationError(f"{path} is not a finished wsiseg result ({what}); give the "
-                              ".zarr that wsiseg predict wrote") from err
-    if labels.ndim != 2 or not names:
-        raise EvaluationError(f"{path} holds labels of shape {labels.shape} and "
-                              f"{len(names)} classes; it is not a wsiseg result")
-    return labels, attrs
-
-
 @contextlib.contextmanager
 def _open_mask(path: Path) -> Iterator[Any]:
     """The mask as an array-like of shape (H, W) or (H, W, S): a lazily read zarr array for a
     TIFF, a numpy array otherwise (PNG cannot be read in parts)."""
     if not path.is_file():
-        raise EvaluationError(f"mask {path} does not exist; check the path given to --mask")
+        raise ResultError(f"mask {path} does not exist; check the path given to --mask")
     with contextlib.ExitStack() as stack:
         try:
             if path.suffix.lower() in (".tif", ".tiff"):
@@ -70,7 +44,7 @@ def _open_mask(path: Path) -> Iterator[Any]:
                 tif = stack.enter_context(tifffile.TiffFile(path))
                 series = tif.series[0]
                 if series.axes not in ("YX", "YXS"):
-                    raise EvaluationError(
+                    raise ResultError(
                         f"mask {path} has axes {series.axes} {series.shape}; give a "
                         "single-channel 2-D image of class indices")
                 image = zarr.open(series.aszarr(level=0), mode="r")
@@ -83,7 +57,7 @@ def _open_mask(path: Path) -> Iterator[Any]:
         except Exception as err:  # decoders raise many types; all mean "not a readable image"
             # Some decoders explain themselves over many lines: the first one says enough.
             reason = (str(err).strip().splitlines() or [""])[0]
-            raise EvaluationError(f"cannot read mask {path} ({type(err).__name__}: {reason}); "
+            raise ResultError(f"cannot read mask {path} ({type(err).__name__}: {reason}); "
                                   "give a PNG or TIFF of class indices") from err
         yield image
 
@@ -94,7 +68,7 @@ def _mask_shape(mask: Any, path: Path) -> tuple[int, int]:
         if not (np.issubdtype(dtype, np.integer) or dtype == bool):
             raise MetricsError(f"mask {path} holds {dtype} values; give integer class indices")
         return int(mask.shape[0]), int(mask.shape[1])
-    raise EvaluationError(f"mask {path} has shape {mask.shape}; give a single-channel 2-D "
+    raise ResultError(f"mask {path} has shape {mask.shape}; give a single-channel 2-D "
                           "image of class indices")
 
 
@@ -131,7 +105,7 @@ def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
     ``mean_over`` and ``groups`` are as in :meth:`Scores.from_matrix`.
     """
     result, mask = Path(result), Path(mask)
-    labels, attrs = _open_result(result)
+    labels, attrs = open_result(result)
     names = [str(c["name"]) for c in attrs["classes"]]
     k = len(names)
     height, width = labels.shape

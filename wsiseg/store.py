@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .errors import OutputError
+from .errors import OutputError, ResultError
 from .stitcher import FinishedRows
 
 logger = logging.getLogger(__name__)
@@ -180,3 +180,26 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def open_result(path: str | os.PathLike) -> tuple[Any, dict]:
+    """The ``labels`` array (lazily read zarr) and ``wsiseg`` attributes of a finished result."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultError(f"result {path} does not exist; give the .zarr folder that "
+                              "wsiseg predict wrote")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs["wsiseg"])
+        labels = group["labels"]
+        names = [str(c["name"]) for c in attrs["classes"]]
+        if "scale_to_level0" not in attrs or "offset_level0" not in attrs:
+            raise KeyError("scale_to_level0")
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
+        raise ResultError(f"{path} is not a finished wsiseg result ({what}); give the "
+                              ".zarr that wsiseg predict wrote") from err
+    if labels.ndim != 2 or not names:
+        raise ResultError(f"{path} holds labels of shape {labels.shape} and "
+                              f"{len(names)} classes; it is not a wsiseg result")
+    return labels, attrs
