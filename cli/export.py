@@ -11,11 +11,12 @@ from .common import handle_errors
 
 @click.command()
 @click.argument("result", type=click.Path(path_type=Path))
-@click.option("--to", "formats", required=True, help="Comma-separated formats: report.")
+@click.option("--to", "formats", required=True, help="Comma-separated formats: report, png.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the files (default: beside RESULT).")
 @handle_errors
 def export(result, formats, out):
-    """Export RESULT.zarr (report: per-class area, tissue share and regions as CSV and JSON)."""
+    """Export RESULT.zarr: report (per-class area, tissue share, regions; CSV and JSON), png
+    (thumbnail with the classes over it and a legend)."""
     from wsiseg.export import export_result
 
     names = [f.strip() for f in formats.split(",") if f.strip()]

@@ -67,3 +67,24 @@ def test_export_errors_are_one_line(tmp_path, cmu_result):
     assert out.exit_code == 1 and out.output.count("\n") == 1 and "does not exist" in out.output
     out = runner.invoke(main, ["export", str(cmu_result), "--to", "pdf"])
     assert out.exit_code == 1 and "unknown export format" in out.output
+
+
+def test_png_overlay_paints_the_mapped_classes(cmu_result, shared_data, tmp_path):
+    import imagecodecs
+    import openslide
+
+    result = CliRunner().invoke(main, ["export", str(cmu_result), "--to", "png", "--out",
+                                       str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    png = imagecodecs.imread(str(tmp_path / "cmu.overlay.png"))[..., :3]
+    with openslide.OpenSlide(str(shared_data / "slides" / "CMU-1-Small-Region.svs")) as slide:
+        thumb = np.asarray(slide.get_thumbnail((2048, 2048)).convert("RGB"))
+    th, tw = thumb.shape[:2]
+    group = zarr.open_group(str(cmu_result), mode="r")
+    classes = group.attrs["wsiseg"]["classes"]
+    assert png.shape[1] == tw and png.shape[0] == th + 18 * (len(classes) - 1) + 8
+    painted = np.any(png[:th] != thumb, axis=-1)
+    labels = group["labels"][...]
+    # This slide has no bounds offset and the map covers it all: the painted share of the
+    # thumbnail is the non-background share of the map.
+    assert painted.mean() == pytest.approx((labels > 0).mean(), abs=0.02)

@@ -13,9 +13,11 @@ from pathlib import Path
 from wsiseg.errors import ConfigError, OutputError
 
 from .report import write_report
+from .thumbnail import write_thumbnail
 
 EXPORTERS: dict[str, Callable[[str | os.PathLike, Path, str], list[Path]]] = {
     "report": write_report,
+    "png": write_thumbnail,
 }
 
 
