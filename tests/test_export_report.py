@@ -40,7 +40,20 @@ def cmu_result(shared_data, pixel_model, tmp_path_factory):
                          PredictConfig(model=str(path), out=str(out)))
 
 
-def test_report_of_a_real_slide(cmu_result, tmp_path):
+@pytest.fixture(scope="module")
+def synthetic_result(svs_x20, pixel_model, tmp_path_factory):
+    path, _ = pixel_model
+    out = tmp_path_factory.mktemp("x20") / "cmu.wsiseg.zarr"  # same stem: same file names
+    return predict_slide(svs_x20.path, PredictConfig(model=str(path), out=str(out)))
+
+
+@pytest.mark.parametrize("which", ["synthetic_result", "cmu_result"])
+def test_report_areas_are_pixel_counts_times_pixel_area(which, request, tmp_path):
+    result_path = request.getfixturevalue(which)
+    _check_report(result_path, tmp_path)
+
+
+def _check_report(cmu_result, tmp_path):
     result = CliRunner().invoke(main, ["export", str(cmu_result), "--to", "report", "--out",
                                        str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -54,14 +67,15 @@ def test_report_of_a_real_slide(cmu_result, tmp_path):
         assert row["area_mm2"] == pytest.approx(counts[row["index"]] * mpp[0] * mpp[1] / 1e6)
     shares = [r["share_of_tissue"] for r in report["classes"] if r["index"] > 0]
     assert sum(shares) == pytest.approx(1.0)
-    assert report["slide"].endswith("CMU-1-Small-Region.svs") and report["seconds"] > 0
+    assert report["slide"] == group.attrs["wsiseg"]["slide"]["path"] and report["seconds"] > 0
     with (tmp_path / "cmu.report.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["class"] for r in rows] == [c["name"] for c in report["classes"]]
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_export_errors_are_one_line(tmp_path, cmu_result):
+def test_export_errors_are_one_line(tmp_path, synthetic_result):
+    cmu_result = synthetic_result
     runner = CliRunner()
     out = runner.invoke(main, ["export", str(tmp_path / "none.zarr"), "--to", "report"])
     assert out.exit_code == 1 and out.output.count("\n") == 1 and "does not exist" in out.output
