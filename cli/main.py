@@ -75,9 +75,11 @@ def _positive(kind):
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default min(4, CPUs)).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--export", "exports", help="Also export, right after: comma-separated formats (report, png).")
 @handle_errors
 def predict(slide: Path, out, model, weights, device, batch_size, patch_size, stride, sigma,
-            target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads, quiet):
+            target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads, quiet,
+            exports):
     """Segment SLIDE into a zarr diagnostic map."""
     if patch_size and stride and stride > patch_size:
         raise click.BadParameter(f"stride {stride} is larger than the patch size {patch_size}", param_hint="--stride")
@@ -89,9 +91,23 @@ def predict(slide: Path, out, model, weights, device, batch_size, patch_size, st
         target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
         probabilities=probabilities, overwrite=overwrite, threads=threads, progress=not quiet,
     )
+    formats = [f.strip() for f in (exports or "").split(",") if f.strip()]
+    if formats:
+        from wsiseg.export import EXPORTERS
+
+        unknown = [f for f in formats if f not in EXPORTERS]
+        if unknown:  # before the slide is read, not after
+            raise click.BadParameter(f"unknown format(s) {unknown}; choose from "
+                                     f"{', '.join(EXPORTERS)}", param_hint="--export")
     result = predict_slide(slide, config)
     if not quiet:
         click.echo(_summary(result))
+    if formats:
+        from wsiseg.export import export_result
+
+        for path in export_result(result, formats):
+            if not quiet:
+                click.echo(str(path))
 
 
 def _summary(result: Path) -> str:

@@ -102,3 +102,16 @@ def test_png_overlay_paints_the_mapped_classes(cmu_result, shared_data, tmp_path
     # This slide has no bounds offset and the map covers it all: the painted share of the
     # thumbnail is the non-background share of the map.
     assert painted.mean() == pytest.approx((labels > 0).mean(), abs=0.02)
+
+
+def test_predict_exports_right_after(svs_x20, pixel_model, tmp_path):
+    path, _ = pixel_model
+    out = tmp_path / "x20.wsiseg.zarr"
+    runner = CliRunner()
+    args = ["predict", str(svs_x20.path), "--model", str(path), "--out", str(out), "--quiet"]
+    bad = runner.invoke(main, args + ["--export", "report,pdf"])
+    assert bad.exit_code == 2 and "pdf" in bad.output and not out.exists()
+    result = runner.invoke(main, args + ["--export", "report"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "x20.report.json").read_text())
+    assert report["result"] == str(out)
