@@ -8,17 +8,53 @@ import click
 
 from .common import handle_errors
 
+FORMATS_HELP = ("geojson (QuPath annotations), tiff (pyramidal label TIFF), png (thumbnail with "
+                "the classes over it), report (per-class CSV and JSON)")
+
+
+def export_options(func):
+    """The export settings, shared by ``wsiseg export`` and ``wsiseg predict --export``."""
+    options = [
+        click.option("--origin", type=click.Choice(["bounds", "level0"]), default="bounds",
+                     show_default=True,
+                     help="Frame of geojson and tiff: 'bounds' starts at the slide's bounds "
+                          "offset, as QuPath shows OpenSlide slides; 'level0' is the full "
+                          "level-0 frame of OpenSlide and ASAP."),
+        click.option("--simplify", "simplify_um", type=click.FloatRange(min=0),
+                     help="geojson: vertex tolerance in um (default half an analysis pixel; "
+                          "0 keeps exact pixel outlines)."),
+        click.option("--min-area", "min_area_um2", type=click.FloatRange(min=0), default=0.0,
+                     show_default=True, help="geojson: drop polygons smaller than this, in um^2."),
+        click.option("--tiff-overlay", is_flag=True,
+                     help="tiff: also write a colour overlay TIFF (background transparent)."),
+        click.option("--png-size", type=click.IntRange(min=16), default=2048, show_default=True,
+                     help="png: longest side of the thumbnail in pixels."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size):
+    from wsiseg.export import ExportOptions
+
+    return ExportOptions(png_size=png_size, simplify_um=simplify_um, min_area_um2=min_area_um2,
+                         origin=origin, tiff_overlay=tiff_overlay)
+
 
 @click.command()
 @click.argument("result", type=click.Path(path_type=Path))
-@click.option("--to", "formats", required=True, help="Comma-separated formats: report, png.")
+@click.option("--to", "formats", required=True, help=f"Comma-separated formats: {FORMATS_HELP}.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the files (default: beside RESULT).")
+@export_options
 @handle_errors
-def export(result, formats, out):
-    """Export RESULT.zarr: report (per-class area, tissue share, regions; CSV and JSON), png
-    (thumbnail with the classes over it and a legend)."""
-    from wsiseg.export import export_result
+def export(result, formats, out, origin, simplify_um, min_area_um2, tiff_overlay, png_size):
+    """Export RESULT.zarr to files people open: QuPath annotations, a pyramidal TIFF, a
+    thumbnail, a report."""
+    from wsiseg.export import check_formats, export_result
 
     names = [f.strip() for f in formats.split(",") if f.strip()]
-    for path in export_result(result, names, out):
+    check_formats(names)
+    options = build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size)
+    for path in export_result(result, names, out, options):
         click.echo(str(path))

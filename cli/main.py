@@ -14,6 +14,7 @@ import click
 from wsiseg._version import __version__
 
 from .common import handle_errors
+from .export import build_export_options, export_options
 
 logger = logging.getLogger("wsiseg")
 
@@ -75,11 +76,12 @@ def _positive(kind):
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default min(4, CPUs)).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-@click.option("--export", "exports", help="Also export, right after: comma-separated formats (report, png).")
+@click.option("--export", "exports", help="Also export, right after: comma-separated formats (geojson, tiff, png, report).")
+@export_options
 @handle_errors
 def predict(slide: Path, out, model, weights, device, batch_size, patch_size, stride, sigma,
             target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads, quiet,
-            exports):
+            exports, origin, simplify_um, min_area_um2, tiff_overlay, png_size):
     """Segment SLIDE into a zarr diagnostic map."""
     if patch_size and stride and stride > patch_size:
         raise click.BadParameter(f"stride {stride} is larger than the patch size {patch_size}", param_hint="--stride")
@@ -92,6 +94,7 @@ def predict(slide: Path, out, model, weights, device, batch_size, patch_size, st
         probabilities=probabilities, overwrite=overwrite, threads=threads, progress=not quiet,
     )
     formats = [f.strip() for f in (exports or "").split(",") if f.strip()]
+    options = build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size)
     if formats:
         from wsiseg.export import EXPORTERS
 
@@ -105,7 +108,7 @@ def predict(slide: Path, out, model, weights, device, batch_size, patch_size, st
     if formats:
         from wsiseg.export import export_result
 
-        for path in export_result(result, formats):
+        for path in export_result(result, formats, options=options):
             if not quiet:
                 click.echo(str(path))
 

@@ -5,8 +5,10 @@ Layout (a contract for exports and other tools)::
     NAME.wsiseg.zarr/
       labels          uint8 (H, W)     class index per analysis pixel
       probabilities   uint8 (C, H, W)  round(255 p), only when asked for
+      labels_1, ...   uint8            the label pyramid: each level halves the one above
       tissue          uint8 (h, w)     tissue mask at its own, coarser, resolution
       attrs["wsiseg"] version, slide, level, scale_to_level0, offset_level0, classes, model, ...
+      attrs["ome"]    OME-Zarr 0.5 multiscales + image-label metadata of the label pyramid
 
 The store is written under a temporary sibling name and renamed only when every chunk and the
 attributes are in place, so an interrupted run never leaves an output that looks complete.
@@ -24,6 +26,7 @@ import numpy as np
 import zarr
 
 from .errors import OutputError, ResultError
+from .pyramid import ngff_metadata, write_pyramid
 from .stitcher import FinishedRows
 
 logger = logging.getLogger(__name__)
@@ -154,7 +157,8 @@ class OutputWriter:
         """Write the attributes last, then move the finished store to its final name."""
         if self._next != self.height:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
-        self.group.attrs["wsiseg"] = attrs
+        paths = write_pyramid(self.labels, self.group, self.num_classes)
+        self.group.attrs.update({"wsiseg": attrs, "ome": ngff_metadata(paths, attrs)})
         if self.out.exists():
             if not overwrite:
                 raise OutputError(f"{self.out} appeared while running; pass --overwrite to replace it")

@@ -1,23 +1,81 @@
 """Exports of a result for people and other programs: ``export_result(result, formats, out)``.
 
-Each format is a function ``(result, out_dir, stem) -> list of written paths`` in
-:data:`EXPORTERS`; files are written under a temporary name and renamed when complete.
+Each format is a function ``(result, out_dir, stem, options) -> list of written paths`` in
+:data:`EXPORTERS`; ``options`` is one :class:`ExportOptions` shared by all formats, each taking
+the fields it knows. Files are written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from wsiseg.errors import ConfigError, OutputError
 
-from .report import write_report
-from .thumbnail import write_thumbnail
+ORIGINS = ("bounds", "level0")
 
-EXPORTERS: dict[str, Callable[[str | os.PathLike, Path, str], list[Path]]] = {
-    "report": write_report,
-    "png": write_thumbnail,
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Settings of the exports.
+
+    ``origin`` is the frame of the vector and raster exports: ``"bounds"`` puts (0, 0) at the
+    slide's bounds offset (``openslide.bounds-x/-y``), the frame QuPath shows OpenSlide slides
+    in, since it crops them to their bounds; ``"level0"`` is the full level-0 frame that
+    OpenSlide and ASAP use. Both are the same for slides without a bounds offset.
+    """
+
+    png_size: int = 2048
+    simplify_um: float | None = None  # geojson vertex tolerance; None: half an analysis pixel
+    min_area_um2: float = 0.0  # geojson: polygons smaller than this are dropped
+    origin: str = "bounds"
+    tiff_overlay: bool = False  # tiff: also write a colour overlay beside the labels
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise ConfigError(f"unknown origin {self.origin!r}; choose from {', '.join(ORIGINS)}")
+        if not self.png_size >= 16:
+            raise ConfigError(f"png size must be at least 16 px, got {self.png_size}")
+        if self.simplify_um is not None and not self.simplify_um >= 0:
+            raise ConfigError(f"simplify tolerance must be 0 or more um, got {self.simplify_um}")
+        if not self.min_area_um2 >= 0:
+            raise ConfigError(f"minimum area must be 0 or more um^2, got {self.min_area_um2}")
+
+
+Exporter = Callable[[str | os.PathLike, Path, str, ExportOptions], list[Path]]
+
+
+def _report(result, out_dir, stem, options):
+    from .report import write_report
+
+    return write_report(result, out_dir, stem)
+
+
+def _png(result, out_dir, stem, options):
+    from .thumbnail import write_thumbnail
+
+    return write_thumbnail(result, out_dir, stem, size=options.png_size)
+
+
+def _geojson(result, out_dir, stem, options):
+    from .geojson import write_geojson
+
+    return write_geojson(result, out_dir, stem, simplify_um=options.simplify_um,
+                         min_area_um2=options.min_area_um2, origin=options.origin)
+
+
+def _tiff(result, out_dir, stem, options):
+    from .tiff import write_tiff
+
+    return write_tiff(result, out_dir, stem, overlay=options.tiff_overlay, origin=options.origin)
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "tiff": _tiff,
+    "png": _png,
+    "report": _report,
 }
 
 
@@ -30,13 +88,20 @@ def result_stem(result: str | os.PathLike) -> str:
     return name
 
 
-def export_result(result: str | os.PathLike, formats: Sequence[str],
-                  out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``formats`` of ``result`` into ``out_dir`` (default: beside the result)."""
+def check_formats(formats: Sequence[str]) -> None:
+    """Refuse unknown or no formats, before any work."""
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown or not formats:
-        raise ConfigError(f"unknown export format(s) {unknown or formats}; choose from "
+        raise ConfigError(f"unknown export format(s) {unknown or list(formats)}; choose from "
                           f"{', '.join(EXPORTERS)}")
+
+
+def export_result(result: str | os.PathLike, formats: Sequence[str],
+                  out_dir: str | os.PathLike | None = None,
+                  options: ExportOptions | None = None) -> list[Path]:
+    """Write ``formats`` of ``result`` into ``out_dir`` (default: beside the result)."""
+    check_formats(formats)
+    options = options or ExportOptions()
     out = Path(out_dir) if out_dir is not None else Path(result).resolve().parent
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -44,5 +109,5 @@ def export_result(result: str | os.PathLike, formats: Sequence[str],
         raise OutputError(f"cannot create {out} ({err.strerror or err}); choose another --out")
     written: list[Path] = []
     for name in dict.fromkeys(formats):
-        written += EXPORTERS[name](result, out, result_stem(result))
+        written += EXPORTERS[name](result, out, result_stem(result), options)
     return written

@@ -1,0 +1,145 @@
+"""A tiled pyramidal TIFF of the label map (and, on request, a colour overlay) for slide viewers.
+
+``STEM.labels.tif`` holds the class index per pixel (ASAP shows it as a label overlay with a
+lookup table); ``STEM.overlay.tif`` the class colours, with background transparent. Each level is
+a tiled, deflate-compressed directory of its own (reduced-resolution levels after the first, the
+layout OpenSlide's generic TIFF reader and tifffile both read), with its physical pixel size in
+XResolution / YResolution (pixels per centimetre).
+
+The frame follows ``origin``: ``"bounds"`` covers exactly the map, which starts at the slide's
+bounds offset; ``"level0"`` covers the whole level-0 slide at the map's resolution, background
+outside the map, so the TIFF is a plain downsample of the slide (ASAP's overlay convention). The
+map sits there at the nearest whole pixel, so a bounds offset that is not a multiple of the map's
+pixel size shifts it by under half a map pixel.
+
+Levels come from the result's label pyramid; a result written without one gets it built in a
+temporary folder first. Nothing is ever held whole: tiles are made one row of tiles at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from wsiseg.errors import ConfigError
+from wsiseg.pyramid import level_shapes, pyramid_paths, write_pyramid
+from wsiseg.store import open_result
+
+TILE = 256
+
+
+def _level_tiles(array: Any, frame: tuple[int, int], offset: tuple[int, int],
+                 lut: np.ndarray | None) -> Iterator[np.ndarray]:
+    """Tiles of one level in row-major order: ``array`` placed at ``offset`` in ``frame``."""
+    fh, fw = frame
+    py, px = offset
+    mh, mw = array.shape
+    cols = math.ceil(fw / TILE)
+    for ty in range(0, fh, TILE):
+        band = np.zeros((TILE, cols * TILE), dtype=np.uint8)
+        y0, y1 = max(ty - py, 0), min(ty + TILE - py, mh)  # map rows in this band
+        if y0 < y1:
+            x0, x1 = max(-px, 0), min(mw, fw - px)  # map columns inside the frame
+            if x0 < x1:
+                band[y0 + py - ty : y1 + py - ty, x0 + px : x1 + px] = array[y0:y1, x0:x1]
+        for tx in range(cols):
+            tile = band[:, tx * TILE : (tx + 1) * TILE]
+            yield tile if lut is None else lut[tile]
+
+
+def _frame(attrs: dict[str, Any], shape: tuple[int, int], origin: str
+           ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(frame height, width) and the map's (row, column) offset in it, at level 0 of the TIFF."""
+    if origin == "bounds":
+        return tuple(shape), (0, 0)
+    if origin != "level0":
+        raise ConfigError(f"unknown origin {origin!r}; choose from bounds, level0")
+    sx, sy = (float(v) for v in attrs["scale_to_level0"])
+    ox, oy = (float(v) for v in attrs["offset_level0"])
+    w0, h0 = (int(v) for v in attrs["slide"]["dimensions"])
+    return (math.ceil(h0 / sy), math.ceil(w0 / sx)), (round(oy / sy), round(ox / sx))
+
+
+def _colour_lut(classes: list[dict[str, Any]]) -> np.ndarray:
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for c in classes:
+        i = int(c["index"])
+        if i > 0:
+            lut[i, :3] = c["color"]
+            lut[i, 3] = 255
+    return lut
+
+
+def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: bool = False,
+               origin: str = "bounds") -> list[Path]:
+    """Write ``STEM.labels.tif`` (and ``STEM.overlay.tif`` with ``overlay``) into ``out_dir``."""
+    labels, attrs = open_result(result)
+    group = zarr.open_group(str(result), mode="r")
+    frame, offset = _frame(attrs, labels.shape, origin)
+    classes = attrs["classes"]
+    scratch = None
+    try:
+        paths = pyramid_paths(group)
+        if len(paths) < len(level_shapes(*labels.shape)):  # a result made without a pyramid
+            scratch = Path(out_dir) / f".{stem}.pyramid.partial.zarr"
+            shutil.rmtree(scratch, ignore_errors=True)
+            levels_group = zarr.open_group(str(scratch), mode="w", zarr_format=3)
+            paths = write_pyramid(labels, levels_group, len(classes))
+            levels = [labels] + [levels_group[p] for p in paths[1:]]
+        else:
+            levels = [group[p] for p in paths]
+        written = [_write(Path(out_dir) / f"{stem}.labels.tif", levels, frame, offset, attrs,
+                          origin, lut=None)]
+        if overlay:
+            written.append(_write(Path(out_dir) / f"{stem}.overlay.tif", levels, frame, offset,
+                                  attrs, origin, lut=_colour_lut(classes)))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return written
+
+
+def _write(path: Path, levels: list[Any], frame: tuple[int, int], offset: tuple[int, int],
+           attrs: dict[str, Any], origin: str, lut: np.ndarray | None) -> Path:
+    import tifffile
+
+    mpp_x, mpp_y = (float(v) for v in attrs["analysis_mpp"])
+    channels = () if lut is None else (4,)
+    fh, fw = frame
+    bigtiff = fh * fw * (4 if lut is not None else 1) > 2**31
+    description = json.dumps({
+        "wsiseg": "class colours" if lut is not None else "class index per pixel",
+        "classes": {str(c["index"]): c["name"] for c in attrs["classes"]},
+        "mpp": [mpp_x, mpp_y], "origin": origin, "slide": attrs["slide"].get("path"),
+    })
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tif:
+            for level, array in enumerate(levels):
+                f = 2 ** level
+                shape = (math.ceil(fh / f), math.ceil(fw / f))
+                level_offset = (round(offset[0] / f), round(offset[1] / f))
+                tif.write(
+                    _level_tiles(array, shape, level_offset, lut),
+                    shape=shape + channels, dtype=np.uint8, tile=(TILE, TILE),
+                    photometric="minisblack" if lut is None else "rgb",
+                    extrasamples=None if lut is None else ("unassalpha",),
+                    compression="zlib", predictor=None,
+                    resolution=(1e4 / (mpp_x * f), 1e4 / (mpp_y * f)),
+                    resolutionunit="CENTIMETER",
+                    subfiletype=0 if level == 0 else 1,
+                    description=description if level == 0 else None, metadata=None,
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
