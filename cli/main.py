@@ -60,8 +60,8 @@ def _positive(kind):
 
 
 @main.command()
-@click.argument("slide", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Output zarr (default SLIDE.wsiseg.zarr beside the slide).")
+@click.argument("slides", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path), help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide). Several: the folder for their results and manifest.csv.")
 @click.option("--model", help="Installed model name, registry name (with --weights), checkpoint or TorchScript file.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Weights for a registry model name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -73,22 +73,35 @@ def _positive(kind):
 @click.option("--slide-mpp", type=float, callback=_positive(float), help="The slide's level-0 resolution in um/px, when its metadata lacks it or is wrong.")
 @click.option("--tissue-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Minimum tissue fraction of a window to predict it.")
 @click.option("--probabilities", is_flag=True, help="Also store per-class probabilities (uint8).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--overwrite", is_flag=True, help="Replace existing results (a batch otherwise keeps them and does the rest).")
 @click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default min(4, CPUs)).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--export", "exports", help="Also export, right after: comma-separated formats (geojson, tiff, png, report).")
+@click.option("--workers", type=click.IntRange(min=1), help="Run the batch on a local dask cluster of this many worker processes.")
+@click.option("--scheduler", metavar="ADDRESS", help="Run the batch on a running dask.distributed cluster, e.g. tcp://HOST:8786.")
 @export_options
 @handle_errors
-def predict(slide: Path, out, model, weights, device, batch_size, patch_size, stride, sigma,
-            target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads, quiet,
-            exports, origin, simplify_um, min_area_um2, tiff_overlay, png_size):
-    """Segment SLIDE into a zarr diagnostic map."""
+def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, patch_size, stride,
+            sigma, target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads,
+            quiet, exports, workers, scheduler, origin, simplify_um, min_area_um2, tiff_overlay,
+            png_size):
+    """Segment SLIDES into zarr diagnostic maps.
+
+    SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or text files that
+    list one slide per line. One slide gives one result; several give a batch: one result per
+    slide in --out, a manifest.csv, complete results kept on a rerun, and a failing slide
+    recorded without stopping the others (exit code 1 if any failed).
+    """
     if patch_size and stride and stride > patch_size:
         raise click.BadParameter(f"stride {stride} is larger than the patch size {patch_size}", param_hint="--stride")
     from wsiseg.pipeline import PredictConfig, predict_slide
 
+    batch = _is_batch(slides) or workers is not None or scheduler is not None
+    if workers is not None and scheduler is not None:
+        raise click.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
     config = PredictConfig(
-        model=model, weights=str(weights) if weights else None, out=str(out) if out else None,
+        model=model, weights=str(weights) if weights else None,
+        out=str(out) if out and not batch else None,
         device=device, batch_size=batch_size, patch_size=patch_size, stride=stride, sigma=sigma,
         target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
         probabilities=probabilities, overwrite=overwrite, threads=threads, progress=not quiet,
@@ -102,7 +115,10 @@ def predict(slide: Path, out, model, weights, device, batch_size, patch_size, st
         if unknown:  # before the slide is read, not after
             raise click.BadParameter(f"unknown format(s) {unknown}; choose from "
                                      f"{', '.join(EXPORTERS)}", param_hint="--export")
-    result = predict_slide(slide, config)
+    if batch:
+        _predict_batch(slides, out, config, formats, options, overwrite, workers, scheduler, quiet)
+        return
+    result = predict_slide(Path(slides[0]), config)
     if not quiet:
         click.echo(_summary(result))
     if formats:
@@ -111,6 +127,71 @@ def predict(slide: Path, out, model, weights, device, batch_size, patch_size, st
         for path in export_result(result, formats, options=options):
             if not quiet:
                 click.echo(str(path))
+
+
+def _is_batch(slides: tuple[str, ...]) -> bool:
+    from wsiseg.batch import LIST_SUFFIXES
+
+    if len(slides) != 1:
+        return True
+    path = Path(slides[0])
+    return (path.is_dir() or (path.suffix.lower() in LIST_SUFFIXES and path.is_file())
+            or (any(ch in slides[0] for ch in "*?[") and not path.exists()))
+
+
+def _predict_batch(slides, out, config, formats, options, overwrite, workers, scheduler,
+                   quiet) -> None:
+    from dataclasses import replace
+
+    from wsiseg.batch import BatchConfig, find_slides, predict_slides, summary_table
+
+    if out is None:
+        raise click.BadParameter("a batch needs --out DIR for its results and manifest",
+                                 param_hint="--out")
+    paths = find_slides(slides)
+    batch_config = BatchConfig(
+        out_dir=str(out), predict=replace(config, overwrite=False), overwrite=overwrite,
+        exports=tuple(formats), export_options=options, progress=not quiet,
+    )
+    with _cluster(workers, scheduler) as client:
+        result = predict_slides(paths, batch_config, client=client)
+    if not quiet:
+        click.echo(summary_table(result))
+    if result.failed:
+        raise SystemExit(1)
+
+
+class _cluster:
+    """No client, a local cluster of ``workers`` processes, or a client of ``scheduler``."""
+
+    def __init__(self, workers: int | None, scheduler: str | None) -> None:
+        self.workers, self.scheduler = workers, scheduler
+        self.cluster = self.client = None
+
+    def __enter__(self):
+        if self.workers is None and self.scheduler is None:
+            return None
+        from distributed import Client, LocalCluster
+
+        from wsiseg.errors import ConfigError
+
+        if self.scheduler:
+            try:
+                self.client = Client(self.scheduler, timeout="30s")
+            except (OSError, TimeoutError, ValueError) as err:
+                raise ConfigError(f"cannot reach the dask scheduler {self.scheduler} ({err}); "
+                                  "check the address and that the scheduler runs") from err
+        else:
+            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                        processes=True, dashboard_address=None)
+            self.client = Client(self.cluster)
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 def _summary(result: Path) -> str:
