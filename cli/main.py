@@ -153,8 +153,13 @@ def _predict_batch(slides, out, config, formats, options, overwrite, workers, sc
         out_dir=str(out), predict=replace(config, overwrite=False), overwrite=overwrite,
         exports=tuple(formats), export_options=options, progress=not quiet,
     )
-    with _cluster(workers, scheduler) as client:
-        result = predict_slides(paths, batch_config, client=client)
+    try:
+        with _cluster(workers, scheduler) as client:
+            result = predict_slides(paths, batch_config, client=client)
+    except KeyboardInterrupt:
+        click.echo(f"wsiseg: interrupted; finished slides are kept in {out} (see manifest.csv); "
+                   "run the same command again to do the rest", err=True)
+        raise SystemExit(130)
     if not quiet:
         click.echo(summary_table(result))
     if result.failed:
