@@ -175,11 +175,13 @@ def test_local_cluster_of_two_workers(slides, pixel_model, cluster, tmp_path):
 
 def test_cli_workers_option_runs_a_local_cluster(slides, pixel_model, tmp_path):
     out = tmp_path / "out"
-    run = CliRunner().invoke(main, ["predict", str(slides / "s*.svs"), "--out", str(out),
+    run = CliRunner().invoke(main, ["predict", str(slides), "--out", str(out),
                                     "--model", str(pixel_model[0]), "--workers", "2"])
-    assert run.exit_code == 0, run.output
-    assert "3 slides: 3 done" in run.output
+    assert run.exit_code == 1, run.output
+    assert "4 slides: 3 done, 1 failed" in run.output
     assert len(list(out.glob("*.wsiseg.zarr"))) == 3
+    errors = [r.error for r in read_manifest(out / "manifest.csv") if r.error]
+    assert len(errors) == 1 and "bad.svs" in errors[0]
 
 
 def test_a_worker_killed_mid_run_does_not_stop_the_batch(slides, slow_model, cluster, tmp_path):
