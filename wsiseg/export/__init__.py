@@ -73,6 +73,7 @@ def _tiff(result, out_dir, stem, options):
 
 
 EXPORTERS: dict[str, Exporter] = {
+    "geojson": _geojson,
     "tiff": _tiff,
     "png": _png,
     "report": _report,

@@ -1,0 +1,336 @@
+"""The map as vector annotations: a GeoJSON FeatureCollection that QuPath imports as-is.
+
+Each connected polygon of a class is one Feature (``objectType: annotation``) carrying the
+class name and colour and its own ``Area um^2``. One Feature per region rather than one
+MultiPolygon per class, because pathologists click, hide, delete and measure single regions in
+QuPath; a per-class MultiPolygon is one object with one area, and a few huge ones are slower to
+draw and edit there. The class is on every Feature, so QuPath's per-class totals still work.
+Pixels of one class that touch only at a corner are separate polygons: a single polygon
+cannot pinch to a point and stay valid.
+
+Outlines follow the pixel edges exactly, holes included, and are traced rather than merged
+from pixels: the labels are read in bands of chunk rows, never whole, and each band gives its
+edge segments between two classes (maximal along a row or column while the pair of classes on
+either side stays the same). Following the segments of a class end to end, which is a
+permutation, gives its rings in a few vectorised passes; rings that run the other way round
+are holes, each given to the smallest ring of its class around a pixel just inside it. Both
+classes of an edge cut it at the same points, so the polygons of all classes form one valid
+coverage (shared edges have the same vertices), which the simplifier below needs. Where two
+pixels of a class touch only at a corner the outline turns so as to keep them apart; a hole
+that touches its outline at a corner becomes a hole touching the shell at that point.
+
+Simplification is :func:`shapely.coverage_simplify` over all classes together, rather than
+simplifying each polygon on its own: neighbouring regions keep one shared edge, so the simplified
+annotations neither overlap nor leave slivers between them, and areas still add up. Its
+tolerance is roughly a distance: a vertex goes when the triangle it makes with its neighbours
+is smaller than the tolerance squared. Every corner of a pixel outline makes one of at least
+half a pixel, so tolerances under about 0.7 analysis pixel, the default of half a pixel and 0
+included, keep the exact pixel outlines, staircases and all; 1 to 2 pixels smooth them.
+Regions smaller than ``min_area_um2`` (their exact pixel area) are dropped first.
+
+Coordinates are level-0 pixels, rounded to 0.01: ``origin="level0"`` is the full level-0 frame
+of OpenSlide and ASAP, ``origin="bounds"`` starts at the slide's bounds offset, the frame
+QuPath shows OpenSlide slides in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from scipy import sparse
+from scipy.sparse import csgraph
+
+from wsiseg.errors import ConfigError
+from wsiseg.store import open_result
+
+logger = logging.getLogger(__name__)
+
+ORIGINS = ("bounds", "level0")
+DECIMALS = 2
+
+
+def _bands(labels: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(first row, band, row above it) over the map, one band of chunk rows at a time."""
+    height = labels.shape[0]
+    chunks = getattr(labels, "chunks", None)
+    step = int(chunks[0]) if chunks else 512
+    above = None
+    for y0 in range(0, height, step):
+        band = np.asarray(labels[y0:min(height, y0 + step)])
+        yield y0, band, above
+        above = band[-1]
+
+
+def _runs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Maximal runs along axis 1 where ``a != b`` with one (a, b) pair: row, start, stop, a, b."""
+    differ = a != b
+    pair = a.astype(np.int32) * 256 + b
+    change = pair[:, 1:] != pair[:, :-1]
+    start = differ.copy()
+    start[:, 1:] &= change | ~differ[:, :-1]
+    stop = differ.copy()
+    stop[:, :-1] &= change | ~differ[:, 1:]
+    row, x0 = np.nonzero(start)
+    x1 = np.nonzero(stop)[1] + 1
+    return row, x0, x1, a[row, x0], b[row, x0]
+
+
+def boundary_segments(band: np.ndarray, y0: int, above: np.ndarray | None,
+                      last: bool) -> tuple[np.ndarray, ...]:
+    """Directed outline segments of ``band``, in map pixels: start (n, 2), end (n, 2), class
+    and class beyond.
+
+    A segment runs along pixel edges between two classes, as long as the pair on its two sides
+    stays the same, so neighbouring classes cut their outlines at the same points. Each class
+    other than background gets it with itself on the left (the side ``(dy, -dx)`` of a direction
+    ``(dx, dy)``). Horizontal edges are those above each row of the band (``above`` is the row
+    before it, None at the top) and, when ``last``, below the last; the map's border is
+    background.
+    """
+    h, w = band.shape
+    framed = np.zeros((h + 2, w + 2), dtype=np.uint8)
+    framed[1:-1, 1:-1] = band
+    if above is not None:
+        framed[0, 1:-1] = above
+    rows = framed[: h + 1 if last else h, 1:-1], framed[1 : h + 2 if last else h + 1, 1:-1]
+    y, hx0, hx1, up, down = _runs(*rows)
+    x, vy0, vy1, left, right = _runs(framed[1:-1, :-1].T, framed[1:-1, 1:].T)
+    y = y + y0
+    vy0, vy1 = vy0 + y0, vy1 + y0
+    # Horizontal: the class above goes +x, the one below -x; vertical: the class on the left
+    # goes -y, the one on the right +y.
+    pieces = [((hx0, y), (hx1, y), up, down), ((hx1, y), (hx0, y), down, up),
+              ((x, vy1), (x, vy0), left, right), ((x, vy0), (x, vy1), right, left)]
+    starts, ends, classes, beyond = [], [], [], []
+    for (sx, sy), (ex, ey), cls, other in pieces:
+        keep = cls > 0
+        starts.append(np.stack([sx[keep], sy[keep]], axis=1).astype(np.int32))
+        ends.append(np.stack([ex[keep], ey[keep]], axis=1).astype(np.int32))
+        classes.append(cls[keep])
+        beyond.append(other[keep])
+    return tuple(np.concatenate(p) for p in (starts, ends, classes, beyond))
+
+
+def _successors(start: np.ndarray, end: np.ndarray,
+                cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the segment that follows each one around its class's outline, and where
+    another could follow: (turning left, turning right), the same where there is one way on.
+
+    Two ways on are where two pixels of a class touch only at a corner.
+    """
+    span = int(max(start.max(), end.max())) + 2
+
+    def key(points: np.ndarray) -> np.ndarray:
+        return (cls.astype(np.int64) * span + points[:, 1]) * span + points[:, 0]
+
+    starts = key(start)
+    order = np.argsort(starts, kind="stable")
+    ends = key(end)
+    first = np.searchsorted(starts[order], ends)
+    left_turn = order[first]
+    right_turn = left_turn
+    second = order[np.minimum(first + 1, len(order) - 1)]
+    twice = (first + 1 < len(order)) & (starts[second] == ends)
+    if twice.any():
+        direction = np.sign(end - start)
+        left = np.stack([direction[:, 1], -direction[:, 0]], axis=1)
+        second_left = twice & (direction[second] == left).all(axis=1)
+        left_turn = np.where(second_left, second, left_turn)
+        right_turn = np.where(twice & ~second_left, second, right_turn)
+    return left_turn, right_turn
+
+
+def _cycles(following: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cycle label, position from the cycle's first segment) of each segment of a permutation."""
+    n = len(following)
+    index = np.arange(n)
+    graph = sparse.coo_matrix((np.ones(n, dtype=np.int8), (index, following)), shape=(n, n))
+    label = csgraph.connected_components(graph, directed=True, connection="weak")[1]
+    _, head = np.unique(label, return_index=True)
+    is_head = np.zeros(n, dtype=bool)
+    is_head[head] = True
+    preceding = np.empty(n, dtype=np.int64)
+    preceding[following] = index
+    # List ranking by pointer jumping: log2(longest outline) passes over all segments.
+    pointer = np.where(is_head, index, preceding)
+    position = (~is_head).astype(np.int64)
+    while True:
+        jumped = pointer[pointer]
+        if (jumped == pointer).all():
+            return label, position
+        position = position + position[pointer]
+        pointer = jumped
+
+
+def class_polygons(labels: Any) -> dict[int, np.ndarray]:
+    """Class index -> its connected polygons (map pixels, exact pixel edges, holes as rings).
+
+    ``labels`` may be a zarr array; it is read one band of chunk rows at a time. The polygons
+    of all classes form one coverage: edges they share have the same vertices.
+    """
+    height = labels.shape[0]
+    parts = [boundary_segments(band, y0, above, y0 + band.shape[0] == height)
+             for y0, band, above in _bands(labels)]
+    start, end, cls, beyond = (np.concatenate(p) for p in zip(*parts))
+    if not len(cls):
+        return {}
+    # Turning left at a corner keeps the pixels of a class that touch there apart. An outline
+    # that then meets itself at the corner goes round a hole that touches the outside there:
+    # turning right instead cuts it into the outline and the hole, touching at that point.
+    left_turn, right_turn = _successors(start, end, cls)
+    label, position = _cycles(left_turn)
+    pinched = (left_turn != right_turn) & (label[left_turn] == label[right_turn])
+    following = np.where(pinched, right_turn, left_turn)
+    if pinched.any():
+        label, position = _cycles(following)
+    # Vertical segments end at band edges; where one just goes on, with the same class beyond
+    # it, its start is no corner of the coverage and is left out.
+    preceding = np.empty_like(following)
+    preceding[following] = np.arange(len(following))
+    vertical = start[:, 0] == end[:, 0]
+    corner = ~(vertical & vertical[preceding] & (beyond == beyond[preceding]))
+    order = np.lexsort((position, label))
+    order = order[corner[order]]
+    rings = shapely.linearrings(start[order].astype(np.float64), indices=label[order])
+    ring_class = np.zeros(len(rings), dtype=cls.dtype)
+    ring_class[label] = cls
+    # Outer outlines and holes run opposite ways round: the sign of the area tells them apart.
+    twice_area = np.bincount(label, weights=(start[:, 0] * end[:, 1] - end[:, 0] * start[:, 1]),
+                             minlength=len(rings))
+    hole = twice_area > 0
+
+    # A hole belongs to the smallest outline of its class around a pixel just inside it.
+    shell_index = np.flatnonzero(~hole)
+    owner = np.full(len(rings), -1, dtype=np.int64)
+    owner[shell_index] = np.arange(len(shell_index))
+    hole_index = np.flatnonzero(hole)
+    if len(hole_index):
+        shells = shapely.polygons(rings[shell_index])
+        first = np.zeros(len(rings), dtype=np.int64)
+        first[label[::-1]] = np.arange(len(label))[::-1]
+        seg = first[hole_index]
+        direction = np.sign(end[seg] - start[seg])
+        inside = start[seg] + 0.5 * direction + 0.5 * np.stack([direction[:, 1],
+                                                                -direction[:, 0]], axis=1)
+        # Querying points with the outlines prepares each outline once.
+        pairs = shapely.STRtree(shapely.points(inside)).query(shells, predicate="contains")[::-1]
+        pairs = pairs[:, ring_class[hole_index[pairs[0]]] == ring_class[shell_index[pairs[1]]]]
+        areas = shapely.area(shells)[pairs[1]]
+        best = np.lexsort((areas, pairs[0]))
+        pairs = pairs[:, best]
+        firsts = np.r_[True, pairs[0, 1:] != pairs[0, :-1]]
+        owner[hole_index[pairs[0, firsts]]] = pairs[1, firsts]
+    ordered = np.lexsort((hole, owner))
+    ordered = ordered[owner[ordered] >= 0]
+    polygons = shapely.polygons(rings[ordered], indices=owner[ordered])
+    shell_class = ring_class[shell_index]
+    return {int(c): polygons[shell_class == c] for c in np.unique(shell_class)}
+
+
+def _valid(polygons: np.ndarray) -> np.ndarray:
+    """``polygons`` made valid where they are not, keeping only polygonal parts (None if none)."""
+    out = polygons.copy()
+    for i in np.flatnonzero(~shapely.is_valid(polygons)):
+        # make_valid gives a collection of (multi)polygons, lines and points: flatten it twice.
+        parts = shapely.get_parts(shapely.get_parts(shapely.make_valid(polygons[i])))
+        kept = [p for p in parts if shapely.get_type_id(p) == 3 and not p.is_empty]
+        out[i] = (None if not kept else kept[0] if len(kept) == 1
+                  else shapely.multipolygons(kept))
+    return out
+
+
+def _simplified(polygons: np.ndarray, tolerance: float, sx: float, sy: float) -> np.ndarray:
+    """The coverage ``polygons`` (level-0 px, corners on a grid of ``sx`` by ``sy``) simplified."""
+    # Every vertex of a pixel outline is a right-angled corner whose triangle with its
+    # neighbours is at least half a map pixel in area; below that the simplifier could only
+    # drop the few vertices on straight lines where three classes meet. Left as they are, the
+    # outlines stay axis-parallel, and rounding cannot make them invalid.
+    if tolerance**2 < 0.5 * sx * sy:
+        return shapely.transform(polygons, lambda c: np.round(c, DECIMALS))
+    polygons = shapely.coverage_simplify(polygons, tolerance)
+    return _valid(shapely.transform(polygons, lambda c: np.round(c, DECIMALS)))
+
+
+def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
+                  simplify_um: float | None = None, min_area_um2: float = 0.0,
+                  origin: str = "bounds") -> list[Path]:
+    """Write ``STEM.geojson``: one QuPath annotation per connected region of each class.
+
+    ``simplify_um`` is the outline tolerance in um (None: half an analysis pixel, 0: exact
+    pixel edges); regions smaller than ``min_area_um2`` are dropped; ``origin`` is
+    ``"bounds"`` or ``"level0"`` (see the module's docstring).
+    """
+    if origin not in ORIGINS:
+        raise ConfigError(f"unknown origin {origin!r}; choose from {', '.join(ORIGINS)}")
+    if simplify_um is not None and not simplify_um >= 0:
+        raise ConfigError(f"simplify tolerance must be 0 or more um, got {simplify_um}")
+    if not min_area_um2 >= 0:
+        raise ConfigError(f"minimum area must be 0 or more um^2, got {min_area_um2}")
+    labels, attrs = open_result(result)
+    sx, sy = (float(v) for v in attrs["scale_to_level0"])
+    ox, oy = (float(v) for v in attrs["offset_level0"])
+    x0, y0 = (ox, oy) if origin == "level0" else (0.0, 0.0)  # where map pixel (0, 0) starts
+    slide = attrs.get("slide", {})
+    mpp_x, mpp_y = (float(v) for v in slide["mpp"])
+    if simplify_um is None:
+        analysis_mpp = attrs.get("analysis_mpp") or [sx * mpp_x, sy * mpp_y]
+        simplify_um = 0.5 * (float(analysis_mpp[0]) + float(analysis_mpp[1])) / 2
+    tolerance_level0 = simplify_um / ((mpp_x + mpp_y) / 2)
+    level0_um2 = mpp_x * mpp_y
+
+    by_class = class_polygons(labels)
+    classes = {int(c["index"]): c for c in attrs["classes"]}
+    indices = np.array([c for c, parts in by_class.items() for _ in parts], dtype=np.int64)
+    polygons = (np.concatenate(list(by_class.values())) if by_class
+                else np.empty(0, dtype=object))
+    # Map pixels to level-0 pixels: the same arithmetic on the same vertex keeps shared
+    # vertices equal, so the polygons stay one coverage for the simplifier.
+    polygons = shapely.transform(polygons, lambda c: c * (sx, sy) + (x0, y0))
+    large = shapely.area(polygons) * level0_um2 >= min_area_um2
+    if not large.all():
+        logger.info("dropping %d of %d regions under %g um^2", int((~large).sum()),
+                    len(large), min_area_um2)
+    polygons, indices = polygons[large], indices[large]
+    polygons = shapely.orient_polygons(_simplified(polygons, tolerance_level0, sx, sy))
+
+    path = Path(out_dir) / f"{stem}.geojson"
+    tmp = path.with_name(path.name + ".partial")
+    header = {
+        "type": "FeatureCollection",
+        "wsiseg": {
+            "result": str(result), "slide": slide.get("path"),
+            "model": attrs.get("model", {}).get("name"), "origin": origin,
+            "bounds_offset_level0": [ox, oy], "scale_to_level0": [sx, sy],
+            "slide_mpp": [mpp_x, mpp_y], "analysis_mpp": attrs.get("analysis_mpp"),
+            "simplify_um": simplify_um, "min_area_um2": min_area_um2,
+        },
+    }
+    dump = json.JSONEncoder(separators=(",", ":")).encode
+    present = ~shapely.is_missing(polygons)
+    polygons, indices = polygons[present], indices[present]
+    geometries = shapely.to_geojson(polygons)
+    areas = shapely.area(polygons) * level0_um2
+    with tmp.open("w") as f:
+        f.write(dump(header)[:-1] + ',"features":[')
+        for k, (geometry, c, area) in enumerate(zip(geometries, indices, areas)):
+            info = classes.get(int(c), {"name": f"class{int(c)}", "color": [128, 128, 128]})
+            properties = {
+                "objectType": "annotation",
+                "classification": {"name": str(info["name"]),
+                                   "color": [int(v) for v in info["color"]]},
+                "isLocked": False,
+                "measurements": {"Area um^2": float(area)},
+            }
+            f.write(f'{"," if k else ""}{{"type":"Feature","geometry":{geometry},'
+                    f'"properties":{dump(properties)}}}')
+        f.write("]}\n")
+    os.replace(tmp, path)
+    logger.info("wrote %d regions of %d classes to %s", len(polygons), len(by_class), path)
+    return [path]
