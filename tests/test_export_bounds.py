@@ -84,3 +84,28 @@ def test_png_overlay_is_painted_inside_the_bounds_only(offset_slide, tmp_path):
     assert ((xs + 0.5) * sx >= OFFSET[0]).all() and ((xs + 0.5) * sx < OFFSET[0] + 800).all()
     assert ((ys + 0.5) * sy >= OFFSET[1]).all() and ((ys + 0.5) * sy < OFFSET[1] + 600).all()
     assert painted.sum() > 0.3 * (800 / sx) * (600 / sy)
+
+
+@pytest.mark.parametrize("origin", ["level0", "bounds"])
+def test_geojson_outlines_cover_the_slide_pixels_of_their_class(offset_slide, origin, tmp_path):
+    import json
+
+    import shapely
+
+    slide, result, expected, decided = offset_slide
+    _, attrs = open_result(result)
+    index_of = {c["name"]: c["index"] for c in attrs["classes"]}
+    (path,) = export_result(result, ["geojson"], tmp_path, ExportOptions(origin=origin))
+    features = json.loads(path.read_text())["features"]
+    # The centre of every map pixel, in level-0 pixels of the chosen frame.
+    x0, y0 = OFFSET if origin == "level0" else (0, 0)
+    rows, cols = np.mgrid[: expected.shape[0], : expected.shape[1]] + 0.5
+    xs, ys = x0 + 2 * cols, y0 + 2 * rows
+    painted = np.zeros(expected.shape, dtype=np.int16)
+    for feature in features:
+        geometry = shapely.geometry.shape(feature["geometry"])
+        assert geometry.is_valid
+        inside = shapely.contains_xy(geometry, xs, ys)
+        assert not (painted[inside] > 0).any(), "features overlap"
+        painted[inside] = index_of[feature["properties"]["classification"]["name"]]
+    assert np.array_equal(painted[decided], expected[decided])
