@@ -127,3 +127,14 @@ def constant_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "constant.pt"
     save_torchscript(path, torch.jit.script(module), _test_card("constant-test", 3))
     return path
+
+
+@pytest.fixture(scope="session")
+def cmu_result(shared_data, pixel_model, tmp_path_factory) -> Path:
+    """The result of the per-pixel model on the real CMU-1-Small-Region.svs (read-only)."""
+    from wsiseg.pipeline import PredictConfig, predict_slide
+
+    path, _ = pixel_model
+    out = tmp_path_factory.mktemp("cmu") / "cmu.wsiseg.zarr"
+    return predict_slide(shared_data / "slides" / "CMU-1-Small-Region.svs",
+                         PredictConfig(model=str(path), out=str(out), progress=False))

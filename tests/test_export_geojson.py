@@ -15,7 +15,6 @@ from scipy import ndimage
 from wsiseg.cli.main import main
 from wsiseg.errors import ConfigError
 from wsiseg.export.geojson import write_geojson
-from wsiseg.pipeline import PredictConfig, predict_slide
 
 CLASSES = [{"index": i, "name": name, "color": colour} for i, (name, colour) in enumerate(
     [("background", [0, 0, 0]), ("tumour", [200, 0, 0]), ("stroma", [0, 150, 0]),
@@ -201,14 +200,6 @@ def test_unknown_origin_is_refused(tricky, tmp_path):
     with pytest.raises(ConfigError, match="origin"):
         write_geojson(path, tmp_path, "tricky", origin="qupath")
     assert not list(tmp_path.iterdir())
-
-
-@pytest.fixture(scope="module")
-def cmu_result(shared_data, pixel_model, tmp_path_factory):
-    path, _ = pixel_model
-    out = tmp_path_factory.mktemp("cmu") / "cmu.wsiseg.zarr"
-    return predict_slide(shared_data / "slides" / "CMU-1-Small-Region.svs",
-                         PredictConfig(model=str(path), out=str(out)))
 
 
 def test_real_slide_outlines_match_the_map(cmu_result, tmp_path):

@@ -33,14 +33,6 @@ def test_streamed_statistics_equal_whole_map_labelling():
 
 
 @pytest.fixture(scope="module")
-def cmu_result(shared_data, pixel_model, tmp_path_factory):
-    path, _ = pixel_model
-    out = tmp_path_factory.mktemp("cmu") / "cmu.wsiseg.zarr"
-    return predict_slide(shared_data / "slides" / "CMU-1-Small-Region.svs",
-                         PredictConfig(model=str(path), out=str(out)))
-
-
-@pytest.fixture(scope="module")
 def synthetic_result(svs_x20, pixel_model, tmp_path_factory):
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("x20") / "cmu.wsiseg.zarr"  # same stem: same file names

@@ -24,14 +24,6 @@ CLASSES = [{"index": 0, "name": "background", "color": [0, 0, 0]},
 
 
 @pytest.fixture(scope="module")
-def cmu_result(shared_data, pixel_model, tmp_path_factory):
-    path, _ = pixel_model
-    out = tmp_path_factory.mktemp("cmu") / "cmu.wsiseg.zarr"
-    return predict_slide(shared_data / "slides" / "CMU-1-Small-Region.svs",
-                         PredictConfig(model=str(path), out=str(out)))
-
-
-@pytest.fixture(scope="module")
 def synthetic_result(svs_x40, pixel_model, tmp_path_factory):
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("x40") / "x40.wsiseg.zarr"

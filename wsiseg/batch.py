@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, OutputError, WsisegError
-from .export import ExportOptions, check_formats, export_result, result_stem
+from .export import ExportOptions, check_formats, export_result
 from .pipeline import PredictConfig, load_configured_model, predict_slide
 from .store import is_complete, open_result
 

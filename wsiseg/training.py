@@ -275,7 +275,7 @@ def _write_atomic(payload: dict[str, Any], path: Path) -> None:
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.data``; see the module docstring."""
     from wsiseg.losses import criterion_for
-    from wsiseg.models import ClassInfo, ModelCard, create_model, default_card
+    from wsiseg.models import ClassInfo, create_model, default_card
     from wsiseg.models.loading import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
     base_card = default_card(config.model)
