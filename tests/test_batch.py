@@ -243,3 +243,31 @@ def test_sigkill_mid_slide_then_rerun_finishes_identical_to_an_uninterrupted_run
         ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
         assert sorted(ga.array_keys()) == sorted(gb.array_keys())
         assert all(np.array_equal(ga[k][:], gb[k][:]) for k in ga.array_keys())
+
+
+def test_a_rerun_makes_only_the_exports_that_are_missing_or_stale(slides, pixel_model, tmp_path):
+    from wsiseg.export import ExportOptions, export_files
+
+    options = ExportOptions(tiff_overlay=True)
+    config = BatchConfig(out_dir=str(tmp_path), progress=False, exports=("report", "tiff"),
+                         export_options=options, predict=PredictConfig(model=str(pixel_model[0])))
+    predict_slides([slides / "s0.svs"], config)
+    names = export_files("s0", config.exports, options)
+    assert sorted(names) == sorted(p.name for p in tmp_path.iterdir() if p.is_file()
+                                   and p.name != "manifest.csv")
+
+    def mtimes():
+        return {n: (tmp_path / n).stat().st_mtime_ns for n in names}
+
+    first = mtimes()
+    (record,) = predict_slides([slides / "s0.svs"], config).records
+    assert record.status == "skipped" and mtimes() == first  # all there: nothing rewritten
+    (tmp_path / "s0.overlay.tif").unlink()
+    predict_slides([slides / "s0.svs"], config)
+    assert (tmp_path / "s0.overlay.tif").is_file()
+    # Exports older than the result were made from an earlier result: they are made again.
+    made = (tmp_path / "s0.wsiseg.zarr" / "zarr.json").stat().st_mtime_ns
+    for n in names:
+        os.utime(tmp_path / n, ns=(made - 10**9, made - 10**9))
+    predict_slides([slides / "s0.svs"], config)
+    assert all(t >= made for t in mtimes().values())

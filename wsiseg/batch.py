@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, OutputError, WsisegError
-from .export import ExportOptions, check_formats, export_result
+from .export import ExportOptions, check_formats, export_result, exports_current
 from .pipeline import PredictConfig, load_configured_model, predict_slide
 from .store import is_complete, open_result
 
@@ -226,8 +226,9 @@ def _skip(record: SlideRecord, slide: Path, out: Path, config: BatchConfig) -> N
     record.status = "skipped"
     record.patches = attrs.get("patches_predicted")
     record.seconds = attrs.get("seconds")
-    if config.exports:  # exports a previous run did not get to
-        try:
+    if config.exports and not exports_current(out, config.exports, out.parent,
+                                              config.export_options):
+        try:  # exports a previous run did not get to
             export_result(out, config.exports, out.parent, config.export_options)
         except WsisegError as err:
             record.status, record.error = "failed", f"export: {err}"

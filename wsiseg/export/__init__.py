@@ -80,6 +80,32 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 
+def export_files(stem: str, formats: Sequence[str], options: ExportOptions) -> list[str]:
+    """The names of the files that ``formats`` write for a result named ``stem``."""
+    names = {
+        "geojson": [f"{stem}.geojson"],
+        "tiff": [f"{stem}.labels.tif"] + ([f"{stem}.overlay.tif"] if options.tiff_overlay else []),
+        "png": [f"{stem}.overlay.png"],
+        "report": [f"{stem}.report.json", f"{stem}.report.csv"],
+    }
+    return [name for f in dict.fromkeys(formats) for name in names[f]]
+
+
+def exports_current(result: str | os.PathLike, formats: Sequence[str],
+                    out_dir: str | os.PathLike, options: ExportOptions) -> bool:
+    """True when every file of ``formats`` exists in ``out_dir`` and is newer than ``result``.
+
+    Exports are written under a temporary name and renamed when complete, so one that exists
+    is whole; one older than its result was made from an earlier result of the same name.
+    """
+    made = (Path(result) / "zarr.json").stat().st_mtime_ns
+    for name in export_files(result_stem(result), formats, options):
+        path = Path(out_dir) / name
+        if not path.is_file() or path.stat().st_mtime_ns < made:
+            return False
+    return True
+
+
 def result_stem(result: str | os.PathLike) -> str:
     """``slide`` for ``slide.wsiseg.zarr`` (or ``NAME`` for ``NAME.zarr``)."""
     name = Path(result).name
