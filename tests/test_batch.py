@@ -271,3 +271,21 @@ def test_a_rerun_makes_only_the_exports_that_are_missing_or_stale(slides, pixel_
         os.utime(tmp_path / n, ns=(made - 10**9, made - 10**9))
     predict_slides([slides / "s0.svs"], config)
     assert all(t >= made for t in mtimes().values())
+
+
+def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model, tmp_path):
+    inputs = [str(slides / f"s{i}.svs") for i in range(2)]
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "wsiseg.cli.main", "predict", *inputs,
+                            "--model", str(slow_model), "--batch-size", "1", "--quiet", "--out",
+                            str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "s0.wsiseg.zarr.partial").exists() and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and "run the same command again" in stderr
+    assert "Traceback" not in stderr
+    assert [r.status for r in read_manifest(out / "manifest.csv")] == ["pending", "pending"]
+    assert not list(out.glob("*.partial"))

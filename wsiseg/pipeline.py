@@ -149,11 +149,12 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
             device, amp=config.amp,
         )
-        writer = OutputWriter(
-            out, geometry.height, geometry.width, card.num_classes, config.probabilities,
-            chunk=config.chunk_size,
-        )
+        writer = None
         try:
+            writer = OutputWriter(
+                out, geometry.height, geometry.width, card.num_classes, config.probabilities,
+                chunk=config.chunk_size,
+            )
             writer.write_tissue(tissue)
             threads = config.threads or min(4, os.cpu_count() or 1)
             batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
@@ -175,14 +176,17 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
                         RegionReader(slide, geometry), grid, stripe_kept, batch_size=batch_size,
                         band_height=config.band_height, threads=threads,
                     )
-                    for batch in loader:
-                        t0 = time.perf_counter()
-                        probs = predictor(batch.patches)
-                        t1 = time.perf_counter()
-                        stitcher.add(batch.rows, batch.cols, probs)
-                        stitch_s += time.perf_counter() - t1
-                        predict_s += t1 - t0
-                        bar.update(len(batch.rows))
+                    try:
+                        for batch in loader:
+                            t0 = time.perf_counter()
+                            probs = predictor(batch.patches)
+                            t1 = time.perf_counter()
+                            stitcher.add(batch.rows, batch.cols, probs)
+                            stitch_s += time.perf_counter() - t1
+                            predict_s += t1 - t0
+                            bar.update(len(batch.rows))
+                    finally:  # no read may still be running when the slide is closed
+                        loader.close()
                     stitcher.finish()
                     read_s += loader.stats.read_seconds
             timings.update(
@@ -195,7 +199,8 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             )
             return writer.publish(attrs, config.overwrite)
         except BaseException:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             raise
 
 

@@ -79,9 +79,16 @@ class OutputWriter:
             logger.info("removing %s left by an interrupted run", self.partial)
             shutil.rmtree(self.partial)
         try:
-            self.group = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
-        except OSError as err:
-            raise OutputError(f"{self.partial}: cannot create the output ({err})") from err
+            self._create(num_classes, probabilities)
+        except BaseException as err:  # Ctrl-C included: leave nothing half-made behind
+            self.abort()
+            if isinstance(err, OSError):
+                raise OutputError(f"{self.partial}: cannot create the output ({err})") from err
+            raise
+
+    def _create(self, num_classes: int, probabilities: bool) -> None:
+        height, width, chunk = self.height, self.width, self.chunk
+        self.group = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
         ch = min(chunk, height)
         cw = min(chunk, width)
         self.labels = self.group.create_array(
@@ -175,8 +182,34 @@ class OutputWriter:
 
     def abort(self) -> None:
         """Remove the partial output after a failure."""
+        _settle_zarr_io()
         if self.partial.exists():
             shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _settle_zarr_io(timeout: float = 30.0) -> None:
+    """Wait for the writes zarr still has in flight.
+
+    zarr runs its I/O as coroutines on a thread of its own. A call interrupted in the main
+    thread (Ctrl-C) leaves its coroutine running there, and a chunk it writes after the partial
+    output was removed would bring the folder back.
+    """
+    import asyncio
+
+    try:
+        from zarr.core.sync import sync
+    except ImportError:
+        return
+
+    async def drain() -> None:
+        me = asyncio.current_task()
+        while others := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            await asyncio.wait(others)
+
+    try:
+        sync(drain(), timeout=timeout)
+    except Exception as err:  # nothing to wait for, or it takes too long: remove anyway
+        logger.debug("zarr I/O did not settle: %s", err)
 
 
 def _remove(path: Path) -> None:
