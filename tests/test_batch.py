@@ -161,6 +161,10 @@ def test_local_cluster_of_two_workers(slides, pixel_model, cluster, tmp_path):
     assert len(result.failed) == 1 and "Bogus marker" in result.failed[0].error
     workers = {r.worker for r in result.records if r.status == "done"}
     assert all("@127.0.0.1" in w for w in workers)
+    # Each worker keeps its model for its following slides.
+    kept = cluster.run(lambda: [key[0] for key in __import__("wsiseg.batch").batch._MODELS])
+    assert any(kept.values())
+    assert all(models == [str(pixel_model[0])] for models in kept.values() if models)
     # The same maps as one process makes.
     alone = tmp_path / "alone"
     predict_slides([slides / "s1.svs"], BatchConfig(out_dir=str(alone), progress=False,
@@ -227,7 +231,7 @@ def test_sigkill_mid_slide_then_rerun_finishes_identical_to_an_uninterrupted_run
     run.wait()
     assert (out / "s0.wsiseg.zarr").is_dir() and not (out / "s1.wsiseg.zarr").exists()
     statuses = [r.status for r in read_manifest(out / "manifest.csv")]
-    assert statuses == ["done", "pending", "pending"]
+    assert statuses == ["done", "started", "pending"]
 
     rerun = subprocess.run(command + [str(out)], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
@@ -271,6 +275,56 @@ def test_a_rerun_makes_only_the_exports_that_are_missing_or_stale(slides, pixel_
         os.utime(tmp_path / n, ns=(made - 10**9, made - 10**9))
     predict_slides([slides / "s0.svs"], config)
     assert all(t >= made for t in mtimes().values())
+
+
+# Runs the command line with a fault: the process dies as soon as it starts on a slide whose
+# name holds "crash" (as it would on a slide that makes a library below us crash, or that takes
+# more memory than the machine has).
+CRASHING = """
+import os, sys
+import wsiseg.batch as batch
+run_slide = batch.run_slide
+batch.run_slide = lambda slide, *a, **k: (os._exit(9) if "crash" in os.path.basename(slide)
+                                         else run_slide(slide, *a, **k))
+from wsiseg.cli.main import main
+sys.argv[0] = "wsiseg"
+main()
+"""
+
+
+def test_a_slide_that_kills_the_process_goes_last_and_cannot_hold_up_the_batch(
+        slides, pixel_model, tmp_path):
+    shutil.copy(slides / "s1.svs", tmp_path / "crash.svs")
+    inputs = [str(slides / "s0.svs"), str(tmp_path / "crash.svs"), str(slides / "s2.svs")]
+    args = ["predict", *inputs, "--model", str(pixel_model[0]), "--quiet", "--out",
+            str(tmp_path / "out")]
+    manifest = tmp_path / "out" / "manifest.csv"
+
+    def statuses():
+        return [r.status for r in read_manifest(manifest)]
+
+    first = subprocess.run([sys.executable, "-c", CRASHING, *args], capture_output=True, text=True)
+    assert first.returncode == 9 and statuses() == ["done", "started", "pending"]
+    second = subprocess.run([sys.executable, "-c", CRASHING, *args], capture_output=True,
+                            text=True)
+    # The slide it died in went last: the one after it is done before it dies again.
+    assert second.returncode == 9 and statuses() == ["skipped", "started", "done"]
+    assert "crash.svs: an earlier run ended while predicting it" in second.stderr
+    healed = subprocess.run([sys.executable, "-m", "wsiseg.cli.main", *args],
+                            capture_output=True, text=True)
+    assert healed.returncode == 0, healed.stderr
+    assert statuses() == ["skipped", "done", "skipped"]
+
+
+def test_the_manifest_keeps_the_slides_of_earlier_batches(slides, pixel_model, tmp_path):
+    config = BatchConfig(out_dir=str(tmp_path), progress=False,
+                         predict=PredictConfig(model=str(pixel_model[0])))
+    predict_slides([slides / "s0.svs", slides / "bad.svs"], config)
+    result = predict_slides([slides / "s1.svs", slides / "bad.svs"], config)
+    assert [Path(r.slide).name for r in result.records] == ["s1.svs", "bad.svs"]
+    rows = {Path(r.slide).name: r.status for r in read_manifest(result.manifest)}
+    assert rows == {"s0.svs": "done", "s1.svs": "done", "bad.svs": "failed"}
+    assert len(read_manifest(result.manifest)) == 3
 
 
 def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model, tmp_path):

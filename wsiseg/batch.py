@@ -6,8 +6,10 @@ again: complete results are kept (unless ``overwrite``) and the rest are done. A
 is recorded with its error and the batch goes on.
 
 ``OUT/manifest.csv`` holds one row per slide (status, error, output, patches, seconds, worker)
-and is rewritten, atomically, every time a slide finishes; slides not yet finished read
-``pending``.
+and is rewritten, atomically, every time a slide starts or finishes; rows of slides from earlier
+batches into the same folder are kept. A slide that was ``started`` when its process died (out
+of memory, or a crash inside a slide library) is run last when the batch is run again, so a slide
+that kills the process every time cannot keep the rest of the batch from finishing.
 
 Without a client the slides run one after another in this process, with the model loaded once.
 With a ``dask.distributed`` client there is one task per slide; each worker process loads the
@@ -66,7 +68,7 @@ class SlideRecord:
     """One manifest row."""
 
     slide: str
-    status: str = "pending"  # pending, done, skipped or failed
+    status: str = "pending"  # pending, started, done, skipped or failed
     error: str = ""
     output: str = ""
     patches: int | None = None
@@ -169,14 +171,20 @@ def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
     _refuse_clashes(slides, outputs)
 
     records = [SlideRecord(slide=str(s), output=str(o)) for s, o in zip(slides, outputs)]
-    manifest = out_dir / MANIFEST
-    todo = []
+    manifest = Manifest(out_dir / MANIFEST, records)
+    todo, died_in = [], []
     for i, (slide, out) in enumerate(zip(slides, outputs)):
         if not config.overwrite and is_complete(out):
             _skip(records[i], slide, out, config)
+        elif manifest.died_in(slide):
+            died_in.append(i)
         else:
             todo.append(i)
-    _write_manifest(manifest, records)
+    for i in died_in:
+        logger.warning("%s: an earlier run ended while predicting it (out of memory, or a crash "
+                       "in a slide library?); it goes last this time", slides[i])
+    todo += died_in
+    manifest.save()
     if len(todo) < len(slides):
         logger.info("%d of %d slides have a complete result in %s and are kept",
                     len(slides) - len(todo), len(slides), out_dir)
@@ -185,13 +193,20 @@ def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
     with _progress(len(todo), config.progress) as bar:
         if client is None:
             for i in todo:
-                record = run_slide(str(slides[i]), str(outputs[i]), task_config,
-                                   config.exports, config.export_options)
+                records[i].status = "started"
+                manifest.save()
+                try:
+                    record = run_slide(str(slides[i]), str(outputs[i]), task_config,
+                                       config.exports, config.export_options)
+                except KeyboardInterrupt:  # stopped by the user, not killed by the slide
+                    records[i].status = "pending"
+                    manifest.save()
+                    raise
                 _finish(records, i, record, manifest, bar)
         else:
             _run_on_cluster(client, slides, outputs, todo, task_config, config, records,
                             manifest, bar)
-    return BatchResult(records, manifest)
+    return BatchResult(records, manifest.path)
 
 
 def _refuse_clashes(slides: list[Path], outputs: list[Path]) -> None:
@@ -234,14 +249,14 @@ def _skip(record: SlideRecord, slide: Path, out: Path, config: BatchConfig) -> N
             record.status, record.error = "failed", f"export: {err}"
 
 
-def _finish(records: list[SlideRecord], i: int, record: dict[str, Any], manifest: Path,
+def _finish(records: list[SlideRecord], i: int, record: dict[str, Any], manifest: Manifest,
             bar: Any) -> None:
     records[i] = SlideRecord(**record)
     r = records[i]
     if r.status == "failed":
         r.output = ""  # nothing was written there
         logger.error("%s", r.error if r.slide in r.error else f"{r.slide}: {r.error}")
-    _write_manifest(manifest, records)
+    manifest.save()
     bar.update(1)
 
 
@@ -346,6 +361,32 @@ def run_slide(slide: str, output: str, config: PredictConfig, exports: Sequence[
 
 
 # --- the manifest and the summary ------------------------------------------------------------
+
+class Manifest:
+    """``manifest.csv`` of an output folder: this batch's ``records`` (updated in place by the
+    batch) after the rows of other slides that earlier batches left there."""
+
+    def __init__(self, path: Path, records: list[SlideRecord]) -> None:
+        self.path, self.records = path, records
+        earlier: list[SlideRecord] = []
+        if path.is_file():
+            try:
+                earlier = read_manifest(path)
+            except (OSError, KeyError, ValueError, csv.Error) as err:
+                logger.warning("%s cannot be read (%s); a new one is written", path, err)
+        # One result per stem in a folder, so a stem names a slide's row whatever the path.
+        ours = {Path(r.slide).stem for r in records}
+        self._earlier = {Path(r.slide).stem: r for r in earlier}
+        self.others = [r for r in earlier if Path(r.slide).stem not in ours]
+
+    def died_in(self, slide: Path) -> bool:
+        """Whether an earlier run ended while predicting ``slide``."""
+        row = self._earlier.get(slide.stem)
+        return row is not None and row.status == "started"
+
+    def save(self) -> None:
+        _write_manifest(self.path, self.others + self.records)
+
 
 def _write_manifest(path: Path, records: list[SlideRecord]) -> None:
     tmp = path.with_name(path.name + ".partial")
