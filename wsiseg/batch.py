@@ -25,7 +25,6 @@ import glob
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,7 @@ from typing import Any
 from .errors import ConfigError, OutputError, WsisegError
 from .export import ExportOptions, check_formats, export_result, exports_current
 from .pipeline import PredictConfig, load_configured_model, predict_slide
+from .progress import progress_bar
 from .store import is_complete, open_result
 
 logger = logging.getLogger(__name__)
@@ -189,8 +189,9 @@ def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
         logger.info("%d of %d slides have a complete result in %s and are kept",
                     len(slides) - len(todo), len(slides), out_dir)
 
-    task_config = replace(config.predict, overwrite=True, progress=config.progress and client is None)
-    with _progress(len(todo), config.progress) as bar:
+    task_config = replace(config.predict, overwrite=True,
+                          progress=config.progress and client is None)
+    with progress_bar(len(todo), "slides", "slide", config.progress, position=0) as bar:
         if client is None:
             for i in todo:
                 records[i].status = "started"
@@ -426,22 +427,3 @@ def summary_table(result: BatchResult) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
     lines.append(f"{len(result.records)} slides: {counts}; manifest {result.manifest}")
     return "\n".join(line.rstrip() for line in lines)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="slides", unit="slide", dynamic_ncols=True, position=0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from .geometry import plan_geometry
 from .grid import PatchGrid, window_tissue_fractions
 from .loader import BandLoader
 from .predictor import Normalisation, Predictor, resolve_device
+from .progress import progress_bar
 from .region import RegionReader
 from .slide import open_slide
 from .stitcher import Stitcher
@@ -163,7 +163,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             predicted = sum(int(k.sum()) for _, _, k in todo)
             t = time.perf_counter()
             predict_s = stitch_s = read_s = 0.0
-            with _progress(predicted, path.name, config.progress) as bar:
+            with progress_bar(predicted, path.name, "patch", config.progress, leave=False) as bar:
                 # Column stripes, each top to bottom: memory depends on the stripe's width,
                 # not the slide's. Windows across a stripe edge are predicted for both sides.
                 for x0, x1, stripe_kept in todo:
@@ -254,17 +254,6 @@ def _attributes(slide, loaded, card, geometry, tissue_geometry, factor, grid, si
     }
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int, int]]:
     """``[x0, x1)`` column ranges of at most ``stripe_width`` (a multiple of ``chunk``) covering
     ``[0, width)``; each starts on a chunk edge. Pure."""
@@ -275,12 +264,3 @@ def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int,
 def overlapping_columns(grid: PatchGrid, x0: int, x1: int) -> np.ndarray:
     """Which grid columns' windows overlap output columns ``[x0, x1)``."""
     return (grid.xs < x1) & (grid.xs + grid.patch_size > x0)
-
-
-def _progress(total: int, name: str, enabled: bool):
-    """A patches/s progress bar on a terminal; nothing in logs or pipes."""
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="patch", dynamic_ncols=True, leave=False)
