@@ -3,6 +3,7 @@ a local dask cluster (with a worker killed mid-run) and a SIGKILL of a single-pr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -343,3 +344,38 @@ def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model
     assert "Traceback" not in stderr
     assert [r.status for r in read_manifest(out / "manifest.csv")] == ["pending", "pending"]
     assert not list(out.glob("*.partial"))
+
+
+MAPPED_BLOCKS = """
+import ctypes, json
+import numpy as np
+from wsiseg import batch
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mapped_for_one_block():
+    before = libc.mallinfo2().hblks
+    block = np.ones(8 * 2**20, dtype=np.uint8)  # about one batch of the network's features
+    return libc.mallinfo2().hblks - before
+
+first = mapped_for_one_block()
+batch._keep_large_blocks_on_the_heap()
+print(json.dumps([first, mapped_for_one_block()]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_worker_started_by_dask_keeps_large_blocks_on_the_heap():
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")  # what dask's nanny sets
+    run = subprocess.run([sys.executable, "-c", MAPPED_BLOCKS], env=env, capture_output=True,
+                         text=True)
+    if "mallinfo2" in run.stderr:
+        pytest.skip("this C library has no mallinfo2")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [1, 0]

@@ -25,6 +25,7 @@ import glob
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -312,6 +313,35 @@ def _cached_model(config: PredictConfig) -> Any:
     return _MODELS[key]
 
 
+_HEAP_SET = False
+
+
+def _keep_large_blocks_on_the_heap() -> None:
+    """Undo, in this worker process, what dask's ``MALLOC_TRIM_THRESHOLD_`` does to inference.
+
+    dask's nanny starts workers with that variable set (to hand freed memory back to the
+    system sooner), and setting it also stops glibc from raising its mmap threshold: every
+    large tensor is then mapped, unmapped and its pages zeroed again at each batch, which made
+    a CPU worker 35% slower than the same slide in a plain process. Setting the thresholds to
+    glibc's own upper limits brings the speed back; memory is still given back when freed
+    blocks at the top of the heap pass the trim threshold.
+    """
+    global _HEAP_SET
+    if (_HEAP_SET or "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            or not sys.platform.startswith("linux")):
+        return
+    _HEAP_SET = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest dynamic threshold
+        libc.mallopt(m_trim_threshold, 64 * 2**20)
+    except (OSError, AttributeError):  # not glibc (musl, say): leave the allocator as it is
+        pass
+
+
 def _worker_setup(config: PredictConfig, per_host: dict[str, int] | None
                   ) -> tuple[PredictConfig, str]:
     """On a dask worker: its name, its share of the host's cores for torch, and a GPU of its
@@ -324,6 +354,7 @@ def _worker_setup(config: PredictConfig, per_host: dict[str, int] | None
         return config, socket.gethostname()
     import torch
 
+    _keep_large_blocks_on_the_heap()
     host = worker.address.split("://")[-1].rsplit(":", 1)[0]
     sharing = (per_host or {}).get(host, 1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
