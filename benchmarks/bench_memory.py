@@ -3,7 +3,7 @@
     python benchmarks/bench_memory.py [--width 40000 --height 30000] [--model FILE]
 
 Each run is a fresh process (so peaks do not mix) that predicts the whole slide and reports
-its peak RSS (ru_maxrss) and the RSS it had once the model was loaded, before any slide work.
+its peak RSS (VmHWM) and the RSS it had once the model was loaded, before any slide work.
 The default model is the per-pixel colour model of examples/colour_model.py, so the figure is
 the pipeline's own memory: tiler, loader, accumulators, writer (model weights excluded).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, synthetic_slide  # noqa: E402
+from bench_read import OUT, peak_rss, synthetic_slide  # noqa: E402
 
 
 def measure(slide: str, model: str, out: str, batch_size: int) -> dict:
@@ -35,7 +35,7 @@ def measure(slide: str, model: str, out: str, batch_size: int) -> dict:
     predict_slide(slide, PredictConfig(out=out, overwrite=True, progress=False,
                                        batch_size=batch_size), model=loaded)
     secs = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     return {"slide": slide, "seconds": secs, "peak_rss": peak, "rss_after_model_load": rss_loaded,
             "weights_bytes": weights_bytes, "peak_rss_minus_weights": peak - weights_bytes}
 

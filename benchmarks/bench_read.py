@@ -61,6 +61,16 @@ def synthetic_slide(width: int, height: int, seed: int = 0) -> Path:
     return path
 
 
+def peak_rss() -> int:
+    """This process's peak RSS in bytes. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    exec, so a child of a large parent would report the parent's peak as its own."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def machine() -> str:
     return f"{platform.node()} {platform.machine()}, {os.cpu_count()} logical CPUs, {platform.python_version()}"
 
