@@ -202,6 +202,18 @@ def test_cli_workers_option_runs_a_local_cluster(slides, pixel_model, tmp_path):
     assert len(errors) == 1 and "bad.svs" in errors[0]
 
 
+def test_cli_scheduler_option_submits_to_a_running_cluster(slides, pixel_model, cluster,
+                                                          tmp_path):
+    out = tmp_path / "out"
+    address = cluster.scheduler_info()["address"]
+    run = CliRunner().invoke(main, ["predict", str(slides / "s*.svs"), "--out", str(out),
+                                    "--model", str(pixel_model[0]), "--scheduler", address])
+    assert run.exit_code == 0, run.output
+    assert "3 slides: 3 done" in run.output
+    workers = {r.worker for r in read_manifest(out / "manifest.csv")}
+    assert workers and all(w.endswith("@127.0.0.1") for w in workers)
+
+
 def test_a_worker_killed_mid_run_does_not_stop_the_batch(slides, slow_model, cluster, tmp_path):
     out = tmp_path / "out"
     config = BatchConfig(out_dir=str(out), progress=False,
