@@ -279,8 +279,9 @@ def test_a_rerun_makes_only_the_exports_that_are_missing_or_stale(slides, pixel_
     from wsiseg.export import ExportOptions, export_files
 
     options = ExportOptions(tiff_overlay=True)
-    config = BatchConfig(out_dir=str(tmp_path), progress=False, exports=("report", "tiff"),
-                         export_options=options, predict=PredictConfig(model=str(pixel_model[0])))
+    config = BatchConfig(out_dir=str(tmp_path), progress=False,
+                         exports=("report", "tiff", "geojson", "png"), export_options=options,
+                         predict=PredictConfig(model=str(pixel_model[0])))
     predict_slides([slides / "s0.svs"], config)
     names = export_files("s0", config.exports, options)
     assert sorted(names) == sorted(p.name for p in tmp_path.iterdir() if p.is_file()
