@@ -40,8 +40,8 @@ def _slides(folder: Path, count: int, width: int, height: int) -> list[Path]:
 def _run(paths, model, workers):
     from distributed import Client, LocalCluster
 
-    from wsiseg.batch import BatchConfig, predict_slides
-    from wsiseg.pipeline import PredictConfig
+    from wsiseg.batch.runner import BatchConfig, predict_slides
+    from wsiseg.inference.pipeline import PredictConfig
 
     out = OUT / "batch-results"
     shutil.rmtree(out, ignore_errors=True)

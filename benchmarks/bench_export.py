@@ -50,8 +50,8 @@ def main() -> None:
         print(json.dumps(measure(*args.one)))
         return
 
-    from wsiseg.pipeline import PredictConfig, predict_slide
-    from wsiseg.store import is_complete, open_result
+    from wsiseg.inference.pipeline import PredictConfig, predict_slide
+    from wsiseg.result.store import is_complete, open_result
 
     slide = synthetic_slide(args.width, args.height)
     result = OUT / f"{slide.stem}.colour.wsiseg.zarr"

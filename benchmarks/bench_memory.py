@@ -26,7 +26,7 @@ from bench_read import OUT, peak_rss, synthetic_slide  # noqa: E402
 def measure(slide: str, model: str, out: str, batch_size: int) -> dict:
     """Run in this process: predict one slide, report time and peak RSS."""
     from wsiseg.models import load_model
-    from wsiseg.pipeline import PredictConfig, predict_slide
+    from wsiseg.inference.pipeline import PredictConfig, predict_slide
 
     loaded = load_model(model)
     weights_bytes = sum(p.numel() * p.element_size() for p in loaded.module.parameters())

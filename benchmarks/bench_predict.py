@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from wsiseg.models import LoadedModel, create_model, default_card
-from wsiseg.pipeline import PredictConfig, predict_slide
-from wsiseg.predictor import Normalisation, Predictor, resolve_device
+from wsiseg.inference.pipeline import PredictConfig, predict_slide
+from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-out"

@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 import openslide
 
-from wsiseg.geometry import plan_geometry
-from wsiseg.grid import PatchGrid, window_tissue_fractions
-from wsiseg.loader import BandLoader
-from wsiseg.pipeline import PredictConfig, column_stripes, overlapping_columns
-from wsiseg.region import RegionReader
-from wsiseg.slide import open_slide
-from wsiseg.store import CHUNK
+from wsiseg.slide.geometry import plan_geometry
+from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
+from wsiseg.inference.loader import BandLoader
+from wsiseg.inference.pipeline import PredictConfig, column_stripes, overlapping_columns
+from wsiseg.slide.region import RegionReader
+from wsiseg.slide.reader import open_slide
+from wsiseg.result.store import CHUNK
 from wsiseg.testing import write_large_svs
-from wsiseg.tissue import mask_factor, read_tissue
+from wsiseg.slide.tissue import mask_factor, read_tissue
 
 OUT = Path(__file__).resolve().parents[1] / "bench-out"
 

@@ -1,7 +1,7 @@
 """``wsiseg evaluate``: Dice, IoU, mIoU and pixel accuracy against ground truth.
 
 Two inputs, one report: a predicted RESULT.zarr with its --mask, or a --model run over --data
-folders of image / mask pairs. The scoring lives in :mod:`wsiseg.evaluation`.
+folders of image / mask pairs. The scoring lives in :mod:`wsiseg.training.evaluation`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _groups(ctx, param, values):
 def evaluate(result, mask, model, folders, image_mpp, classes, attributes, mean_over, groups,
              ignore, json_out, device):
     """Score RESULT.zarr against --mask, or --model on --data folders."""
-    from wsiseg.evaluation import evaluate_folders, evaluate_result
+    from wsiseg.training.evaluation import evaluate_folders, evaluate_result
 
     if result is not None and folders:
         raise click.UsageError("give either RESULT with --mask, or --model with --data")

@@ -94,7 +94,7 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
     """
     if patch_size and stride and stride > patch_size:
         raise click.BadParameter(f"stride {stride} is larger than the patch size {patch_size}", param_hint="--stride")
-    from wsiseg.pipeline import PredictConfig, predict_slide
+    from wsiseg.inference.pipeline import PredictConfig, predict_slide
 
     batch = _is_batch(slides) or workers is not None or scheduler is not None
     if workers is not None and scheduler is not None:
@@ -130,7 +130,7 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
 
 
 def _is_batch(slides: tuple[str, ...]) -> bool:
-    from wsiseg.batch import LIST_SUFFIXES
+    from wsiseg.batch.runner import LIST_SUFFIXES
 
     if len(slides) != 1:
         return True
@@ -143,7 +143,7 @@ def _predict_batch(slides, out, config, formats, options, overwrite, workers, sc
                    quiet) -> None:
     from dataclasses import replace
 
-    from wsiseg.batch import BatchConfig, find_slides, predict_slides, summary_table
+    from wsiseg.batch.runner import BatchConfig, find_slides, predict_slides, summary_table
 
     if out is None:
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
@@ -217,7 +217,7 @@ def _summary(result: Path) -> str:
 @handle_errors
 def info(slide: Path):
     """Show a slide's vendor, levels, resolution and associated images."""
-    from wsiseg.slide import open_slide
+    from wsiseg.slide.reader import open_slide
 
     with open_slide(slide) as s:
         i = s.info()

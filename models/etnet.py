@@ -164,7 +164,7 @@ class ETNet(nn.Module):
     """ET-Net segmentation network; ``forward(x)`` gives logits (B, K, H, W) at the input size.
 
     ``forward_train(x)`` also gives ``"edge"``, the edge-map logits (B, 1, H, W) at the input
-    size, supervised by the ``etnet`` criterion (:class:`wsiseg.losses.etnet.ETNetCriterion`).
+    size, supervised by the ``etnet`` criterion (:class:`wsiseg.training.losses.etnet.ETNetCriterion`).
 
     Arguments (those marked *assumed* are not given by the paper; defaults per MODELS.md):
 

@@ -4,7 +4,7 @@ No pooling and no striding: a 3x3 stem, seven dense blocks of six dilated 3x3 la
 24, dropout 0.1), each followed by a 1x1 transition that halves the channels (floor), and a
 plain 3x3 convolution to the classes. Every unit is conv (no bias) -> LeakyReLU -> BatchNorm.
 With three classes (background, gland interior, gland contour) it has exactly 1,780,233
-parameters. It trains with pixel-weighted cross-entropy plus varCE (:mod:`wsiseg.losses.fullnet`).
+parameters. It trains with pixel-weighted cross-entropy plus varCE (:mod:`wsiseg.training.losses.fullnet`).
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def constant_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cmu_result(shared_data, pixel_model, tmp_path_factory) -> Path:
     """The result of the per-pixel model on the real CMU-1-Small-Region.svs (read-only)."""
-    from wsiseg.pipeline import PredictConfig, predict_slide
+    from wsiseg.inference.pipeline import PredictConfig, predict_slide
 
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("cmu") / "cmu.wsiseg.zarr"

@@ -6,8 +6,8 @@ The main entry point is :func:`predict_slide` with a :class:`PredictConfig`. Hea
 
 from __future__ import annotations
 
-from ._version import __version__
-from .errors import (
+from wsiseg._version import __version__
+from wsiseg.errors import (
     ConfigError,
     ModelError,
     OutputError,
@@ -32,11 +32,11 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in ("PredictConfig", "predict_slide"):
-        from . import pipeline
+        from wsiseg.inference import pipeline
 
         return getattr(pipeline, name)
     if name == "open_slide":
-        from .slide import open_slide
+        from wsiseg.slide.reader import open_slide
 
         return open_slide
     raise AttributeError(f"module 'wsiseg' has no attribute {name!r}")

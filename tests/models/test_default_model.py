@@ -9,12 +9,12 @@ import pytest
 import torch
 import zarr
 
-from wsiseg.datasets import LabelScheme, find_pairs, load_sample, read_attributes
-from wsiseg.metrics import Scores, confusion_matrix
+from wsiseg.training.datasets import LabelScheme, find_pairs, load_sample, read_attributes
+from wsiseg.training.metrics import Scores, confusion_matrix
 from wsiseg.models import load_model
 from wsiseg.models.loading import DEFAULT_MODEL
-from wsiseg.pipeline import PredictConfig, predict_slide
-from wsiseg.predictor import Normalisation, Predictor, segment_image
+from wsiseg.inference.pipeline import PredictConfig, predict_slide
+from wsiseg.inference.predictor import Normalisation, Predictor, segment_image
 
 SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
 

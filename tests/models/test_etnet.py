@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from wsiseg.errors import ModelError
-from wsiseg.losses import criterion_for
-from wsiseg.losses.etnet import ETNetCriterion
+from wsiseg.training.losses import criterion_for
+from wsiseg.training.losses.etnet import ETNetCriterion
 from wsiseg.models import create_model, default_card, load_model, save_checkpoint
 from wsiseg.models.etnet import GLAND_CLASSES, ETNet
 

@@ -48,7 +48,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from wsiseg.errors import ConfigError
-from wsiseg.store import open_result
+from wsiseg.result.store import open_result
 
 logger = logging.getLogger(__name__)
 

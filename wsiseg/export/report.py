@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
-from wsiseg.store import open_result
+from wsiseg.result.store import open_result
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 

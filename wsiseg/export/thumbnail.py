@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from wsiseg.errors import ResultError
-from wsiseg.store import open_result
+from wsiseg.result.store import open_result
 
 DEFAULT_SIZE = 2048
 OPACITY = 0.45

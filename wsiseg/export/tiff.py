@@ -30,8 +30,8 @@ import numpy as np
 import zarr
 
 from wsiseg.errors import ConfigError
-from wsiseg.pyramid import level_shapes, pyramid_paths, write_pyramid
-from wsiseg.store import open_result
+from wsiseg.result.pyramid import level_shapes, pyramid_paths, write_pyramid
+from wsiseg.result.store import open_result
 
 TILE = 256
 

@@ -1,0 +1,266 @@
+"""Slide to diagnostic map: the one entry point that joins the stages.
+
+reader -> tissue mask -> patch grid -> band loader -> predictor -> stitcher -> output store
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+from wsiseg._version import __version__
+from wsiseg.errors import ConfigError, ModelError
+from wsiseg.slide.geometry import plan_geometry
+from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
+from wsiseg.inference.loader import BandLoader
+from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
+from wsiseg.progress import progress_bar
+from wsiseg.slide.region import RegionReader
+from wsiseg.slide.reader import open_slide
+from wsiseg.inference.stitcher import Stitcher
+from wsiseg.result.store import OutputWriter, check_output, default_output_path
+from wsiseg.slide.tissue import mask_factor, read_tissue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Everything that decides how a slide becomes a map. ``None`` means "from the model card"."""
+
+    model: str | None = None  # registry name, installed card name, checkpoint or TorchScript file
+    weights: str | None = None  # weights for a registry name
+    out: str | None = None  # output path; default SLIDE.wsiseg.zarr beside the slide
+    device: str = "auto"
+    batch_size: int | None = None  # windows per forward pass; default 32 on CUDA, 4 on the CPU
+    patch_size: int | None = None
+    stride: int | None = None
+    sigma: float | None = None  # Gaussian sigma in analysis pixels; default patch_size / 8
+    target_mpp: float | None = None
+    slide_mpp: float | None = None
+    tissue_threshold: float = 0.2
+    probabilities: bool = False
+    overwrite: bool = False
+    threads: int | None = None  # reader threads; default min(4, CPUs)
+    band_height: int = 1000  # analysis rows read at a time
+    stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
+    chunk_size: int = 512  # edge of the output's zarr chunks
+    amp: str = "auto"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.chunk_size < 16 or self.stripe_width < self.chunk_size:
+            raise ConfigError(
+                f"chunk size {self.chunk_size} must be at least 16 and the stripe width "
+                f"{self.stripe_width} at least one chunk"
+            )
+        if not 0 <= self.tissue_threshold <= 1:
+            raise ConfigError(
+                f"tissue threshold is a fraction between 0 and 1, got {self.tissue_threshold}"
+            )
+        if self.sigma is not None and not self.sigma > 0:
+            raise ConfigError(f"sigma must be positive, got {self.sigma}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+
+
+def load_configured_model(config: PredictConfig):
+    """The model ``config`` names, or the installed default; refuses untrained networks."""
+    from wsiseg.models import load_model
+    from wsiseg.models.loading import default_model_name
+
+    spec = config.model
+    if spec is None:
+        spec = default_model_name()
+        if spec is None:
+            raise ModelError(
+                "no trained model is installed; pass --model with a checkpoint or TorchScript "
+                "file and its card (see `wsiseg models`)"
+            )
+        logger.info("no --model given: using the installed model %s", spec)
+    loaded = load_model(spec, weights=config.weights)
+    if not loaded.trained:
+        raise ModelError(
+            f"{spec} is an architecture without trained weights; pass --weights FILE, or "
+            "--model with a checkpoint or TorchScript file"
+        )
+    return loaded
+
+
+def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = None) -> Path:
+    """Segment one slide into a zarr diagnostic map and return the map's path.
+
+    ``model`` is a loaded model (``wsiseg.models.LoadedModel``) to reuse across slides; by
+    default the one ``config`` names is loaded.
+    """
+    started = time.perf_counter()
+    config.validate()
+    path = Path(path)
+    out = Path(config.out) if config.out else default_output_path(path)
+    check_output(out, config.overwrite)
+    timings: dict[str, float] = {}
+    with open_slide(path, slide_mpp=config.slide_mpp) as slide:
+        slide_mpp = slide.require_mpp()
+        loaded = model if model is not None else load_configured_model(config)
+        card = loaded.card
+        patch_size = config.patch_size or card.patch_size
+        stride = config.stride or card.stride
+        sigma = config.sigma or patch_size / 8
+        target_mpp = config.target_mpp or card.mpp
+        if config.target_mpp and abs(config.target_mpp / card.mpp - 1) > 0.02:
+            logger.warning(
+                "analysing at %g um/px although the model was trained at %g um/px",
+                config.target_mpp, card.mpp,
+            )
+        geometry = plan_geometry(
+            slide.level_downsamples, slide.bounds, slide_mpp, target_mpp, source=str(path)
+        )
+        grid = PatchGrid(geometry.width, geometry.height, patch_size, stride)
+        logger.info(
+            "%s: level %d (downsample %.4g), analysis grid %d x %d at %.4g um/px",
+            path.name, geometry.level, geometry.level_downsample, geometry.width,
+            geometry.height, geometry.mpp[0],
+        )
+
+        t = time.perf_counter()
+        factor = mask_factor(patch_size, stride, geometry.mpp[0])
+        tissue, tissue_geometry = read_tissue(slide, geometry, factor)
+        fractions = window_tissue_fractions(tissue, factor, grid)
+        kept = fractions >= config.tissue_threshold
+        timings["tissue"] = time.perf_counter() - t
+        if not kept.any():
+            logger.warning(
+                "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
+                path, 100 * config.tissue_threshold,
+            )
+
+        device = resolve_device(config.device)
+        predictor = Predictor(
+            loaded.module, card.num_classes,
+            Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
+            device, amp=config.amp,
+        )
+        writer = None
+        try:
+            writer = OutputWriter(
+                out, geometry.height, geometry.width, card.num_classes, config.probabilities,
+                chunk=config.chunk_size,
+            )
+            writer.write_tissue(tissue)
+            threads = config.threads or min(4, os.cpu_count() or 1)
+            batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
+            stripes = column_stripes(geometry.width, config.stripe_width, writer.chunk)
+            todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
+            predicted = sum(int(k.sum()) for _, _, k in todo)
+            t = time.perf_counter()
+            predict_s = stitch_s = read_s = 0.0
+            with progress_bar(predicted, path.name, "patch", config.progress, leave=False) as bar:
+                # Column stripes, each top to bottom: memory depends on the stripe's width,
+                # not the slide's. Windows across a stripe edge are predicted for both sides.
+                for x0, x1, stripe_kept in todo:
+                    writer.begin_stripe(x0, x1)
+                    stitcher = Stitcher(
+                        grid, card.num_classes, sigma, writer.write_rows, device,
+                        config.probabilities, columns=(x0, x1),
+                    )
+                    loader = BandLoader(
+                        RegionReader(slide, geometry), grid, stripe_kept, batch_size=batch_size,
+                        band_height=config.band_height, threads=threads,
+                    )
+                    try:
+                        for batch in loader:
+                            t0 = time.perf_counter()
+                            probs = predictor(batch.patches)
+                            t1 = time.perf_counter()
+                            stitcher.add(batch.rows, batch.cols, probs)
+                            stitch_s += time.perf_counter() - t1
+                            predict_s += t1 - t0
+                            bar.update(len(batch.rows))
+                    finally:  # no read may still be running when the slide is closed
+                        loader.close()
+                    stitcher.finish()
+                    read_s += loader.stats.read_seconds
+            timings.update(
+                loop=time.perf_counter() - t, predict=predict_s, stitch_write=stitch_s,
+                read=read_s,
+            )
+            attrs = _attributes(
+                slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma, config,
+                kept, predicted, len(stripes), timings, started,
+            )
+            return writer.publish(attrs, config.overwrite)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+
+
+def _attributes(slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma, config,
+                kept, predicted, stripes, timings, started) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "slide": {
+            "path": str(slide.path.resolve()),
+            "size_bytes": slide.path.stat().st_size,
+            "vendor": slide.vendor,
+            "dimensions": list(slide.dimensions),
+            "bounds": list(slide.bounds),
+            "mpp": list(slide.mpp),
+            "mpp_source": "metadata" if config.slide_mpp is None else "user",
+            "quickhash": slide.properties.get("openslide.quickhash-1"),
+        },
+        "level": geometry.level,
+        "level_downsample": geometry.level_downsample,
+        "resample": list(geometry.resample),
+        "analysis_mpp": list(geometry.mpp),
+        "scale_to_level0": list(geometry.scale),
+        "offset_level0": list(geometry.offset_level0),
+        "shape": [geometry.height, geometry.width],
+        "classes": [
+            {"index": c.index, "name": c.name, "color": list(c.color)} for c in card.classes
+        ],
+        "model": {
+            "name": card.name,
+            "source": str(loaded.source),
+            "card": card.to_dict(),
+            "weights_sha256": loaded.weights_sha256,
+        },
+        "patch_size": grid.patch_size,
+        "stride": grid.stride,
+        "sigma": sigma,
+        "tissue_threshold": config.tissue_threshold,
+        "tissue": {
+            "factor": factor,
+            "mpp": list(tissue_geometry.mpp),
+            "scale_to_level0": list(tissue_geometry.scale),
+            "offset_level0": list(tissue_geometry.offset_level0),
+        },
+        "patches_total": int(kept.size),
+        "patches_kept": int(kept.sum()),
+        "patches_predicted": predicted,
+        "stripes": stripes,
+        "seconds": round(time.perf_counter() - started, 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
+    }
+
+
+def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int, int]]:
+    """``[x0, x1)`` column ranges of at most ``stripe_width`` (a multiple of ``chunk``) covering
+    ``[0, width)``; each starts on a chunk edge. Pure."""
+    step = max(chunk, stripe_width // chunk * chunk)
+    return [(x0, min(x0 + step, width)) for x0 in range(0, width, step)]
+
+
+def overlapping_columns(grid: PatchGrid, x0: int, x1: int) -> np.ndarray:
+    """Which grid columns' windows overlap output columns ``[x0, x1)``."""
+    return (grid.xs < x1) & (grid.xs + grid.patch_size > x0)

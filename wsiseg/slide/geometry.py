@@ -1,0 +1,120 @@
+"""Resolution arithmetic: from a slide's pyramid to an output pixel grid. Pure functions.
+
+Three frames are involved (see the README): level 0 (the slide's full resolution), the read
+level (the pyramid level pixels are decoded from) and an output grid (the analysis grid of the
+network, or the coarser grid of the tissue mask). An output pixel ``(x, y)`` covers level-0
+``[ox + x * sx, ox + (x + 1) * sx)`` horizontally, and likewise vertically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from wsiseg.errors import ResolutionError
+
+#: Relative tolerance when matching a pyramid level to a resolution: a level within 2% of the
+#: requested pixel size is read as it is rather than resampled by a factor such as 1.003.
+LEVEL_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where an output grid lies on a slide and how it is read.
+
+    ``scale`` is level-0 pixels per output pixel (per axis), ``offset_level0`` the level-0
+    position of output pixel (0, 0)'s corner, ``resample`` the read-level pixels per output
+    pixel (1.0: the level is read as it is; above 1: area-averaged down), ``mpp`` the resulting
+    output resolution in um/px.
+    """
+
+    width: int
+    height: int
+    level: int
+    level_downsample: float
+    scale: tuple[float, float]
+    offset_level0: tuple[int, int]
+    resample: tuple[float, float]
+    mpp: tuple[float, float]
+
+    @property
+    def is_direct(self) -> bool:
+        """True when output pixels are read-level pixels (no resampling)."""
+        return self.resample == (1.0, 1.0)
+
+    @property
+    def level_origin(self) -> tuple[float, float]:
+        """Position of output pixel (0, 0)'s corner in read-level pixels."""
+        d = self.level_downsample
+        return (self.offset_level0[0] / d, self.offset_level0[1] / d)
+
+    def coarser(self, factor: int, level_downsamples: tuple[float, ...]) -> Geometry:
+        """The grid whose pixels are ``factor x factor`` blocks of this one, same origin."""
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        scale = (self.scale[0] * factor, self.scale[1] * factor)
+        level, d, resample, scale = _choose_level(level_downsamples, scale)
+        return Geometry(
+            width=math.ceil(self.width / factor),
+            height=math.ceil(self.height / factor),
+            level=level,
+            level_downsample=d,
+            scale=scale,
+            offset_level0=self.offset_level0,
+            resample=resample,
+            mpp=(self.mpp[0] * factor, self.mpp[1] * factor),
+        )
+
+
+def _choose_level(
+    level_downsamples: tuple[float, ...], scale: tuple[float, float]
+) -> tuple[int, float, tuple[float, float], tuple[float, float]]:
+    """Pick the coarsest level at least as fine as ``scale``; return level, d, resample, scale.
+
+    When the level matches ``scale`` within :data:`LEVEL_TOLERANCE` it is read directly and the
+    returned scale is the level's own downsample (so coordinates stay exact).
+    """
+    finest = min(scale)
+    tol = 1 + LEVEL_TOLERANCE
+    candidates = [(d, i) for i, d in enumerate(level_downsamples) if d <= finest * tol]
+    d, level = max(candidates)  # level 0 (d = 1) always qualifies since finest >= 1 / tol
+    if all(abs(s / d - 1) <= LEVEL_TOLERANCE for s in scale):
+        return level, d, (1.0, 1.0), (d, d)
+    return level, d, (scale[0] / d, scale[1] / d), scale
+
+
+def plan_geometry(
+    level_downsamples: tuple[float, ...],
+    bounds: tuple[int, int, int, int],
+    slide_mpp: tuple[float, float],
+    target_mpp: float,
+    source: str = "slide",
+) -> Geometry:
+    """The analysis grid of ``target_mpp`` um/px over the slide's ``bounds`` (x, y, w, h).
+
+    Raises :class:`ResolutionError` when the slide is coarser than ``target_mpp``: wsiseg never
+    upsamples silently.
+    """
+    if not target_mpp > 0:
+        raise ResolutionError(f"target resolution must be positive, got {target_mpp} um/px")
+    scale = (target_mpp / slide_mpp[0], target_mpp / slide_mpp[1])
+    if min(scale) < 1 / (1 + LEVEL_TOLERANCE):
+        raise ResolutionError(
+            f"{source} is scanned at {max(slide_mpp):g} um/px, coarser than the analysis "
+            f"resolution {target_mpp:g} um/px; use a finer scan, or pass --slide-mpp if the "
+            "slide's metadata is wrong"
+        )
+    level, d, resample, scale = _choose_level(level_downsamples, scale)
+    bx, by, bw, bh = bounds
+    width = max(1, math.ceil(bw / scale[0] - 1e-9))
+    height = max(1, math.ceil(bh / scale[1] - 1e-9))
+    return Geometry(
+        width=width,
+        height=height,
+        level=level,
+        level_downsample=d,
+        scale=scale,
+        offset_level0=(int(bx), int(by)),
+        resample=resample,
+        mpp=(slide_mpp[0] * scale[0], slide_mpp[1] * scale[1]),
+    )

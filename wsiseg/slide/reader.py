@@ -1,0 +1,269 @@
+"""Opening and reading whole-slide images through OpenSlide.
+
+:class:`Slide` wraps an ``openslide.OpenSlide`` handle, turns every failure into a
+:class:`~wsiseg.errors.SlideError` that names the file, reads regions in the coordinates of one
+pyramid level, and composites transparent pixels (outside the scanned area) onto white glass.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wsiseg.errors import ResolutionError, SlideError
+
+logger = logging.getLogger(__name__)
+
+#: OpenSlide's tile cache for each open slide, in bytes. Reads are cut on tile edges, so the
+#: cache only has to bridge the tile row shared by consecutive strips or bands of one column
+#: stripe (about 40 MB for an 8192-column stripe read at twice its resolution).
+CACHE_BYTES = 64 * 1024 * 1024
+
+GLASS = 255
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What ``wsiseg info`` shows about a slide."""
+
+    path: str
+    size_bytes: int
+    vendor: str
+    level_count: int
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: tuple[float, float] | None
+    objective_power: str | None
+    bounds: tuple[int, int, int, int]
+    associated_images: dict[str, tuple[int, int]]
+
+
+def _import_openslide():
+    try:
+        import openslide
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise SlideError(
+            f"OpenSlide is not available ({err}); install it with `pip install openslide-python "
+            "openslide-bin`"
+        ) from err
+    return openslide
+
+
+class Slide:
+    """An open whole-slide image.
+
+    Use :func:`open_slide` to create one. ``mpp`` is the level-0 resolution in um/px per axis:
+    from ``openslide.mpp-x``/``mpp-y``, or ``slide_mpp`` when given (which then wins, because the
+    user knows better than missing or wrong metadata).
+    """
+
+    def __init__(self, path: str | os.PathLike, slide_mpp: float | None = None) -> None:
+        openslide = _import_openslide()
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SlideError(f"{self.path}: no such file; check the path")
+        if self.path.is_dir():
+            raise SlideError(f"{self.path}: is a folder, not a slide file; give a slide file")
+        try:
+            self._osr = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideUnsupportedFormatError as err:
+            raise SlideError(
+                f"{self.path}: not a whole-slide image OpenSlide can read (unsupported or "
+                "missing format); convert it to a tiled pyramidal TIFF/SVS"
+            ) from err
+        except openslide.OpenSlideError as err:
+            raise SlideError(
+                f"{self.path}: OpenSlide cannot open it ({err}); the file may be damaged or use "
+                "an unsupported compression"
+            ) from err
+        except OSError as err:
+            raise SlideError(f"{self.path}: cannot be read ({err})") from err
+        try:
+            self._osr.set_cache(openslide.OpenSlideCache(CACHE_BYTES))
+        except (AttributeError, openslide.OpenSlideError):  # pragma: no cover - old OpenSlide
+            pass
+        # The C handle, for reading straight into numpy (see _direct_reader); None: public API.
+        self._handle = getattr(self._osr, "_osr", None) if _DIRECT_READ is not None else None
+        props = self._osr.properties
+        self.properties: dict[str, str] = dict(props)
+        self.vendor: str = props.get("openslide.vendor", "unknown")
+        self.level_count: int = self._osr.level_count
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(self._osr.level_dimensions)
+        self.level_downsamples: tuple[float, ...] = tuple(self._osr.level_downsamples)
+        self.dimensions: tuple[int, int] = self.level_dimensions[0]
+        self.bounds: tuple[int, int, int, int] = self._read_bounds()
+        self.metadata_mpp = self._read_mpp()
+        if slide_mpp is not None:
+            if not slide_mpp > 0:
+                raise ResolutionError(f"--slide-mpp must be positive, got {slide_mpp}")
+            self.mpp: tuple[float, float] | None = (float(slide_mpp), float(slide_mpp))
+            if self.metadata_mpp and abs(self.metadata_mpp[0] / slide_mpp - 1) > 0.01:
+                logger.warning(
+                    "%s: using --slide-mpp %g instead of the %g um/px in the slide's metadata",
+                    self.path, slide_mpp, self.metadata_mpp[0],
+                )
+        else:
+            self.mpp = self.metadata_mpp
+
+    # -- metadata -----------------------------------------------------------------------------
+    def _read_mpp(self) -> tuple[float, float] | None:
+        props = self._osr.properties
+        try:
+            mx = float(props["openslide.mpp-x"])
+            my = float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            return None
+        if not (mx > 0 and my > 0):
+            return None
+        return (mx, my)
+
+    def _read_bounds(self) -> tuple[int, int, int, int]:
+        props = self._osr.properties
+        w0, h0 = self.dimensions
+        try:
+            x = int(props.get("openslide.bounds-x", 0))
+            y = int(props.get("openslide.bounds-y", 0))
+            w = int(props.get("openslide.bounds-width", w0 - x))
+            h = int(props.get("openslide.bounds-height", h0 - y))
+        except ValueError:
+            return (0, 0, w0, h0)
+        return (x, y, w, h)
+
+    def require_mpp(self) -> tuple[float, float]:
+        """The level-0 resolution, or a :class:`ResolutionError` that offers ``--slide-mpp``."""
+        if self.mpp is None:
+            raise ResolutionError(
+                f"{self.path} has no resolution metadata (openslide.mpp-x/mpp-y); pass "
+                "--slide-mpp UM_PER_PX if you know it (0.25 for x40, 0.5 for x20 scans)"
+            )
+        return self.mpp
+
+    @property
+    def objective_power(self) -> str | None:
+        return self._osr.properties.get("openslide.objective-power")
+
+    def info(self) -> SlideInfo:
+        assoc = {name: img.size for name, img in self._osr.associated_images.items()}
+        return SlideInfo(
+            path=str(self.path),
+            size_bytes=self.path.stat().st_size,
+            vendor=self.vendor,
+            level_count=self.level_count,
+            level_dimensions=self.level_dimensions,
+            level_downsamples=self.level_downsamples,
+            mpp=self.metadata_mpp,
+            objective_power=self.objective_power,
+            bounds=self.bounds,
+            associated_images=assoc,
+        )
+
+    # -- pixels -------------------------------------------------------------------------------
+    def read_level(
+        self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Read ``height x width`` RGB pixels of ``level`` starting at level pixel ``(x, y)``.
+
+        Pixels outside the level, and transparent ones, come back as white glass. Writes into
+        ``out`` (uint8 (height, width, 3), may be a view) when given, else into a new array;
+        returns it.
+        """
+        if out is None:
+            out = np.empty((height, width, 3), dtype=np.uint8)
+        lw, lh = self.level_dimensions[level]
+        # Clip to the level so OpenSlide is never asked for pixels that cannot exist.
+        cx0, cy0 = max(x, 0), max(y, 0)
+        cx1, cy1 = min(x + width, lw), min(y + height, lh)
+        if cx1 <= cx0 or cy1 <= cy0:
+            out[...] = GLASS
+            return out
+        if (cx0, cy0, cx1, cy1) != (x, y, x + width, y + height):
+            out[...] = GLASS
+        d = self.level_downsamples[level]
+        # OpenSlide takes the origin in level-0 pixels. Where a level's downsample is not an
+        # integer (e.g. 2.0005), level pixel i starts at i * d, which is rounded here: a shift
+        # of under half a level-0 pixel, instead of OpenSlide interpolating between pixels.
+        loc = (int(round(cx0 * d)), int(round(cy0 * d)))
+        try:
+            self._decode(loc, level, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
+        except Exception as err:  # OpenSlideError, or a decoder failure surfacing as OSError
+            raise SlideError(
+                f"{self.path}: cannot read pixels at level {level}, level-0 location {loc} "
+                f"({err}); the file is damaged, re-export or re-scan it"
+            ) from err
+        return out
+
+    def _decode(self, loc: tuple[int, int], level: int, out: np.ndarray) -> None:
+        """OpenSlide's region at ``loc``/``level``, the size of ``out``, composited into ``out``."""
+        h, w = out.shape[:2]
+        if self._handle is not None:
+            # OpenSlide's C call writes premultiplied ARGB straight into memory we own: no
+            # PIL image, no RGBA conversion pass and no copies on the way to ``out``.
+            argb = np.empty((h, w), dtype=np.uint32)
+            _DIRECT_READ(self._handle, argb.ctypes.data_as(_UINT32_P), loc[0], loc[1], level, w, h)
+            _premultiplied_bgra_on_white(argb.view(np.uint8).reshape(h, w, 4), out)
+        else:
+            _composite_on_white(np.asarray(self._osr.read_region(loc, level, (w, h))), out)
+
+    def close(self) -> None:
+        self._osr.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _composite_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
+    """Write ``rgba`` (straight alpha, as ``OpenSlide.read_region`` gives) on white into ``out``."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        out[...] = rgba[..., :3]
+        return
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    out[...] = np.rint(rgba[..., :3] * a + GLASS * (1.0 - a)).astype(np.uint8)
+
+
+def _premultiplied_bgra_on_white(bgra: np.ndarray, out: np.ndarray) -> None:
+    """Premultiplied BGRA bytes (OpenSlide's native ARGB words, little-endian) on white, as RGB.
+
+    Over white, a premultiplied colour c with alpha a becomes c + (255 - a): exact in integers.
+    """
+    alpha = bgra[..., 3]
+    out[...] = bgra[..., 2::-1]
+    if alpha.min() != 255:
+        out += (255 - alpha)[..., None]
+
+
+def _direct_reader():
+    """OpenSlide's ``openslide_read_region`` through openslide-python's ctypes binding.
+
+    Used when the binding has the shape this code knows (openslide-python 1.x on a
+    little-endian machine); otherwise None, and the public ``read_region`` is used.
+    """
+    if sys.byteorder != "little" or GLASS != 255:
+        return None
+    try:
+        from openslide import lowlevel
+
+        func = lowlevel._read_region
+        if not callable(func) or getattr(func, "errcheck", None) is None:
+            return None
+        return func
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the installation
+        return None
+
+
+_DIRECT_READ = _direct_reader()
+_UINT32_P = ctypes.POINTER(ctypes.c_uint32)
+
+
+def open_slide(path: str | os.PathLike, slide_mpp: float | None = None) -> Slide:
+    """Open a slide, raising :class:`SlideError` with a clear message when it cannot be."""
+    return Slide(path, slide_mpp=slide_mpp)
