@@ -1,4 +1,4 @@
-"""wsiseg.testing: the synthetic slides are what they claim to be, read through OpenSlide."""
+"""wsiseg.testing.aperio: the synthetic SVS slides are what they claim to be, read by OpenSlide."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from wsiseg.testing import (
     COMPRESSIONS,
     area_downsample,
     synthetic_tissue,
-    write_generic_tiff,
     write_large_svs,
     write_svs,
 )
@@ -38,60 +37,6 @@ def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-# -- area averaging -----------------------------------------------------------------------------
-def test_area_downsample_averages_blocks_and_partial_edge_blocks():
-    image = np.zeros((5, 6, 3), dtype=np.uint8)
-    image[:4, :4] = 10
-    image[0, 0] = 11  # block mean 10.0625 -> 10
-    image[:4, 4:] = np.array([1, 2, 1, 2], dtype=np.uint8)[:, None, None]  # mean 1.5 of the 8 pixels there: rounds half up to 2
-    image[4, :4] = 200
-    image[4, 4:] = 7
-    out = area_downsample(image, 4)
-    assert out.shape == (2, 2, 3)
-    assert out[..., 0].tolist() == [[10, 2], [200, 7]]
-    assert np.array_equal(area_downsample(image, 1), image)
-    with pytest.raises(ValueError, match="positive integer"):
-        area_downsample(image, 0)
-
-
-# -- synthetic tissue ---------------------------------------------------------------------------
-@pytest.mark.parametrize("fraction", [0.2, 0.4, 0.6])
-def test_synthetic_tissue_covers_about_the_requested_fraction(fraction):
-    _, tissue = synthetic_tissue(800, 1000, seed=5, tissue_fraction=fraction)
-    assert tissue.dtype == bool and tissue.shape == (800, 1000)
-    assert abs(tissue.mean() - fraction) < 0.05
-
-
-def test_synthetic_tissue_looks_like_h_and_e_on_glass():
-    rgb, tissue = synthetic_tissue(600, 800, seed=2)
-    assert rgb.dtype == np.uint8 and rgb.shape == (600, 800, 3)
-    sat = saturation(rgb)
-    glass = rgb[~tissue].astype(np.float32)
-    assert abs(glass.mean() - 240) < 1 and glass.std() < 3 and sat[~tissue].max() < 0.05
-    # Every tissue pixel is stained (a saturation-based tissue detector sees all of it) ...
-    assert sat[tissue].min() > 0.15
-    # ... pink stroma (red above blue) with purple nuclei (blue above red).
-    r, b = rgb[..., 0].astype(int), rgb[..., 2].astype(int)
-    nuclei = (b > r)[tissue].mean()
-    assert 0.05 < nuclei < 0.3
-    assert (r > b)[tissue].mean() > 0.6
-
-
-def test_synthetic_tissue_is_deterministic_given_the_seed():
-    a = synthetic_tissue(300, 400, seed=9)
-    b = synthetic_tissue(300, 400, seed=9)
-    c = synthetic_tissue(300, 400, seed=10)
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert not np.array_equal(a[0], c[0])
-
-
-def test_synthetic_tissue_extremes():
-    rgb, tissue = synthetic_tissue(100, 120, seed=0, tissue_fraction=0.0)
-    assert not tissue.any() and saturation(rgb).max() < 0.05
-    _, tissue = synthetic_tissue(100, 120, seed=0, tissue_fraction=1.0)
-    assert tissue.all()
-
-
 # -- SVS fixtures -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name,size,mpp,power",
@@ -112,19 +57,6 @@ def test_svs_fixture_metadata(request, name, size, mpp, power):
     assert slide.mpp == mpp and slide.downsamples == (1, 4, 16)
     assert slide.rgb_level0.shape == (h, w, 3) and slide.rgb_level0.dtype == np.uint8
     assert slide.tissue.shape == (h, w) and abs(slide.tissue.mean() - 0.4) < 0.06
-
-
-@pytest.mark.parametrize("name", ["svs_x40", "svs_x20", "tiff_no_mpp"])
-def test_fixture_tissue_mask_matches_its_pixels(request, name):
-    slide = request.getfixturevalue(name)
-    sat = saturation(slide.rgb_level0)
-    # JPEG blurs colour across the tissue edge: look one block away from it.
-    from scipy import ndimage
-
-    inner = ndimage.binary_erosion(slide.tissue, iterations=8)
-    outer = ~ndimage.binary_dilation(slide.tissue, iterations=8)
-    assert (sat[inner] > 0.15).mean() > 0.999
-    assert (sat[outer] < 0.05).mean() > 0.999
 
 
 def test_jpeg_svs_reads_back_within_jpeg_tolerance(tmp_path):
@@ -211,35 +143,6 @@ def test_write_svs_refuses_bad_arguments(tmp_path, kwargs, words):
 def test_write_svs_refuses_a_non_rgb_array(tmp_path):
     with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"):
         write_svs(tmp_path / "bad.svs", np.zeros((32, 32, 3), np.float32), mpp=0.5)
-
-
-# -- generic TIFF -------------------------------------------------------------------------------
-def test_generic_tiff_fixture_has_no_resolution(tiff_no_mpp):
-    with openslide.OpenSlide(str(tiff_no_mpp.path)) as osr:
-        props = osr.properties
-        assert props["openslide.vendor"] == "generic-tiff"
-        assert osr.level_dimensions == ((640, 512), (160, 128))
-        assert osr.level_downsamples == (1.0, 4.0)
-        assert "openslide.mpp-x" not in props and "openslide.objective-power" not in props
-        # (libtiff reports the default ResolutionUnit, inch, even when the tag is absent.)
-        assert "tiff.XResolution" not in props and "tiff.YResolution" not in props
-        assert np.array_equal(read_level(osr, 0), tiff_no_mpp.rgb_level0)
-        assert np.array_equal(read_level(osr, 1), area_downsample(tiff_no_mpp.rgb_level0, 4))
-    with tifffile.TiffFile(tiff_no_mpp.path) as tif:
-        for page in tif.pages:
-            assert not {282, 283, 296} & {tag.code for tag in page.tags.values()}
-    assert tiff_no_mpp.mpp is None
-
-
-def test_generic_tiff_with_mpp_has_resolution_in_centimetres(tmp_path):
-    rgb, _ = synthetic_tissue(128, 192, seed=6)
-    path = write_generic_tiff(tmp_path / "r.tiff", rgb, mpp=0.5, tile=64, levels=(1, 2))
-    with openslide.OpenSlide(str(path)) as osr:
-        props = osr.properties
-        assert props["openslide.vendor"] == "generic-tiff"
-        assert float(props["openslide.mpp-x"]) == 0.5 and float(props["openslide.mpp-y"]) == 0.5
-        assert props["tiff.ResolutionUnit"] == "centimeter"
-        assert osr.level_downsamples == (1.0, 2.0)
 
 
 # -- large slides -------------------------------------------------------------------------------
