@@ -63,8 +63,8 @@ def main() -> None:
         predict_slide(slide, PredictConfig(model=str(model), out=str(result), overwrite=True,
                                            progress=False))
         print(f"predicted {slide.name} in {time.perf_counter() - t:.0f} s")
-    labels, _ = open_result(result)
-    h, w = labels.shape
+    _, info = open_result(result)
+    h, w = info.shape
     print(f"result {result.name}: {w} x {h} map")
     out_dir = OUT / "exports"
     out_dir.mkdir(exist_ok=True)

@@ -1,4 +1,8 @@
-"""Shared pieces of the ``wsiseg`` commands: turning errors into one line and an exit code."""
+"""Shared pieces of the ``wsiseg`` commands: turning errors into one line and an exit code.
+
+:func:`handle_errors` is the one place that reports a Ctrl-C (exit code 130); a command that
+leaves work behind to keep says what, beforehand, with :func:`on_interrupt`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,25 @@ import sys
 import click
 
 
+#: Key in ``click.Context.meta`` of what a Ctrl-C leaves behind.
+_ON_INTERRUPT = "wsiseg.on_interrupt"
+_NOTHING_LEFT = "no output was left behind"
+
+
+def on_interrupt(message: str) -> None:
+    """Say what a Ctrl-C from now on leaves behind; :func:`handle_errors` reports it as
+    ``wsiseg: interrupted; MESSAGE``."""
+    click.get_current_context().meta[_ON_INTERRUPT] = message
+
+
 def _fail(message: str) -> None:
     click.echo(f"wsiseg: error: {message}", err=True)
     sys.exit(1)
 
 
 def handle_errors(func):
-    """Turn wsiseg errors into one line and exit code 1 (tracebacks only with --debug)."""
+    """Turn wsiseg errors into one line and exit code 1 (tracebacks only with --debug), and a
+    Ctrl-C into one line and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -28,7 +44,8 @@ def handle_errors(func):
                 raise
             _fail(str(err))
         except KeyboardInterrupt:
-            click.echo("wsiseg: interrupted; no output was left behind", err=True)
+            left = click.get_current_context().meta.get(_ON_INTERRUPT, _NOTHING_LEFT)
+            click.echo(f"wsiseg: interrupted; {left}", err=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise

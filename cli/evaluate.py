@@ -85,10 +85,7 @@ def evaluate(result, mask, model, folders, image_mpp, classes, attributes, mean_
         raise click.UsageError("give RESULT.zarr with --mask, or --model with --data")
     click.echo(scores.format_table())
     if json_out is not None:
-        try:
-            json_out.write_text(json.dumps(scores.to_dict(), indent=2, allow_nan=False) + "\n")
-        except OSError as err:
-            from wsiseg.errors import OutputError
+        from wsiseg.atomic import atomic_write
 
-            raise OutputError(f"cannot write {json_out} ({err.strerror or err}); check the "
-                              "folder") from err
+        with atomic_write(json_out) as f:
+            f.write(json.dumps(scores.to_dict(), indent=2, allow_nan=False) + "\n")

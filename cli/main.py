@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from wsiseg._version import __version__
 
-from .common import handle_errors
+from .common import handle_errors, on_interrupt
 from .export import build_export_options, export_options
+
+if TYPE_CHECKING:
+    from wsiseg.result.info import ResultInfo
 
 logger = logging.getLogger("wsiseg")
 
@@ -92,13 +96,11 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
     slide in --out, a manifest.csv, complete results kept on a rerun, and a failing slide
     recorded without stopping the others (exit code 1 if any failed).
     """
-    if patch_size and stride and stride > patch_size:
-        raise click.BadParameter(f"stride {stride} is larger than the patch size {patch_size}", param_hint="--stride")
+    from wsiseg.batch.discovery import is_batch
+    from wsiseg.errors import ConfigError
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
 
-    batch = _is_batch(slides) or workers is not None or scheduler is not None
-    if workers is not None and scheduler is not None:
-        raise click.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
+    batch = is_batch(slides) or workers is not None or scheduler is not None
     config = PredictConfig(
         model=model, weights=str(weights) if weights else None,
         out=str(out) if out and not batch else None,
@@ -106,44 +108,40 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
         target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
         probabilities=probabilities, overwrite=overwrite, threads=threads, progress=not quiet,
     )
+    try:
+        config.validate()
+    except ConfigError as err:  # options that contradict each other: a usage error
+        raise click.UsageError(str(err)) from err
+    if workers is not None and scheduler is not None:
+        raise click.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
     formats = [f.strip() for f in (exports or "").split(",") if f.strip()]
     options = build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size)
     if formats:
-        from wsiseg.export import EXPORTERS
+        from wsiseg.export import check_formats
 
-        unknown = [f for f in formats if f not in EXPORTERS]
-        if unknown:  # before the slide is read, not after
-            raise click.BadParameter(f"unknown format(s) {unknown}; choose from "
-                                     f"{', '.join(EXPORTERS)}", param_hint="--export")
+        try:
+            check_formats(formats)
+        except ConfigError as err:  # before the slide is read, not after
+            raise click.BadParameter(str(err), param_hint="--export") from err
     if batch:
         _predict_batch(slides, out, config, formats, options, overwrite, workers, scheduler, quiet)
         return
-    result = predict_slide(Path(slides[0]), config)
+    info = predict_slide(Path(slides[0]), config)
     if not quiet:
-        click.echo(_summary(result))
+        click.echo(_summary(info))
     if formats:
         from wsiseg.export import export_result
 
-        for path in export_result(result, formats, options=options):
+        for path in export_result(info.path, formats, options=options):
             if not quiet:
                 click.echo(str(path))
-
-
-def _is_batch(slides: tuple[str, ...]) -> bool:
-    from wsiseg.batch.runner import LIST_SUFFIXES
-
-    if len(slides) != 1:
-        return True
-    path = Path(slides[0])
-    return (path.is_dir() or (path.suffix.lower() in LIST_SUFFIXES and path.is_file())
-            or (any(ch in slides[0] for ch in "*?[") and not path.exists()))
 
 
 def _predict_batch(slides, out, config, formats, options, overwrite, workers, scheduler,
                    quiet) -> None:
     from dataclasses import replace
 
-    from wsiseg.batch.runner import BatchConfig, find_slides, predict_slides, summary_table
+    from wsiseg.batch import BatchConfig, dask_client, find_slides, predict_slides, summary_table
 
     if out is None:
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
@@ -153,62 +151,23 @@ def _predict_batch(slides, out, config, formats, options, overwrite, workers, sc
         out_dir=str(out), predict=replace(config, overwrite=False), overwrite=overwrite,
         exports=tuple(formats), export_options=options, progress=not quiet,
     )
-    try:
-        with _cluster(workers, scheduler) as client:
-            result = predict_slides(paths, batch_config, client=client)
-    except KeyboardInterrupt:
-        click.echo(f"wsiseg: interrupted; finished slides are kept in {out} (see manifest.csv); "
-                   "run the same command again to do the rest", err=True)
-        raise SystemExit(130)
+    on_interrupt(f"finished slides are kept in {out} (see manifest.csv); run the same command "
+                 "again to do the rest")
+    with dask_client(workers, scheduler) as client:
+        result = predict_slides(paths, batch_config, client=client)
     if not quiet:
         click.echo(summary_table(result))
     if result.failed:
         raise SystemExit(1)
 
 
-class _cluster:
-    """No client, a local cluster of ``workers`` processes, or a client of ``scheduler``."""
-
-    def __init__(self, workers: int | None, scheduler: str | None) -> None:
-        self.workers, self.scheduler = workers, scheduler
-        self.cluster = self.client = None
-
-    def __enter__(self):
-        if self.workers is None and self.scheduler is None:
-            return None
-        from distributed import Client, LocalCluster
-
-        from wsiseg.errors import ConfigError
-
-        if self.scheduler:
-            try:
-                self.client = Client(self.scheduler, timeout="30s")
-            except (OSError, TimeoutError, ValueError) as err:
-                raise ConfigError(f"cannot reach the dask scheduler {self.scheduler} ({err}); "
-                                  "check the address and that the scheduler runs") from err
-        else:
-            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                        processes=True, dashboard_address=None)
-            self.client = Client(self.cluster)
-        return self.client
-
-    def __exit__(self, *exc) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-def _summary(result: Path) -> str:
-    import zarr
-
-    attrs = zarr.open_group(str(result), mode="r").attrs["wsiseg"]
-    h, w = attrs["shape"]
-    kept, secs = attrs["patches_kept"], attrs["seconds"]
-    rate = kept / attrs["timings"]["loop"] if attrs["timings"].get("loop") else 0.0
+def _summary(info: ResultInfo) -> str:
+    h, w = info.shape
+    kept, secs = info.patches_kept, info.seconds
+    rate = kept / info.timings["loop"] if info.timings.get("loop") else 0.0
     return (
-        f"{result}: {w} x {h} map at {attrs['analysis_mpp'][0]:.3g} um/px, "
-        f"{kept} of {attrs['patches_total']} patches ({rate:.1f} patches/s), {secs:.1f} s"
+        f"{info.path}: {w} x {h} map at {info.analysis_mpp[0]:.3g} um/px, "
+        f"{kept} of {info.patches_total} patches ({rate:.1f} patches/s), {secs:.1f} s"
     )
 
 
@@ -240,15 +199,12 @@ def info(slide: Path):
 @handle_errors
 def models_cmd():
     """List the registered networks and the installed trained models."""
-    from wsiseg.models import create_model, default_card, installed_cards, list_models
+    from wsiseg.models import default_card, installed_cards, list_models
+    from wsiseg.models.registry import parameter_count
 
     click.echo("Networks (architectures; need trained weights):")
-    import torch
-
     for name in list_models():
-        with torch.device("meta"):  # shapes only: no memory, no initialisation
-            module = create_model(name, **default_card(name).arguments)
-        n = sum(p.numel() for p in module.parameters())
+        n = parameter_count(name)
         card = default_card(name)
         click.echo(f"  {name:<16} {n / 1e6:7.2f}M params, {card.num_classes} classes, "
                    f"{card.mpp:g} um/px, patch {card.patch_size}/{card.stride}")

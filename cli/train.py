@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import handle_errors
+from .common import handle_errors, on_interrupt
 
 
 def _key_values(ctx, param, values):
@@ -51,7 +51,7 @@ def _key_values(ctx, param, values):
 @click.option("--select-by", default="mean_dice", show_default=True, help="Validation score that picks best.pt.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", default="auto", show_default=True, help="Mixed precision: auto, bf16, fp16 or fp32.")
+@click.option("--amp", default="auto", show_default=True, help="Mixed precision on CUDA: auto, bf16, fp16 or fp32 (the CPU trains in fp32, as it predicts).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -78,11 +78,8 @@ def train(model, data, out, name, classes, attributes, attributes_key, image_mpp
         select_by=select_by, seed=seed, device=device, amp=amp, threads=threads, resume=resume,
         progress=not quiet and sys.stderr.isatty(),
     )
-    try:
-        result = run(config)
-    except KeyboardInterrupt:
-        click.echo(f"wsiseg: interrupted; {out / 'last.pt'} holds the last finished epoch: rerun "
-                   "with --resume to continue", err=True)
-        sys.exit(130)
+    on_interrupt(f"{out / 'last.pt'} holds the last finished epoch: rerun with --resume to "
+                 "continue")
+    result = run(config)
     click.echo(f"{result.best}: best {select_by} {result.best_score:.4f} at epoch "
                f"{result.best_epoch} of {result.epochs_run}; metrics in {result.metrics}")

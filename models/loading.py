@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from wsiseg.errors import ModelError, OutputError
+from wsiseg.atomic import atomic_write
+from wsiseg.errors import ModelError
 
 from .card import ModelCard
 from .registry import create_model, default_card, is_model, list_models
@@ -49,16 +50,37 @@ class LoadedModel:
     trained: bool
 
 
-def save_checkpoint(path: str | os.PathLike, module: torch.nn.Module, card: ModelCard) -> Path:
-    """Write ``module``'s state dict and ``card`` to ``path``, readable by :func:`load_model`."""
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-               "card": card.to_dict(), "state_dict": module.state_dict()}
+def save_checkpoint(path: str | os.PathLike, module: torch.nn.Module, card: ModelCard,
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``module``'s state dict and ``card`` to ``path``, readable by :func:`load_model`.
+
+    ``extra`` entries (e.g. a training run's optimizer state) are stored beside them.
+    """
+    return write_checkpoint(path, checkpoint_payload(module.state_dict(), card, extra))
+
+
+def checkpoint_payload(state_dict: Mapping[str, torch.Tensor], card: ModelCard,
+                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint file holds: format and version, the card, the weights, ``extra``.
+
+    The weights are copied to the CPU in the default memory layout, so the file loads on any
+    device and the copy does not change while training goes on.
+    """
+    weights = {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
+               for k, v in state_dict.items()}
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "card": card.to_dict(),
+            "state_dict": weights, **(extra or {})}
+
+
+def write_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write a :func:`checkpoint_payload` to ``path``, whole or not at all.
+
+    A failure leaves no temporary file and any earlier file at ``path`` as it was; OS errors
+    become an :class:`~wsiseg.errors.OutputError`.
+    """
     path = Path(path)
-    try:
-        torch.save(payload, path)
-    except OSError as err:
-        raise OutputError(f"cannot write {path} ({err.strerror or err}); check that its folder "
-                          "exists and is writable") from err
+    with atomic_write(path, "wb") as f:
+        torch.save(dict(payload), f)
     return path
 
 
@@ -70,11 +92,8 @@ def save_torchscript(path: str | os.PathLike, module: torch.jit.ScriptModule,
                          f"{type(module).__name__}; pass torch.jit.script(model) or "
                          "torch.jit.trace(model, example), or use save_checkpoint")
     path = Path(path)
-    try:
-        torch.jit.save(module, str(path), _extra_files={CARD_ENTRY: card.to_json()})
-    except OSError as err:
-        raise OutputError(f"cannot write {path} ({err.strerror or err}); check that its folder "
-                          "exists and is writable") from err
+    with atomic_write(path, "wb") as f:
+        torch.jit.save(module, f, _extra_files={CARD_ENTRY: card.to_json()})
     return path
 
 

@@ -82,3 +82,14 @@ def create_model(name: str, **kwargs: Any) -> torch.nn.Module:
             raise
         raise ModelError(f"model {name!r} does not take the arguments {sorted(kwargs)} ({err}); "
                          "fix the card's 'arguments' or the keyword arguments") from err
+
+
+def parameter_count(name: str) -> int:
+    """How many parameters model ``name`` has with its default card's arguments.
+
+    The model is built on the meta device: shapes only, no memory and no initialisation, so
+    even the largest network is counted at once.
+    """
+    with torch.device("meta"):
+        module = create_model(name, **default_card(name).arguments)
+    return sum(p.numel() for p in module.parameters())

@@ -137,4 +137,4 @@ def cmu_result(shared_data, pixel_model, tmp_path_factory) -> Path:
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("cmu") / "cmu.wsiseg.zarr"
     return predict_slide(shared_data / "slides" / "CMU-1-Small-Region.svs",
-                         PredictConfig(model=str(path), out=str(out), progress=False))
+                         PredictConfig(model=str(path), out=str(out), progress=False)).path

@@ -9,9 +9,12 @@ from __future__ import annotations
 from wsiseg._version import __version__
 from wsiseg.errors import (
     ConfigError,
+    DatasetError,
+    MetricsError,
     ModelError,
     OutputError,
     ResolutionError,
+    ResultError,
     SlideError,
     WsisegError,
 )
@@ -27,6 +30,9 @@ __all__ = [
     "ModelError",
     "OutputError",
     "ConfigError",
+    "ResultError",
+    "DatasetError",
+    "MetricsError",
 ]
 
 

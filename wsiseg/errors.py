@@ -34,3 +34,11 @@ class ConfigError(WsisegError, ValueError):
 
 class ResultError(WsisegError, OSError):
     """A result store (or its ground truth) cannot be read or is not a finished wsiseg result."""
+
+
+class DatasetError(WsisegError, ValueError):
+    """An annotated folder, mask, attribute table or label scheme is unusable."""
+
+
+class MetricsError(WsisegError, ValueError):
+    """Predictions or truth that cannot be scored (shapes, class indices)."""

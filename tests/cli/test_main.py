@@ -166,3 +166,32 @@ def test_console_script_version_and_error_exit_code(tmp_path):
     assert done.returncode == 0 and "wsiseg" in done.stdout
     done = subprocess.run(cmd + ["info", str(tmp_path / "nope.svs")], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "nope.svs" in done.stderr
+
+
+def test_options_that_contradict_each_other_are_usage_errors(tmp_path):
+    slide = tmp_path / "a.svs"
+    slide.write_bytes(b"")
+    code, _, stderr = run("predict", slide, "--patch-size", "100", "--stride", "200")
+    assert code == 2 and "stride 200 is larger than the patch size 100" in stderr
+    code, _, stderr = run("predict", slide, "--export", "geojson,nope")
+    assert code == 2 and "--export" in stderr and "['nope']" in stderr
+    code, _, stderr = run("predict", tmp_path, "--workers", "2", "--scheduler", "tcp://h:8786")
+    assert code == 2 and "not both" in stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["a.svs"]
+
+
+def test_a_batch_stopped_with_ctrl_c_says_once_where_its_slides_are(tmp_path, monkeypatch):
+    import wsiseg.batch
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wsiseg.batch, "predict_slides", stopped)
+    for name in ("a.svs", "b.svs"):
+        (tmp_path / name).write_bytes(b"")
+    out = tmp_path / "out"
+    code, _, stderr = run("predict", tmp_path, "--out", out, "--quiet")
+    assert code == 130
+    assert stderr.splitlines() == [
+        f"wsiseg: interrupted; finished slides are kept in {out} (see manifest.csv); run the "
+        "same command again to do the rest"]

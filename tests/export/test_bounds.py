@@ -30,7 +30,7 @@ def offset_slide(pixel_model, tmp_path_factory):
     slide = write_scn(folder / "offset.scn", rgb, mpp=MPP, offset=OFFSET)
     result = predict_slide(slide, PredictConfig(model=str(model_path), tissue_threshold=0.0,
                                                 out=str(folder / "offset.wsiseg.zarr"),
-                                                progress=False))
+                                                progress=False)).path
     image = torch.from_numpy(area_downsample(rgb, 2)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         probs = torch.softmax(module(image), dim=1)[0].numpy()
@@ -41,7 +41,8 @@ def offset_slide(pixel_model, tmp_path_factory):
 
 def test_the_map_starts_at_the_bounds_offset(offset_slide):
     slide, result, expected, decided = offset_slide
-    labels, attrs = open_result(result)
+    labels, info = open_result(result)
+    attrs = info.to_attrs()
     assert attrs["offset_level0"] == list(OFFSET) and attrs["scale_to_level0"] == [2.0, 2.0]
     assert labels.shape == expected.shape
     assert decided.mean() > 0.8
@@ -93,8 +94,8 @@ def test_geojson_outlines_cover_the_slide_pixels_of_their_class(offset_slide, or
     import shapely
 
     slide, result, expected, decided = offset_slide
-    _, attrs = open_result(result)
-    index_of = {c["name"]: c["index"] for c in attrs["classes"]}
+    _, info = open_result(result)
+    index_of = {c.name: c.index for c in info.classes}
     (path,) = export_result(result, ["geojson"], tmp_path, ExportOptions(origin=origin))
     features = json.loads(path.read_text())["features"]
     # The centre of every map pixel, in level-0 pixels of the chosen frame.

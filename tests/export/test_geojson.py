@@ -15,6 +15,8 @@ from scipy import ndimage
 from wsiseg.cli.main import main
 from wsiseg.errors import ConfigError
 from wsiseg.export.geojson import write_geojson
+from wsiseg.models.card import ClassInfo
+from wsiseg.testing import result as testing_result
 
 CLASSES = [{"index": i, "name": name, "color": colour} for i, (name, colour) in enumerate(
     [("background", [0, 0, 0]), ("tumour", [200, 0, 0]), ("stroma", [0, 150, 0]),
@@ -24,17 +26,9 @@ CLASSES = [{"index": i, "name": name, "color": colour} for i, (name, colour) in 
 def write_result(path: Path, labels: np.ndarray, scale=(2.0, 2.0), offset=(0, 0),
                  slide_mpp=(0.5, 0.5), chunk=64) -> Path:
     """A minimal result store holding ``labels`` (what open_result and the export read)."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    array = group.create_array("labels", shape=labels.shape, chunks=(chunk, chunk),
-                               dtype="uint8", fill_value=0)
-    array[:] = labels
-    group.attrs["wsiseg"] = {
-        "classes": CLASSES, "scale_to_level0": list(scale), "offset_level0": list(offset),
-        "slide": {"mpp": list(slide_mpp), "path": "slide.svs"},
-        "analysis_mpp": [scale[0] * slide_mpp[0], scale[1] * slide_mpp[1]],
-        "model": {"name": "test-model"},
-    }
-    return path
+    classes = [ClassInfo(c["index"], c["name"], tuple(c["color"])) for c in CLASSES]
+    return testing_result.write_result(path, labels, classes, scale=scale, offset=offset,
+                                       slide_mpp=slide_mpp, chunk=chunk)
 
 
 def read_features(path: Path) -> tuple[dict, list[dict], np.ndarray]:

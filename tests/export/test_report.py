@@ -36,7 +36,7 @@ def test_streamed_statistics_equal_whole_map_labelling():
 def synthetic_result(svs_x20, pixel_model, tmp_path_factory):
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("x20") / "cmu.wsiseg.zarr"  # same stem: same file names
-    return predict_slide(svs_x20.path, PredictConfig(model=str(path), out=str(out)))
+    return predict_slide(svs_x20.path, PredictConfig(model=str(path), out=str(out))).path
 
 
 @pytest.mark.parametrize("which", ["synthetic_result", "cmu_result"])

@@ -16,7 +16,9 @@ from click.testing import CliRunner
 from wsiseg.cli.main import main
 from wsiseg.export import ExportOptions, export_result
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
+from wsiseg.models.card import ClassInfo
 from wsiseg.result.pyramid import mode_downsample, pyramid_paths
+from wsiseg.testing.result import write_result
 
 CLASSES = [{"index": 0, "name": "background", "color": [0, 0, 0]},
            {"index": 1, "name": "normal", "color": [0, 160, 0]},
@@ -27,7 +29,7 @@ CLASSES = [{"index": 0, "name": "background", "color": [0, 0, 0]},
 def synthetic_result(svs_x40, pixel_model, tmp_path_factory):
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("x40") / "x40.wsiseg.zarr"
-    return predict_slide(svs_x40.path, PredictConfig(model=str(path), out=str(out)))
+    return predict_slide(svs_x40.path, PredictConfig(model=str(path), out=str(out))).path
 
 
 def _check_levels(tif_path, levels, mpp, names, lut=None):
@@ -84,18 +86,11 @@ def test_every_level_opens_sized_and_calibrated(which, request, tmp_path):
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*"))
 
 
-def _fake_result(path, labels, offset, scale, dimensions, mpp0=0.25, pyramid=False):
+def _fake_result(path, labels, offset, scale, dimensions, mpp0=0.25):
     """A finished-looking result holding ``labels`` at ``offset`` in a slide of ``dimensions``."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    array = group.create_array("labels", shape=labels.shape, chunks=(64, 64), dtype="uint8",
-                               dimension_names=("y", "x"))
-    array[:] = labels
-    group.attrs["wsiseg"] = {
-        "classes": CLASSES, "scale_to_level0": list(scale), "offset_level0": list(offset),
-        "analysis_mpp": [mpp0 * scale[0], mpp0 * scale[1]],
-        "slide": {"mpp": [mpp0, mpp0], "dimensions": list(dimensions), "path": "none.svs"},
-    }
-    return path
+    classes = [ClassInfo(c["index"], c["name"], tuple(c["color"])) for c in CLASSES]
+    return write_result(path, labels, classes, scale=scale, offset=offset,
+                        slide_mpp=(mpp0, mpp0), dimensions=dimensions)
 
 
 @pytest.mark.parametrize("origin", ["bounds", "level0"])

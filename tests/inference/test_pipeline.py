@@ -64,7 +64,7 @@ def test_map_equals_per_pixel_function_everywhere(svs_x40, pixel_model, tmp_path
     out = tmp_path / "out.wsiseg.zarr"
     cfg = PredictConfig(model=str(model_path), out=str(out), patch_size=patch, stride=stride,
                         tissue_threshold=0.0, probabilities=True, progress=False, band_height=250)
-    result = predict_slide(svs_x40.path, cfg)
+    result = predict_slide(svs_x40.path, cfg).path
     ref = reference(svs_x40.path, module)
     labels = check_invariance(result, ref)
     assert len(np.unique(labels)) >= 3  # the test model really separates classes here
@@ -78,7 +78,7 @@ def test_resampled_slide_with_tissue_filter(svs_x20, pixel_model, tmp_path):
     out = tmp_path / "x20.wsiseg.zarr"
     cfg = PredictConfig(model=str(model_path), out=str(out), patch_size=128, stride=32,
                         probabilities=True, progress=False, band_height=200, threads=3)
-    result = predict_slide(svs_x20.path, cfg)
+    result = predict_slide(svs_x20.path, cfg).path
     g = zarr.open_group(str(result), mode="r")
     attrs = g.attrs["wsiseg"]
     assert attrs["level"] == 0 and attrs["resample"] == [2.0, 2.0]
@@ -107,7 +107,7 @@ def test_constant_model_gives_constant_map(svs_x40, constant_model, tmp_path):
     out = tmp_path / "c.wsiseg.zarr"
     cfg = PredictConfig(model=str(constant_model), out=str(out), probabilities=True,
                         progress=False, tissue_threshold=0.0, patch_size=200, stride=50)
-    g = zarr.open_group(str(predict_slide(svs_x40.path, cfg)), mode="r")
+    g = zarr.open_group(str(predict_slide(svs_x40.path, cfg).path), mode="r")
     probs = g["probabilities"][:]
     assert (g["labels"][:] == 2).all()
     for c, expected in enumerate(np.rint(255 * torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).numpy())):
@@ -154,7 +154,7 @@ def test_missing_mpp_is_an_error_unless_given(tiff_no_mpp, pixel_model, tmp_path
         predict_slide(tiff_no_mpp.path, cfg)
     assert not out.exists() and not partial_path(out).exists()
     cfg = PredictConfig(model=str(pixel_model[0]), out=str(out), progress=False, slide_mpp=0.5)
-    attrs = zarr.open_group(str(predict_slide(tiff_no_mpp.path, cfg)), mode="r").attrs["wsiseg"]
+    attrs = zarr.open_group(str(predict_slide(tiff_no_mpp.path, cfg).path), mode="r").attrs["wsiseg"]
     assert attrs["slide"]["mpp_source"] == "user" and attrs["analysis_mpp"] == [1.0, 1.0]
 
 
@@ -162,9 +162,9 @@ def test_column_stripes_give_the_same_map(svs_x40, pixel_model, tmp_path):
     """Blending in column stripes (windows across an edge predicted for both) changes nothing."""
     common = dict(model=str(pixel_model[0]), probabilities=True, progress=False,
                   patch_size=96, stride=32)
-    whole = predict_slide(svs_x40.path, PredictConfig(out=str(tmp_path / "a.zarr"), **common))
+    whole = predict_slide(svs_x40.path, PredictConfig(out=str(tmp_path / "a.zarr"), **common)).path
     striped = predict_slide(svs_x40.path, PredictConfig(
-        out=str(tmp_path / "b.zarr"), stripe_width=128, chunk_size=64, **common))
+        out=str(tmp_path / "b.zarr"), stripe_width=128, chunk_size=64, **common)).path
     a, b = zarr.open_group(str(whole), mode="r"), zarr.open_group(str(striped), mode="r")
     assert b.attrs["wsiseg"]["stripes"] == 4 and a.attrs["wsiseg"]["stripes"] == 1
     assert b.attrs["wsiseg"]["patches_predicted"] > b.attrs["wsiseg"]["patches_kept"]

@@ -53,7 +53,7 @@ def test_default_model_segments_glas_glands(shared_data, default_model):
 
 
 def test_predict_without_a_model_uses_the_default(svs_x20, tmp_path):
-    out = predict_slide(svs_x20.path, PredictConfig(out=str(tmp_path / "map.zarr"), stride=400))
+    out = predict_slide(svs_x20.path, PredictConfig(out=str(tmp_path / "map.zarr"), stride=400)).path
     group = zarr.open_group(str(out), mode="r")
     attrs = group.attrs["wsiseg"]
     assert attrs["model"]["name"] == DEFAULT_MODEL

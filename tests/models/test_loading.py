@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import wsiseg.models.loading as loading
-from wsiseg.errors import ModelError
+from wsiseg.errors import ModelError, OutputError
 from wsiseg.models import (
     ClassInfo,
     LoadedModel,
@@ -139,6 +139,35 @@ def test_checkpoint_round_trip(tmp_path, small_model, x):
     assert loaded.card == small_card() and loaded.trained and not loaded.module.training
     assert (loaded.source, loaded.weights_sha256) == (str(path), sha256(path))
     assert torch.equal(run(loaded.module, x), run(small_model, x))
+
+
+def test_checkpoint_with_extra_entries_loads_and_keeps_them(tmp_path, small_model, x):
+    payload = loading.checkpoint_payload(small_model.state_dict(), small_card(),
+                                         {"epoch": 3, "history": [{"loss": 0.5}]})
+    path = loading.write_checkpoint(tmp_path / "last.pt", payload)
+    raw = torch.load(path, weights_only=True)
+    assert (raw["epoch"], raw["history"]) == (3, [{"loss": 0.5}])
+    assert all(v.device.type == "cpu" and v.is_contiguous() for v in raw["state_dict"].values())
+    loaded = load_model(path)
+    assert loaded.card == small_card()
+    assert torch.equal(run(loaded.module, x), run(small_model, x))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_failed_checkpoint_write_leaves_no_partial_file(tmp_path, small_model, monkeypatch):
+    path = save_checkpoint(tmp_path / "small.pt", small_model, small_card())
+    before = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loading.torch, "save", disk_full)
+    with pytest.raises(OutputError) as err:
+        save_checkpoint(path, small_model, small_card(name="newer"))
+    assert str(path) in one_line(err) and "no space left" in one_line(err)
+    assert [p.name for p in tmp_path.iterdir()] == ["small.pt"]
+    assert path.read_bytes() == before
 
 
 def test_checkpoint_with_wrong_keys_names_them(tmp_path, small_model):

@@ -61,7 +61,7 @@ def test_streamed_pyramid_equals_downsampling_the_whole_map():
 def result(svs_x40, pixel_model, tmp_path_factory):
     path, _ = pixel_model
     out = tmp_path_factory.mktemp("pyr") / "x40.wsiseg.zarr"
-    return predict_slide(svs_x40.path, PredictConfig(model=str(path), out=str(out)))
+    return predict_slide(svs_x40.path, PredictConfig(model=str(path), out=str(out))).path
 
 
 def test_result_carries_ngff_metadata_consistent_with_its_arrays(result):

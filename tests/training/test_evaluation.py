@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 import wsiseg.cli.main  # noqa: F401  (it registers the commands of wsiseg.cli on import)
 from wsiseg.cli.evaluate import evaluate
+from wsiseg.models.card import ClassInfo
+from wsiseg.testing import result as testing_result
 from wsiseg.training.evaluation import evaluate_result
 from wsiseg.training.metrics import confusion_matrix
 
@@ -22,21 +24,9 @@ NAMES = ("background", "stroma", "normal", "tumour")
 
 def write_result(path, labels, scale=(1.0, 1.0), offset=(0, 0), level0=None, names=NAMES):
     """A result store with the layout and the attributes that wsiseg predict writes."""
-    h, w = labels.shape
-    level0 = level0 or (offset[0] + int(np.ceil(w * scale[0])),
-                        offset[1] + int(np.ceil(h * scale[1])))
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    arr = group.create_array("labels", shape=labels.shape, chunks=(min(h, 16), min(w, 16)),
-                             dtype="uint8", fill_value=0)
-    arr[...] = labels
-    group.attrs["wsiseg"] = {
-        "slide": {"dimensions": list(level0)},
-        "scale_to_level0": list(scale),
-        "offset_level0": list(offset),
-        "shape": [h, w],
-        "classes": [{"index": i, "name": n, "color": [0, 0, 0]} for i, n in enumerate(names)],
-    }
-    return path
+    classes = [ClassInfo(i, n, (0, 0, 0)) for i, n in enumerate(names)]
+    return testing_result.write_result(path, labels, classes, scale=scale, offset=offset,
+                                       dimensions=level0, chunk=16)
 
 
 def run(*args):
@@ -131,7 +121,7 @@ def test_real_prediction_against_its_level0_mask(svs_x20, pixel_model, tmp_path)
 
     cfg = PredictConfig(model=str(pixel_model[0]), out=str(tmp_path / "x20.wsiseg.zarr"),
                         patch_size=128, stride=64, tissue_threshold=0.0, progress=False)
-    result = predict_slide(svs_x20.path, cfg)
+    result = predict_slide(svs_x20.path, cfg).path
     labels = zarr.open_group(str(result), mode="r")["labels"][:]
     assert labels.shape == (400, 504) and len(np.unique(labels)) >= 3
     # The map drawn at level 0, every 2 x 2 block one map pixel; the pixels of each block

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -144,3 +145,68 @@ def test_cli_trains_and_reports_bad_input_in_one_line(data, tmp_path):
     assert (tmp_path / "cli" / "best.pt").is_file()
     result = runner.invoke(main, args + ["--image-mpp", "0.5", "--arg", "oops"])
     assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_a_valid_config_passes_validation(data, tmp_path):
+    tiny_config(data, tmp_path / "ok").validate()
+    tiny_config(data, tmp_path / "ok", val_data=data, val_fraction=0.0, crop_size=None,
+                threads=1, amp="auto").validate()
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("image_mpp", None, "--image-mpp"),
+    ("image_mpp", -0.5, r"resolution -0.5 um/px.*--image-mpp"),
+    ("val_fraction", 1.0, r"validation fraction 1.0.*--val-data"),
+    ("epochs", 0, r"epochs 0.*--epochs"),
+    ("batch_size", 1, r"batch size 1.*--batch-size"),
+    ("crop_size", 4, r"crop size 4 px.*--crop-size"),
+    ("crops_per_image", 0, r"crops per image 0.*--crops-per-image"),
+    ("optimizer", "adam", r"optimizer 'adam'; use sgd or adamw"),
+    ("lr", 0.0, r"learning rate 0.0.*--lr"),
+    ("encoder_lr_scale", -1.0, r"scale -1.0.*--encoder-lr-scale"),
+    ("weight_decay", -1e-4, r"weight decay -0.0001.*--weight-decay"),
+    ("warmup_epochs", -1, r"warm-up epochs -1.*--warmup-epochs"),
+    ("select_by", "dice", r"select checkpoints by 'dice'; use mean_dice"),
+    ("amp", "half", r"precision 'half'; use auto, bf16, fp16 or fp32"),
+    ("threads", 0, r"threads 0.*--threads"),
+    ("seed", -1, r"seed -1.*--seed"),
+])
+def test_validate_refuses_each_bad_value_naming_it(data, tmp_path, field, value, named):
+    config = tiny_config(data, tmp_path / "run", **{field: value})
+    with pytest.raises(ConfigError, match=named) as err:
+        config.validate()
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=named):  # train() checks first, before writing
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("amp", ["auto", "bf16", "fp16", "fp32"])
+def test_training_and_inference_take_the_same_precision(data, tmp_path, amp):
+    from wsiseg.inference.predictor import Predictor
+    from wsiseg.training import loop
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        config = tiny_config(data, tmp_path / "run", amp=amp, device=device)
+        prepared = loop._prepare_data(config)
+        run = loop._build_run(config, prepared)
+        predictor = Predictor(run.module, prepared.card.num_classes, run.normalisation,
+                              run.device, amp=amp)
+        assert run.autocast == predictor.autocast_dtype
+        if device == "cpu":
+            assert run.autocast is None  # the CPU runs fp32, whatever the setting
+
+
+def test_training_normalises_batches_as_inference_does(data, tmp_path):
+    from wsiseg.inference.predictor import Predictor
+    from wsiseg.training import loop
+
+    config = tiny_config(data, tmp_path / "run")
+    prepared = loop._prepare_data(config)
+    run = loop._build_run(config, prepared)
+    seen = []
+    run.module.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    patches = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    Predictor(run.module, prepared.card.num_classes, run.normalisation, run.device)(patches)
+    assert torch.equal(seen[0], run.normalise(torch.from_numpy(patches)))

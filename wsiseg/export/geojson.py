@@ -47,6 +47,7 @@ import shapely
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError
 from wsiseg.result.store import open_result
 
@@ -273,20 +274,18 @@ def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
         raise ConfigError(f"simplify tolerance must be 0 or more um, got {simplify_um}")
     if not min_area_um2 >= 0:
         raise ConfigError(f"minimum area must be 0 or more um^2, got {min_area_um2}")
-    labels, attrs = open_result(result)
-    sx, sy = (float(v) for v in attrs["scale_to_level0"])
-    ox, oy = (float(v) for v in attrs["offset_level0"])
+    labels, info = open_result(result)
+    sx, sy = (float(v) for v in info.scale_to_level0)
+    ox, oy = (float(v) for v in info.offset_level0)
     x0, y0 = (ox, oy) if origin == "level0" else (0.0, 0.0)  # where map pixel (0, 0) starts
-    slide = attrs.get("slide", {})
-    mpp_x, mpp_y = (float(v) for v in slide["mpp"])
+    mpp_x, mpp_y = (float(v) for v in info.slide.mpp)
     if simplify_um is None:
-        analysis_mpp = attrs.get("analysis_mpp") or [sx * mpp_x, sy * mpp_y]
-        simplify_um = 0.5 * (float(analysis_mpp[0]) + float(analysis_mpp[1])) / 2
+        simplify_um = 0.5 * (float(info.analysis_mpp[0]) + float(info.analysis_mpp[1])) / 2
     tolerance_level0 = simplify_um / ((mpp_x + mpp_y) / 2)
     level0_um2 = mpp_x * mpp_y
 
     by_class = class_polygons(labels)
-    classes = {int(c["index"]): c for c in attrs["classes"]}
+    classes = {c.index: c for c in info.classes}
     indices = np.array([c for c, parts in by_class.items() for _ in parts], dtype=np.int64)
     polygons = (np.concatenate(list(by_class.values())) if by_class
                 else np.empty(0, dtype=object))
@@ -301,14 +300,13 @@ def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
     polygons = shapely.orient_polygons(_simplified(polygons, tolerance_level0, sx, sy))
 
     path = Path(out_dir) / f"{stem}.geojson"
-    tmp = path.with_name(path.name + ".partial")
     header = {
         "type": "FeatureCollection",
         "wsiseg": {
-            "result": str(result), "slide": slide.get("path"),
-            "model": attrs.get("model", {}).get("name"), "origin": origin,
+            "result": str(result), "slide": str(info.slide.path),
+            "model": info.model.name, "origin": origin,
             "bounds_offset_level0": [ox, oy], "scale_to_level0": [sx, sy],
-            "slide_mpp": [mpp_x, mpp_y], "analysis_mpp": attrs.get("analysis_mpp"),
+            "slide_mpp": [mpp_x, mpp_y], "analysis_mpp": list(info.analysis_mpp),
             "simplify_um": simplify_um, "min_area_um2": min_area_um2,
         },
     }
@@ -317,20 +315,20 @@ def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
     polygons, indices = polygons[present], indices[present]
     geometries = shapely.to_geojson(polygons)
     areas = shapely.area(polygons) * level0_um2
-    with tmp.open("w") as f:
+    with atomic_write(path) as f:
         f.write(dump(header)[:-1] + ',"features":[')
         for k, (geometry, c, area) in enumerate(zip(geometries, indices, areas)):
-            info = classes.get(int(c), {"name": f"class{int(c)}", "color": [128, 128, 128]})
+            known = classes.get(int(c))
+            name, colour = ((known.name, known.color) if known is not None
+                            else (f"class{int(c)}", (128, 128, 128)))
             properties = {
                 "objectType": "annotation",
-                "classification": {"name": str(info["name"]),
-                                   "color": [int(v) for v in info["color"]]},
+                "classification": {"name": str(name), "color": [int(v) for v in colour]},
                 "isLocked": False,
                 "measurements": {"Area um^2": float(area)},
             }
             f.write(f'{"," if k else ""}{{"type":"Feature","geometry":{geometry},'
                     f'"properties":{dump(properties)}}}')
         f.write("]}\n")
-    os.replace(tmp, path)
     logger.info("wrote %d regions of %d classes to %s", len(polygons), len(by_class), path)
     return [path]

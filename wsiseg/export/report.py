@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
+from wsiseg.atomic import atomic_write
 from wsiseg.result.store import open_result
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -71,36 +72,33 @@ def class_statistics(labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndar
 
 def build_report(result: str | os.PathLike) -> dict[str, Any]:
     """The report of a result: per-class rows plus slide, model, settings and run time."""
-    labels, attrs = open_result(result)
-    classes = attrs["classes"]
-    counts, regions = class_statistics(labels, len(classes))
-    mpp_x, mpp_y = attrs["analysis_mpp"]
+    labels, info = open_result(result)
+    counts, regions = class_statistics(labels, len(info.classes))
+    mpp_x, mpp_y = info.analysis_mpp
     pixel_mm2 = mpp_x * mpp_y / 1e6
     tissue = int(counts[1:].sum())
     rows = []
-    for c in classes:
-        i = int(c["index"])
+    for c in info.classes:
+        i = c.index
         background = i == 0
         rows.append({
-            "index": i, "name": c["name"], "pixels": int(counts[i]),
+            "index": i, "name": c.name, "pixels": int(counts[i]),
             "area_mm2": float(counts[i] * pixel_mm2),
             "share_of_tissue": None if background or tissue == 0 else float(counts[i] / tissue),
             "regions": None if background else int(regions[i]),
         })
-    config = attrs.get("config", {})
     return {
         "result": str(result),
-        "slide": attrs.get("slide", {}).get("path"),
-        "model": attrs.get("model", {}).get("name"),
-        "weights_sha256": attrs.get("model", {}).get("weights_sha256"),
-        "wsiseg_version": attrs.get("version"),
+        "slide": str(info.slide.path),
+        "model": info.model.name,
+        "weights_sha256": info.model.weights_sha256,
+        "wsiseg_version": info.version,
         "analysis_mpp": [mpp_x, mpp_y],
         "pixel_area_mm2": pixel_mm2,
-        "settings": {"patch_size": attrs.get("patch_size"), "stride": attrs.get("stride"),
-                     "sigma": attrs.get("sigma"),
-                     "tissue_threshold": attrs.get("tissue_threshold"),
-                     "device": config.get("device")},
-        "seconds": attrs.get("seconds"),
+        "settings": {"patch_size": info.patch_size, "stride": info.stride, "sigma": info.sigma,
+                     "tissue_threshold": info.tissue_threshold,
+                     "device": info.config.get("device")},
+        "seconds": info.seconds,
         "tissue_area_mm2": float(tissue * pixel_mm2),
         "classes": rows,
     }
@@ -112,9 +110,9 @@ def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: st
     out_dir = Path(out_dir)
     json_path = out_dir / f"{stem}.report.json"
     csv_path = out_dir / f"{stem}.report.csv"
-    _atomic_text(json_path, json.dumps(report, indent=2) + "\n")
-    tmp = csv_path.with_name(csv_path.name + ".partial")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(json_path) as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    with atomic_write(csv_path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["slide", "model", "class", "area_mm2", "share_of_tissue", "regions",
                          "pixels", "seconds"])
@@ -124,11 +122,4 @@ def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: st
                              f"{row['area_mm2']:.6f}", share,
                              "" if row["regions"] is None else row["regions"], row["pixels"],
                              report["seconds"]])
-    os.replace(tmp, csv_path)
     return [json_path, csv_path]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)

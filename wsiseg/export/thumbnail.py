@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from wsiseg.atomic import atomic_write
 from wsiseg.errors import ResultError
 from wsiseg.result.store import open_result
 
@@ -33,8 +34,8 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
     import openslide
     from PIL import Image, ImageDraw
 
-    labels, attrs = open_result(result)
-    slide_path = attrs.get("slide", {}).get("path")
+    labels, info = open_result(result)
+    slide_path = info.slide.path
     try:
         slide = openslide.OpenSlide(str(slide_path))
     except (openslide.OpenSlideError, FileNotFoundError, TypeError) as err:
@@ -44,11 +45,11 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
         w0, h0 = slide.dimensions
         thumb = np.asarray(slide.get_thumbnail((size, size)).convert("RGB"))
     th, tw = thumb.shape[:2]
-    (sx, sy), (ox, oy) = attrs["scale_to_level0"], attrs["offset_level0"]
+    (sx, sy), (ox, oy) = info.scale_to_level0, info.offset_level0
     rows, rows_in = _map_indices(th, h0, oy, sy, labels.shape[0])
     cols, cols_in = _map_indices(tw, w0, ox, sx, labels.shape[1])
-    classes = attrs["classes"]
-    colours = np.array([c["color"] for c in classes], dtype=np.float32)
+    classes = info.classes
+    colours = np.array([c.color for c in classes], dtype=np.float32)
     small = np.asarray(labels.get_orthogonal_selection((rows, cols))
                        if hasattr(labels, "get_orthogonal_selection") else labels[rows][:, cols])
     paint = (small > 0) & rows_in[:, None] & cols_in[None, :]
@@ -61,8 +62,8 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
     draw = ImageDraw.Draw(legend)
     for k, c in enumerate(classes[1:]):
         y = 4 + k * line
-        draw.rectangle([6, y, 6 + 14, y + 12], fill=tuple(c["color"]), outline="black")
-        draw.text((26, y), str(c["name"]), fill="black")
+        draw.rectangle([6, y, 6 + 14, y + 12], fill=tuple(c.color), outline="black")
+        draw.text((26, y), c.name, fill="black")
     canvas = Image.new("RGB", (tw, th + legend.height), "white")
     canvas.paste(image, (0, 0))
     canvas.paste(legend, (0, th))
@@ -73,7 +74,7 @@ def write_thumbnail(result: str | os.PathLike, out_dir: Path, stem: str,
                     size: int = DEFAULT_SIZE) -> list[Path]:
     """Write ``STEM.overlay.png`` (longest side of the slide part: ``size`` px)."""
     path = out_dir / f"{stem}.overlay.png"
-    tmp = path.with_name(path.name + ".partial")
-    overlay_image(result, size).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    image = overlay_image(result, size)
+    with atomic_write(path, "wb") as f:
+        image.save(f, format="PNG")
     return [path]

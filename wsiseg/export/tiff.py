@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 import zarr
 
+from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError
+from wsiseg.models.card import ClassInfo
+from wsiseg.result.info import ResultInfo
 from wsiseg.result.pyramid import level_shapes, pyramid_paths, write_pyramid
 from wsiseg.result.store import open_result
 
@@ -55,36 +58,34 @@ def _level_tiles(array: Any, frame: tuple[int, int], offset: tuple[int, int],
             yield tile if lut is None else lut[tile]
 
 
-def _frame(attrs: dict[str, Any], shape: tuple[int, int], origin: str
+def _frame(info: ResultInfo, shape: tuple[int, int], origin: str
            ) -> tuple[tuple[int, int], tuple[int, int]]:
     """(frame height, width) and the map's (row, column) offset in it, at level 0 of the TIFF."""
     if origin == "bounds":
         return tuple(shape), (0, 0)
     if origin != "level0":
         raise ConfigError(f"unknown origin {origin!r}; choose from bounds, level0")
-    sx, sy = (float(v) for v in attrs["scale_to_level0"])
-    ox, oy = (float(v) for v in attrs["offset_level0"])
-    w0, h0 = (int(v) for v in attrs["slide"]["dimensions"])
+    sx, sy = (float(v) for v in info.scale_to_level0)
+    ox, oy = (float(v) for v in info.offset_level0)
+    w0, h0 = info.slide.dimensions
     return (math.ceil(h0 / sy), math.ceil(w0 / sx)), (round(oy / sy), round(ox / sx))
 
 
-def _colour_lut(classes: list[dict[str, Any]]) -> np.ndarray:
+def _colour_lut(classes: tuple[ClassInfo, ...]) -> np.ndarray:
     lut = np.zeros((256, 4), dtype=np.uint8)
     for c in classes:
-        i = int(c["index"])
-        if i > 0:
-            lut[i, :3] = c["color"]
-            lut[i, 3] = 255
+        if c.index > 0:
+            lut[c.index, :3] = c.color
+            lut[c.index, 3] = 255
     return lut
 
 
 def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: bool = False,
                origin: str = "bounds") -> list[Path]:
     """Write ``STEM.labels.tif`` (and ``STEM.overlay.tif`` with ``overlay``) into ``out_dir``."""
-    labels, attrs = open_result(result)
+    labels, info = open_result(result)
     group = zarr.open_group(str(result), mode="r")
-    frame, offset = _frame(attrs, labels.shape, origin)
-    classes = attrs["classes"]
+    frame, offset = _frame(info, labels.shape, origin)
     scratch = None
     try:
         paths = pyramid_paths(group)
@@ -92,54 +93,48 @@ def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: boo
             scratch = Path(out_dir) / f".{stem}.pyramid.partial.zarr"
             shutil.rmtree(scratch, ignore_errors=True)
             levels_group = zarr.open_group(str(scratch), mode="w", zarr_format=3)
-            paths = write_pyramid(labels, levels_group, len(classes))
+            paths = write_pyramid(labels, levels_group, len(info.classes))
             levels = [labels] + [levels_group[p] for p in paths[1:]]
         else:
             levels = [group[p] for p in paths]
-        written = [_write(Path(out_dir) / f"{stem}.labels.tif", levels, frame, offset, attrs,
+        written = [_write(Path(out_dir) / f"{stem}.labels.tif", levels, frame, offset, info,
                           origin, lut=None)]
         if overlay:
             written.append(_write(Path(out_dir) / f"{stem}.overlay.tif", levels, frame, offset,
-                                  attrs, origin, lut=_colour_lut(classes)))
-    finally:
+                                  info, origin, lut=_colour_lut(info.classes)))
+    finally:  # the scratch pyramid is a folder, not a file: removed here, failure or not
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return written
 
 
 def _write(path: Path, levels: list[Any], frame: tuple[int, int], offset: tuple[int, int],
-           attrs: dict[str, Any], origin: str, lut: np.ndarray | None) -> Path:
+           info: ResultInfo, origin: str, lut: np.ndarray | None) -> Path:
     import tifffile
 
-    mpp_x, mpp_y = (float(v) for v in attrs["analysis_mpp"])
+    mpp_x, mpp_y = (float(v) for v in info.analysis_mpp)
     channels = () if lut is None else (4,)
     fh, fw = frame
     bigtiff = fh * fw * (4 if lut is not None else 1) > 2**31
     description = json.dumps({
         "wsiseg": "class colours" if lut is not None else "class index per pixel",
-        "classes": {str(c["index"]): c["name"] for c in attrs["classes"]},
-        "mpp": [mpp_x, mpp_y], "origin": origin, "slide": attrs["slide"].get("path"),
+        "classes": {str(c.index): c.name for c in info.classes},
+        "mpp": [mpp_x, mpp_y], "origin": origin, "slide": str(info.slide.path),
     })
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tif:
-            for level, array in enumerate(levels):
-                f = 2 ** level
-                shape = (math.ceil(fh / f), math.ceil(fw / f))
-                level_offset = (round(offset[0] / f), round(offset[1] / f))
-                tif.write(
-                    _level_tiles(array, shape, level_offset, lut),
-                    shape=shape + channels, dtype=np.uint8, tile=(TILE, TILE),
-                    photometric="minisblack" if lut is None else "rgb",
-                    extrasamples=None if lut is None else ("unassalpha",),
-                    compression="zlib", predictor=None,
-                    resolution=(1e4 / (mpp_x * f), 1e4 / (mpp_y * f)),
-                    resolutionunit="CENTIMETER",
-                    subfiletype=0 if level == 0 else 1,
-                    description=description if level == 0 else None, metadata=None,
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as out, tifffile.TiffWriter(out, bigtiff=bigtiff) as tif:
+        for level, array in enumerate(levels):
+            f = 2 ** level
+            shape = (math.ceil(fh / f), math.ceil(fw / f))
+            level_offset = (round(offset[0] / f), round(offset[1] / f))
+            tif.write(
+                _level_tiles(array, shape, level_offset, lut),
+                shape=shape + channels, dtype=np.uint8, tile=(TILE, TILE),
+                photometric="minisblack" if lut is None else "rgb",
+                extrasamples=None if lut is None else ("unassalpha",),
+                compression="zlib", predictor=None,
+                resolution=(1e4 / (mpp_x * f), 1e4 / (mpp_y * f)),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if level == 0 else 1,
+                description=description if level == 0 else None, metadata=None,
+            )
     return path

@@ -25,6 +25,7 @@ from wsiseg.progress import progress_bar
 from wsiseg.slide.region import RegionReader
 from wsiseg.slide.reader import open_slide
 from wsiseg.inference.stitcher import Stitcher
+from wsiseg.result.info import ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.store import OutputWriter, check_output, default_output_path
 from wsiseg.slide.tissue import mask_factor, read_tissue
 
@@ -58,6 +59,11 @@ class PredictConfig:
     def validate(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        # Windows further apart than their size would leave strips of the slide unpredicted.
+        if self.patch_size and self.stride and self.stride > self.patch_size:
+            raise ConfigError(
+                f"stride {self.stride} is larger than the patch size {self.patch_size}"
+            )
         if self.chunk_size < 16 or self.stripe_width < self.chunk_size:
             raise ConfigError(
                 f"chunk size {self.chunk_size} must be at least 16 and the stripe width "
@@ -96,8 +102,10 @@ def load_configured_model(config: PredictConfig):
     return loaded
 
 
-def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = None) -> Path:
-    """Segment one slide into a zarr diagnostic map and return the map's path.
+def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = None
+                  ) -> ResultInfo:
+    """Segment one slide into a zarr diagnostic map; return what the map records, its final
+    path in ``.path``.
 
     ``model`` is a loaded model (``wsiseg.models.LoadedModel``) to reuse across slides; by
     default the one ``config`` names is loaded.
@@ -193,65 +201,65 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
                 loop=time.perf_counter() - t, predict=predict_s, stitch_write=stitch_s,
                 read=read_s,
             )
-            attrs = _attributes(
-                slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma, config,
-                kept, predicted, len(stripes), timings, started,
+            info = _result_info(
+                out, slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma,
+                config, kept, predicted, len(stripes), timings, started,
             )
-            return writer.publish(attrs, config.overwrite)
+            writer.publish(info, config.overwrite)
+            return info
         except BaseException:
             if writer is not None:
                 writer.abort()
             raise
 
 
-def _attributes(slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma, config,
-                kept, predicted, stripes, timings, started) -> dict[str, Any]:
-    return {
-        "version": __version__,
-        "slide": {
-            "path": str(slide.path.resolve()),
-            "size_bytes": slide.path.stat().st_size,
-            "vendor": slide.vendor,
-            "dimensions": list(slide.dimensions),
-            "bounds": list(slide.bounds),
-            "mpp": list(slide.mpp),
-            "mpp_source": "metadata" if config.slide_mpp is None else "user",
-            "quickhash": slide.properties.get("openslide.quickhash-1"),
-        },
-        "level": geometry.level,
-        "level_downsample": geometry.level_downsample,
-        "resample": list(geometry.resample),
-        "analysis_mpp": list(geometry.mpp),
-        "scale_to_level0": list(geometry.scale),
-        "offset_level0": list(geometry.offset_level0),
-        "shape": [geometry.height, geometry.width],
-        "classes": [
-            {"index": c.index, "name": c.name, "color": list(c.color)} for c in card.classes
-        ],
-        "model": {
-            "name": card.name,
-            "source": str(loaded.source),
-            "card": card.to_dict(),
-            "weights_sha256": loaded.weights_sha256,
-        },
-        "patch_size": grid.patch_size,
-        "stride": grid.stride,
-        "sigma": sigma,
-        "tissue_threshold": config.tissue_threshold,
-        "tissue": {
-            "factor": factor,
-            "mpp": list(tissue_geometry.mpp),
-            "scale_to_level0": list(tissue_geometry.scale),
-            "offset_level0": list(tissue_geometry.offset_level0),
-        },
-        "patches_total": int(kept.size),
-        "patches_kept": int(kept.sum()),
-        "patches_predicted": predicted,
-        "stripes": stripes,
-        "seconds": round(time.perf_counter() - started, 3),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
-    }
+def _result_info(out, slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma,
+                 config, kept, predicted, stripes, timings, started) -> ResultInfo:
+    return ResultInfo(
+        path=out,
+        version=__version__,
+        slide=SlideSource(
+            path=slide.path.resolve(),
+            size_bytes=slide.path.stat().st_size,
+            vendor=slide.vendor,
+            dimensions=tuple(slide.dimensions),
+            bounds=tuple(slide.bounds),
+            mpp=tuple(slide.mpp),
+            mpp_source="metadata" if config.slide_mpp is None else "user",
+            quickhash=slide.properties.get("openslide.quickhash-1"),
+        ),
+        level=geometry.level,
+        level_downsample=geometry.level_downsample,
+        resample=tuple(geometry.resample),
+        analysis_mpp=tuple(geometry.mpp),
+        scale_to_level0=tuple(geometry.scale),
+        offset_level0=tuple(geometry.offset_level0),
+        shape=(geometry.height, geometry.width),
+        classes=tuple(card.classes),
+        model=ModelInfo(
+            name=card.name,
+            source=str(loaded.source),
+            card=card.to_dict(),
+            weights_sha256=loaded.weights_sha256,
+        ),
+        patch_size=grid.patch_size,
+        stride=grid.stride,
+        sigma=sigma,
+        tissue_threshold=config.tissue_threshold,
+        tissue=TissueSampling(
+            factor=factor,
+            mpp=tuple(tissue_geometry.mpp),
+            scale_to_level0=tuple(tissue_geometry.scale),
+            offset_level0=tuple(tissue_geometry.offset_level0),
+        ),
+        patches_total=int(kept.size),
+        patches_kept=int(kept.sum()),
+        patches_predicted=predicted,
+        stripes=stripes,
+        seconds=round(time.perf_counter() - started, 3),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        config={k: v for k, v in asdict(config).items() if k not in ("progress",)},
+    )
 
 
 def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +29,50 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class Normalisation:
+    """How a network wants its input: channels in ``channel_order``, ``(x / 255 - mean) / std``.
+
+    ``mean`` and ``std`` are in 0..1 units and listed in RGB order; training and inference
+    both normalise through :meth:`normaliser`, so a network sees the same numbers in each.
+    """
+
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     channel_order: str = "RGB"
+
+    def normaliser(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function from uint8 (n, H, W, 3) RGB on ``device`` to float32 (n, 3, H, W) input."""
+        order = [2, 1, 0] if self.channel_order.upper() == "BGR" else [0, 1, 2]
+        mean = torch.tensor([self.mean[i] for i in order], dtype=torch.float32)
+        std = torch.tensor([self.std[i] for i in order], dtype=torch.float32)
+        # One multiply-add per pixel, folded from (x / 255 - mean) / std.
+        scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
+        shift = (-mean / std).view(1, 3, 1, 1).to(device)
+
+        def normalise(patches: torch.Tensor) -> torch.Tensor:
+            return patches.permute(0, 3, 1, 2)[:, order].float() * scale + shift
+
+        return normalise
+
+
+#: Names of the ``amp`` settings; none, off and fp32 all mean no autocast.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32", "none", "off")
+
+
+def autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; None runs the network in float32.
+
+    On CUDA, auto and bf16 take bf16 where the GPU has it (else fp16) and fp16 takes fp16.
+    Every other device runs float32 whatever ``amp`` says: CPU autocast is slower than fp32
+    without native bf16, and would make results depend on which CPU ran them. Training and
+    inference both ask here, so a network trains in the precision it is served in.
+    """
+    if amp is not None and amp not in PRECISIONS:
+        raise ConfigError(f"unknown precision {amp!r}; use auto, bf16, fp16 or fp32")
+    if amp in (None, "none", "off", "fp32") or device.type != "cuda":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Predictor:
@@ -52,13 +94,8 @@ class Predictor:
         self.device = device
         self.num_classes = num_classes
         self.module = module.to(device).eval()
-        order = [2, 1, 0] if normalisation.channel_order.upper() == "BGR" else [0, 1, 2]
-        self._order = order
-        mean = torch.tensor([normalisation.mean[i] for i in order], dtype=torch.float32)
-        std = torch.tensor([normalisation.std[i] for i in order], dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
-        self._shift = (-mean / std).view(1, 3, 1, 1).to(device)
-        self.autocast_dtype = _autocast_dtype(device, amp)
+        self._normalise = normalisation.normaliser(device)
+        self.autocast_dtype = autocast_dtype(device, amp)
 
     def to_device(self, patches: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(patches)
@@ -68,9 +105,7 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, patches: np.ndarray) -> torch.Tensor:
-        x = self.to_device(patches)
-        x = x.permute(0, 3, 1, 2)[:, self._order].float()
-        x = x * self._scale + self._shift
+        x = self._normalise(self.to_device(patches))
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 logits = self.module(x)
@@ -88,16 +123,6 @@ class Predictor:
                 "that the network outputs logits at the input size"
             )
         return torch.softmax(logits.float(), dim=1)
-
-
-def _autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None:
-    if amp in (None, "none", "off", "fp32") or device.type != "cuda":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp in ("auto", "bf16"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    raise ConfigError(f"unknown precision {amp!r}; use auto, bf16, fp16 or fp32")
 
 
 def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -> np.ndarray:

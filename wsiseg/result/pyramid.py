@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wsiseg.result.info import ResultInfo
 
 MIN_SIZE = 256  # the pyramid stops at the first level that fits in this many pixels
 
@@ -76,11 +79,11 @@ def write_pyramid(base: Any, group: Any, num_classes: int,
     return paths
 
 
-def ngff_metadata(paths: Sequence[str], attrs: dict[str, Any]) -> dict[str, Any]:
+def ngff_metadata(paths: Sequence[str], info: ResultInfo) -> dict[str, Any]:
     """The ``ome`` attributes (NGFF 0.5 multiscales + image-label) of a result's label pyramid."""
-    mpp_x, mpp_y = (float(v) for v in attrs["slide"]["mpp"])
-    sx, sy = (float(v) for v in attrs["scale_to_level0"])
-    ox, oy = (float(v) for v in attrs["offset_level0"])
+    mpp_x, mpp_y = info.slide.mpp
+    sx, sy = info.scale_to_level0
+    ox, oy = info.offset_level0
     datasets = []
     for level, path in enumerate(paths):
         f = 2 ** level
@@ -92,7 +95,7 @@ def ngff_metadata(paths: Sequence[str], attrs: dict[str, Any]) -> dict[str, Any]
                                                         _um((ox + 0.5 * f * sx) * mpp_x)]},
             ],
         })
-    classes = attrs["classes"]
+    classes = info.classes
     return {
         "version": "0.5",
         "multiscales": [{
@@ -104,11 +107,10 @@ def ngff_metadata(paths: Sequence[str], attrs: dict[str, Any]) -> dict[str, Any]
         }],
         "image-label": {
             "version": "0.5",
-            "colors": [{"label-value": int(c["index"]),
-                        "rgba": [*(int(v) for v in c["color"]), 0 if int(c["index"]) == 0 else 255]}
+            "colors": [{"label-value": c.index,
+                        "rgba": [*c.color, 0 if c.index == 0 else 255]}
                        for c in classes],
-            "properties": [{"label-value": int(c["index"]), "name": str(c["name"])}
-                           for c in classes],
+            "properties": [{"label-value": c.index, "name": c.name} for c in classes],
         },
     }
 

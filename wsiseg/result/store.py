@@ -7,8 +7,13 @@ Layout (a contract for exports and other tools)::
       probabilities   uint8 (C, H, W)  round(255 p), only when asked for
       labels_1, ...   uint8            the label pyramid: each level halves the one above
       tissue          uint8 (h, w)     tissue mask at its own, coarser, resolution
-      attrs["wsiseg"] version, slide, level, scale_to_level0, offset_level0, classes, model, ...
+      attrs["wsiseg"] a ResultInfo (wsiseg.result.info): layout, version, slide, level,
+                      scale_to_level0, offset_level0, classes, model, ...
       attrs["ome"]    OME-Zarr 0.5 multiscales + image-label metadata of the label pyramid
+
+``layout`` in ``attrs["wsiseg"]`` is the version of this layout (1; results without it are
+layout 1 too). :func:`open_result` is the way to read a result: it validates the attributes
+and refuses a layout newer than this wsiseg reads.
 
 The store is written under a temporary sibling name and renamed only when every chunk and the
 attributes are in place, so an interrupted run never leaves an output that looks complete.
@@ -20,12 +25,12 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
 
 from wsiseg.errors import OutputError, ResultError
+from wsiseg.result.info import ResultInfo
 from wsiseg.result.pyramid import ngff_metadata, write_pyramid
 from wsiseg.inference.stitcher import FinishedRows
 
@@ -160,12 +165,13 @@ class OutputWriter:
         )
         arr[...] = tissue.astype(np.uint8)
 
-    def publish(self, attrs: dict[str, Any], overwrite: bool) -> Path:
-        """Write the attributes last, then move the finished store to its final name."""
+    def publish(self, info: ResultInfo, overwrite: bool) -> Path:
+        """Write ``info`` as the attributes, last, then move the finished store to its final
+        name."""
         if self._next != self.height:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
         paths = write_pyramid(self.labels, self.group, self.num_classes)
-        self.group.attrs.update({"wsiseg": attrs, "ome": ngff_metadata(paths, attrs)})
+        self.group.attrs.update({"wsiseg": info.to_attrs(), "ome": ngff_metadata(paths, info)})
         if self.out.exists():
             if not overwrite:
                 raise OutputError(f"{self.out} appeared while running; pass --overwrite to replace it")
@@ -219,24 +225,31 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def open_result(path: str | os.PathLike) -> tuple[Any, dict]:
-    """The ``labels`` array (lazily read zarr) and ``wsiseg`` attributes of a finished result."""
+def open_result(path: str | os.PathLike) -> tuple[zarr.Array, ResultInfo]:
+    """The ``labels`` array (lazily read zarr) and the validated :class:`ResultInfo` of a
+    finished result."""
     path = Path(path)
     if not path.exists():
         raise ResultError(f"result {path} does not exist; give the .zarr folder that "
                               "wsiseg predict wrote")
+
+    def not_a_result(err: Exception) -> ResultError:
+        what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
+        return ResultError(f"{path} is not a finished wsiseg result ({what}); give the "
+                           ".zarr that wsiseg predict wrote")
+
     try:
         group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs["wsiseg"])
-        labels = group["labels"]
-        names = [str(c["name"]) for c in attrs["classes"]]
-        if "scale_to_level0" not in attrs or "offset_level0" not in attrs:
-            raise KeyError("scale_to_level0")
+        attrs = group.attrs["wsiseg"]
     except (OSError, KeyError, ValueError, TypeError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else type(err).__name__
-        raise ResultError(f"{path} is not a finished wsiseg result ({what}); give the "
-                              ".zarr that wsiseg predict wrote") from err
-    if labels.ndim != 2 or not names:
+        raise not_a_result(err) from err
+    # The attributes first: a newer layout may keep its arrays elsewhere.
+    info = ResultInfo.from_attrs(attrs, path)
+    try:
+        labels = group["labels"]
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise not_a_result(err) from err
+    if labels.ndim != 2 or not info.classes:
         raise ResultError(f"{path} holds labels of shape {labels.shape} and "
-                              f"{len(names)} classes; it is not a wsiseg result")
-    return labels, attrs
+                              f"{len(info.classes)} classes; it is not a wsiseg result")
+    return labels, info

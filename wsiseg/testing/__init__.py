@@ -12,7 +12,9 @@ users' own tests can make slides with known content and known metadata:
 - :func:`write_large_svs` writes a gigapixel SVS tile by tile, in memory that does not grow
   with the slide, for benchmarks;
 - :func:`write_annotated_folder` writes small H&E-like PNGs with gland masks and grades, for
-  training.
+  training;
+- :func:`write_result` writes a finished result store holding a given map, for testing what
+  reads results.
 
 Every pyramid level written here is the area average of level 0 (the mean over ``d x d``
 blocks, rounded to the nearest integer, blocks cut by the image edge averaging the pixels they
@@ -32,7 +34,8 @@ The modules:
 - :mod:`~wsiseg.testing.common`: :data:`COMPRESSIONS` and what the writers share;
 - :mod:`~wsiseg.testing.aperio`, :mod:`~wsiseg.testing.generic`, :mod:`~wsiseg.testing.leica`:
   one slide format each;
-- :mod:`~wsiseg.testing.annotated`: image folders with masks, for training.
+- :mod:`~wsiseg.testing.annotated`: image folders with masks, for training;
+- :mod:`~wsiseg.testing.result`: result stores with a known map.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from wsiseg.testing.aperio import write_large_svs, write_svs
 from wsiseg.testing.common import COMPRESSIONS
 from wsiseg.testing.generic import write_generic_tiff
 from wsiseg.testing.leica import write_scn
+from wsiseg.testing.result import write_result
 from wsiseg.testing.tissue import area_downsample, synthetic_tissue
 
 __all__ = [
@@ -51,6 +55,7 @@ __all__ = [
     "write_annotated_folder",
     "write_generic_tiff",
     "write_large_svs",
+    "write_result",
     "write_scn",
     "write_svs",
 ]

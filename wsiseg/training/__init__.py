@@ -2,6 +2,7 @@
 
 - :mod:`~wsiseg.training.datasets`: folders of image/mask pairs and label schemes;
 - :mod:`~wsiseg.training.losses`: each network's criterion;
+- :mod:`~wsiseg.training.sampling`: the held-out split, augmented crops and batches (pure);
 - :mod:`~wsiseg.training.loop`: :func:`train` and :func:`export_model`;
 - :mod:`~wsiseg.training.metrics`: confusion matrices and scores (pure);
 - :mod:`~wsiseg.training.evaluation`: results and models scored against ground truth.

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import ConfigError, WsisegError
+from wsiseg.errors import ConfigError, DatasetError
 from wsiseg.slide.resample import area_weights, resample_area
 from wsiseg.slide.tissue import tissue_mask
 
@@ -30,10 +30,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
-
-
-class DatasetError(WsisegError, ValueError):
-    """An annotated folder, mask, attribute table or label scheme is unusable."""
 
 
 @dataclass(frozen=True)

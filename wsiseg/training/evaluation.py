@@ -21,6 +21,7 @@ import numpy as np
 
 from wsiseg.errors import ConfigError, ResultError, WsisegError
 from wsiseg.training.metrics import IGNORE_INDEX, MetricsError, Scores, confusion_matrix
+from wsiseg.result.info import ResultInfo
 from wsiseg.result.store import open_result
 
 logger = logging.getLogger(__name__)
@@ -83,12 +84,12 @@ def _single_channel(band: np.ndarray, path: Path) -> np.ndarray:
     return colour[..., 0]
 
 
-def _sampling(attrs: Mapping, shape: tuple[int, int],
+def _sampling(info: ResultInfo, shape: tuple[int, int],
               mask_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Level-0 row and column under the centre of each map row and column."""
     # Map pixel x covers level-0 [ox + x * sx, ox + (x + 1) * sx): see wsiseg.slide.geometry.
-    sx, sy = (float(v) for v in attrs["scale_to_level0"])
-    ox, oy = (float(v) for v in attrs["offset_level0"])
+    sx, sy = (float(v) for v in info.scale_to_level0)
+    ox, oy = (float(v) for v in info.offset_level0)
     rows = np.floor(oy + (np.arange(shape[0]) + 0.5) * sy).astype(np.int64)
     cols = np.floor(ox + (np.arange(shape[1]) + 0.5) * sx).astype(np.int64)
     # The last map pixel may reach past the slide's edge by less than one map pixel.
@@ -105,17 +106,17 @@ def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
     ``mean_over`` and ``groups`` are as in :meth:`Scores.from_matrix`.
     """
     result, mask = Path(result), Path(mask)
-    labels, attrs = open_result(result)
-    names = [str(c["name"]) for c in attrs["classes"]]
+    labels, info = open_result(result)
+    names = list(info.class_names)
     k = len(names)
     height, width = labels.shape
     with _open_mask(mask) as truth_source:
         mask_shape = _mask_shape(truth_source, mask)
-        level0 = tuple(int(v) for v in attrs.get("slide", {}).get("dimensions", ()))[::-1]
+        level0 = info.slide.dimensions[::-1]
         if mask_shape == (height, width):
             rows = cols = None
         elif mask_shape == level0:
-            rows, cols = _sampling(attrs, (height, width), mask_shape)
+            rows, cols = _sampling(info, (height, width), mask_shape)
             logger.info("%s is at level 0: sampling it at the centres of the %d x %d map "
                         "pixels", mask, width, height)
         else:

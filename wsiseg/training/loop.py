@@ -1,9 +1,10 @@
 """Training a registered network on a folder of annotated images: ``train(config)``.
 
 Images are brought to the model card's resolution once and kept in memory. Each epoch draws
-random square crops from every training image (flips, 90 degree rotations, colour jitter),
-trains with the network's own criterion (:mod:`wsiseg.training.losses`), then segments every held-out
-image whole and scores it. ``last.pt`` is written after every epoch and ``best.pt`` when the
+random square crops from every training image (flips, 90 degree rotations, colour jitter; see
+:mod:`wsiseg.training.sampling`), normalises them as inference does, trains with the
+network's own criterion (:mod:`wsiseg.training.losses`) in the precision inference would use
+on that device, then segments every held-out image whole and scores it. ``last.pt`` is written after every epoch and ``best.pt`` when the
 selection score improves; both are ordinary checkpoints (state dict + card) that
 ``wsiseg predict --model`` takes, and ``last.pt`` also holds what resuming needs. Runs are
 reproducible: the split, the initial weights and every crop follow from ``seed``.
@@ -15,24 +16,39 @@ import csv
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from wsiseg.training.datasets import IGNORE_INDEX, LabelScheme, Sample, load_folder, read_attributes
+from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError, ModelError, OutputError
+from wsiseg.inference.predictor import (
+    PRECISIONS,
+    Normalisation,
+    Predictor,
+    autocast_dtype,
+    resolve_device,
+    segment_image,
+)
+from wsiseg.training.datasets import IGNORE_INDEX, LabelScheme, Sample, load_folder, read_attributes
 from wsiseg.training.metrics import Scores, confusion_matrix
-from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device, segment_image
+from wsiseg.training.sampling import crop_size_for, epoch_batches, split_samples
+
+if TYPE_CHECKING:
+    from wsiseg.models import ModelCard
 
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE_VERSION = 1
+LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.csv"
+OPTIMIZERS = ("sgd", "adamw")
+#: Validation scores that can choose ``best.pt``.
+SELECT_BY = ("mean_dice", "mean_iou", "pixel_accuracy")
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,57 @@ class TrainConfig:
         d["arguments"], d["loss_options"] = dict(self.arguments), dict(self.loss_options)
         return d
 
+    def validate(self) -> None:
+        """Refuse a value no run can use, with one line naming it and the way out."""
+        mpp = self.image_mpp
+        problems = [
+            (mpp is None,
+             f"the resolution of the images in {self.data} is not known; pass --image-mpp "
+             "(um per pixel, e.g. 0.62 for GlaS at x20)"),
+            (mpp is not None and not mpp > 0,
+             f"image resolution {mpp} um/px is not positive; pass --image-mpp, e.g. 0.62 for "
+             "GlaS at x20"),
+            (self.val_data is None and not 0 < self.val_fraction < 1,
+             f"validation fraction {self.val_fraction} must be between 0 and 1; or give "
+             "--val-data"),
+            (self.epochs < 1,
+             f"epochs {self.epochs} is not a run; pass --epochs 1 or more"),
+            (self.batch_size < 2,
+             f"batch size {self.batch_size} is too small: BatchNorm needs two samples; pass "
+             "--batch-size 2 or more"),
+            (self.crop_size is not None and self.crop_size < 8,
+             f"crop size {self.crop_size} px is too small; pass --crop-size 8 or more (a "
+             "multiple of 32 suits every network)"),
+            (self.crops_per_image < 1,
+             f"crops per image {self.crops_per_image} draws nothing; pass --crops-per-image 1 "
+             "or more"),
+            (self.optimizer not in OPTIMIZERS,
+             f"unknown optimizer {self.optimizer!r}; use sgd or adamw"),
+            (not self.lr > 0,
+             f"learning rate {self.lr} must be positive; pass e.g. --lr 0.01"),
+            (not self.encoder_lr_scale >= 0,
+             f"encoder learning-rate scale {self.encoder_lr_scale} is negative; pass "
+             "--encoder-lr-scale 0 or more, e.g. 0.1"),
+            (not self.weight_decay >= 0,
+             f"weight decay {self.weight_decay} is negative; pass --weight-decay 0 or more, "
+             "e.g. 1e-4"),
+            (self.warmup_epochs < 0,
+             f"warm-up epochs {self.warmup_epochs} is negative; pass --warmup-epochs 0 or more"),
+            (self.select_by not in SELECT_BY,
+             f"cannot select checkpoints by {self.select_by!r}; use mean_dice, mean_iou or "
+             "pixel_accuracy"),
+            (self.amp not in PRECISIONS,
+             f"unknown precision {self.amp!r}; use auto, bf16, fp16 or fp32"),
+            (self.threads is not None and self.threads < 1,
+             f"threads {self.threads} cannot run; pass --threads 1 or more, or leave it out"),
+            # numpy's generators, which draw the crops, take no negative seeds
+            (self.seed < 0,
+             f"seed {self.seed} is negative; pass --seed 0 or more"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise ConfigError(message)
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -94,118 +161,249 @@ class TrainResult:
     epochs_run: int
 
 
-# --- augmentation ----------------------------------------------------------------------------
+# --- the run, step by step -------------------------------------------------------------------
 
 
-def colour_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.1,
-                  contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.03) -> np.ndarray:
-    """Random brightness, contrast, saturation and hue shifts of an (H, W, 3) uint8 image.
+@dataclass(frozen=True)
+class _Data:
+    """The images of a run at the card's resolution, and the card the trained network gets."""
 
-    Hue turns the chroma of the YIQ colour space by up to ``hue`` of a full turn, which keeps
-    luminance; stain intensity and hue vary this much between labs and scanners.
-    """
-    x = image.astype(np.float32) / 255.0
-    x = x * rng.uniform(1 - brightness, 1 + brightness)
-    mean = x.mean()
-    x = (x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
-    grey = x @ np.float32([0.299, 0.587, 0.114])
-    x = (x - grey[..., None]) * rng.uniform(1 - saturation, 1 + saturation) + grey[..., None]
-    angle = rng.uniform(-hue, hue) * 2 * math.pi
-    if angle:
-        to_yiq = np.float32([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                             [0.211, -0.523, 0.312]])
-        c, s = math.cos(angle), math.sin(angle)
-        turn = np.float32([[1, 0, 0], [0, c, -s], [0, s, c]])
-        x = x @ (np.linalg.inv(to_yiq) @ turn @ to_yiq).T.astype(np.float32)
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    train_set: list[Sample]
+    val_set: list[Sample]
+    card: ModelCard
+    crop_size: int
 
 
-def random_crop(sample: Sample, size: int, rng: np.random.Generator,
-                augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A random ``size`` x ``size`` crop of image and target, flipped, turned and jittered."""
-    h, w = sample.target.shape
-    y = int(rng.integers(0, h - size + 1))
-    x = int(rng.integers(0, w - size + 1))
-    image = sample.image[y:y + size, x:x + size]
-    target = sample.target[y:y + size, x:x + size]
-    if augment:
-        k = int(rng.integers(0, 4))
-        image, target = np.rot90(image, k), np.rot90(target, k)
-        if rng.random() < 0.5:
-            image, target = image[:, ::-1], target[:, ::-1]
-        image = colour_jitter(np.ascontiguousarray(image), rng)
-    return np.ascontiguousarray(image), np.ascontiguousarray(target)
+@dataclass(frozen=True)
+class _Run:
+    """The network on its device and what trains it."""
+
+    module: torch.nn.Module
+    criterion: Callable[..., tuple[torch.Tensor, dict[str, float]]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    device: torch.device
+    autocast: torch.dtype | None  # None: float32
+    normalisation: Normalisation
+    normalise: Callable[[torch.Tensor], torch.Tensor]
 
 
-def crop_size_for(samples: Sequence[Sample], patch_size: int, multiple: int = 32) -> int:
-    """The card's patch size, or the largest multiple of ``multiple`` every image can give."""
-    smallest = min(min(s.target.shape) for s in samples)
-    size = min(patch_size, smallest)
-    if size >= multiple:
-        size -= size % multiple
-    return size
+@dataclass
+class _Progress:
+    """The finished epochs of a run and the best so far: what ``last.pt`` keeps to resume."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    next_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
 
 
-# --- split and batches -----------------------------------------------------------------------
+def train(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` on ``config.data``; see the module docstring."""
+    config.validate()
+    data = _prepare_data(config)
+    run = _build_run(config, data)
+    progress = _start_or_resume(config, data.card, run)
+    logger.info("training %s on %d images (%d held out), crops %d px, %d steps/epoch, %s%s",
+                config.model, len(data.train_set), len(data.val_set), data.crop_size,
+                run.steps_per_epoch, run.device, f" {run.autocast}" if run.autocast else "")
+    for epoch in range(progress.next_epoch, config.epochs):
+        _run_epoch(config, data, run, progress, epoch)
+    out = Path(config.out)
+    if progress.best_epoch < 0:
+        raise ConfigError(f"{out} already ran all {config.epochs} epochs; raise --epochs to "
+                          "train on")
+    return TrainResult(out / BEST, out / LAST, out / METRICS, progress.best_epoch + 1,
+                       progress.best_score, len(progress.history))
 
 
-def split_samples(samples: Sequence[Sample], fraction: float, seed: int,
-                  groups: Sequence[str] | None = None) -> tuple[list[Sample], list[Sample]]:
-    """Hold out about ``fraction`` of the images; whole groups (e.g. patients) stay together."""
-    if not 0 < fraction < 1:
-        raise ConfigError(f"validation fraction {fraction} must be between 0 and 1; or give "
-                          "--val-data")
-    keys = list(groups) if groups is not None else [s.name for s in samples]
-    unique = sorted(set(keys))
-    random.Random(seed).shuffle(unique)
-    n_val = max(1, round(fraction * len(unique)))
-    if n_val >= len(unique):
-        raise ConfigError(f"{len(unique)} image group(s) are too few to hold {fraction:.0%} "
-                          "out for validation; give --val-data or more images")
-    held = set(unique[:n_val])
-    train = [s for s, k in zip(samples, keys) if k not in held]
-    val = [s for s, k in zip(samples, keys) if k in held]
-    return train, val
+def _prepare_data(config: TrainConfig) -> _Data:
+    """Load the images at the card's resolution, hold some out and choose the crop size."""
+    from wsiseg.models import default_card
+
+    base_card = default_card(config.model)
+    scheme = (LabelScheme.from_file(config.classes) if config.classes
+              else LabelScheme.identity([(c.index, c.name, c.color) for c in base_card.classes]))
+    attributes = (read_attributes(config.attributes, config.attributes_key)
+                  if config.attributes else None)
+    if scheme.attribute_columns and attributes is None:
+        raise ConfigError(f"the label scheme uses attributes {sorted(scheme.attribute_columns)}; "
+                          "pass --attributes with a CSV that has them")
+    train_set, val_set = _split(config, scheme, base_card.mpp, attributes)
+    if len(train_set) * config.crops_per_image < config.batch_size:
+        raise ConfigError(f"{len(train_set)} training images x {config.crops_per_image} crops "
+                          f"do not fill one batch of {config.batch_size}; lower --batch-size")
+    card = _trained_card(config, base_card, scheme)
+    size = config.crop_size or crop_size_for(train_set, base_card.patch_size)
+    if size > min(min(s.target.shape) for s in train_set):
+        raise ConfigError(f"crop size {size} is larger than the smallest training image; "
+                          "lower --crop-size")
+    return _Data(train_set, val_set, card, size)
 
 
-def _batches(samples: Sequence[Sample], config: TrainConfig, size: int,
-             epoch: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng([config.seed, epoch])
-    order = np.concatenate([rng.permutation(len(samples))
-                            for _ in range(config.crops_per_image)])
-    n = len(order) - len(order) % config.batch_size  # full batches: BatchNorm needs >= 2
-    batches = []
-    for start in range(0, n, config.batch_size):
-        crops = [random_crop(samples[i], size, rng) for i in order[start:start + config.batch_size]]
-        grades = np.array([samples[i].grade for i in order[start:start + config.batch_size]])
-        batches.append((np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops]), grades))
-    return batches
+def _split(config: TrainConfig, scheme: LabelScheme, model_mpp: float,
+           attributes: Mapping[str, Mapping[str, str]] | None) -> tuple[list[Sample], list[Sample]]:
+    """The training and held-out images: ``--val-data``, or a seeded split of ``data``."""
+    samples = load_folder(config.data, scheme, config.image_mpp, model_mpp, attributes)
+    if config.val_data is not None:
+        return samples, load_folder(config.val_data, scheme, config.image_mpp, model_mpp,
+                                    attributes)
+    groups = None
+    if config.split_by:
+        rows = attributes or {}
+        missing = [s.name for s in samples if config.split_by not in rows.get(s.name, {})]
+        if missing:
+            raise ConfigError(f"image {missing[0]} has no {config.split_by!r} attribute to "
+                              "split by; fix --attributes or drop --split-by")
+        groups = [rows[s.name][config.split_by] for s in samples]
+    return split_samples(samples, config.val_fraction, config.seed, groups)
 
 
-# --- run -------------------------------------------------------------------------------------
+def _trained_card(config: TrainConfig, base_card: ModelCard, scheme: LabelScheme) -> ModelCard:
+    """The card the trained network is saved with: the scheme's classes, the run's arguments."""
+    from wsiseg.models import ClassInfo
+
+    classes = tuple(ClassInfo(i, n, tuple(c)) for i, n, c in scheme.classes())
+    arguments = {**base_card.arguments, **dict(config.arguments), "num_classes": len(classes)}
+    return replace(base_card, name=config.name or f"{config.model}-trained", classes=classes,
+                   arguments=arguments, weights=None, weights_sha256=None,
+                   description=f"{config.model} trained by wsiseg on {Path(config.data).name}")
 
 
-def _bf16_cpu() -> bool:
+def _build_run(config: TrainConfig, data: _Data) -> _Run:
+    """The network, seeded by ``config.seed``, on its device, with criterion and optimizer."""
+    from wsiseg.models import create_model
+    from wsiseg.training.losses import criterion_for
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        module = create_model(config.model, **data.card.arguments)
+    except ModelError as err:
+        raise ConfigError(f"cannot build {config.model}: {err}") from err
+    module = module.to(device)
+    if device.type == "cpu":
+        module = module.to(memory_format=torch.channels_last)
+    criterion = criterion_for(module, **dict(config.loss_options))
+    optimizer = _optimizer(module, config)
+    steps = (len(data.train_set) * config.crops_per_image) // config.batch_size
+    card = data.card
+    normalisation = Normalisation(tuple(card.mean), tuple(card.std), card.channel_order)
+    return _Run(module, criterion, optimizer, _schedule(optimizer, steps, config), steps, device,
+                autocast_dtype(device, config.amp), normalisation,
+                normalisation.normaliser(device))
 
 
-def _autocast(device: torch.device, amp: str) -> torch.dtype | None:
-    if amp in ("none", "off", "fp32"):
-        return None
-    if amp not in ("auto", "bf16", "fp16"):
-        raise ConfigError(f"unknown precision {amp!r}; use auto, bf16, fp16 or fp32")
-    if device.type == "cuda":
-        if amp == "fp16":
-            return torch.float16
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # On CPUs bf16 pays only with native support; elsewhere it is slower than fp32.
-    if amp == "fp16":
-        raise ConfigError("fp16 training needs CUDA; use --amp bf16 or fp32 on the CPU")
-    return torch.bfloat16 if (amp == "bf16" or _bf16_cpu()) else None
+def _start_or_resume(config: TrainConfig, card: ModelCard, run: _Run) -> _Progress:
+    """A new run in a new or empty ``out``; with ``resume``, the state its ``last.pt`` holds."""
+    out = Path(config.out)
+    last_path = out / LAST
+    if config.resume and last_path.exists():
+        state = _read_state(last_path)
+        _check_resumable(state, config, card, last_path)
+        run.module.load_state_dict(state["state_dict"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        logger.info("resuming %s after epoch %d", last_path, state["epoch"] + 1)
+        return _Progress(list(state["history"]), state["epoch"] + 1, state["best_score"],
+                         state["best_epoch"])
+    if last_path.exists():
+        raise OutputError(f"{out} already holds a training run ({last_path.name}); pass --resume "
+                          "to continue it or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {out} ({err.strerror or err})") from err
+    return _Progress()
+
+
+def _run_epoch(config: TrainConfig, data: _Data, run: _Run, progress: _Progress,
+               epoch: int) -> None:
+    """Train one epoch, score the held-out images, note the row and write the run's files."""
+    t0 = time.perf_counter()
+    losses = _train_epoch(config, data, run, epoch)
+    train_seconds = time.perf_counter() - t0
+    scores = _evaluate(data, run)
+    score = _score(scores, config.select_by)
+    row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[-1]["lr"],
+           **{f"train_{k}": v for k, v in losses.items()},
+           **{f"val_{k}": v for k, v in _flat_scores(scores).items()},
+           "seconds": round(time.perf_counter() - t0, 2),
+           "train_seconds": round(train_seconds, 2)}
+    progress.history.append(row)
+    improved = score > progress.best_score
+    if improved:
+        progress.best_score, progress.best_epoch = score, epoch
+    _save(config, data.card, run, progress, epoch, scores if improved else None)
+    logger.info("epoch %d/%d: loss %.4f, val %s %.4f%s (%.0f s)", epoch + 1, config.epochs,
+                row.get("train_loss", float("nan")), config.select_by, score,
+                " (best)" if improved else "", row["seconds"])
+
+
+def _train_epoch(config: TrainConfig, data: _Data, run: _Run, epoch: int) -> dict[str, float]:
+    """One pass over the epoch's batches; the mean loss and mean of each of its terms."""
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    run.module.train()
+    sums: dict[str, float] = {}
+    batches = epoch_batches(data.train_set, data.crop_size, config.batch_size,
+                            config.crops_per_image, config.seed, epoch)
+    for images, targets, grades in _with_progress_bar(batches, config.progress, epoch,
+                                                      config.epochs):
+        loss, parts = _train_step(run, images, targets, grades, epoch)
+        sums["loss"] = sums.get("loss", 0.0) + loss
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return {k: v / max(1, len(batches)) for k, v in sums.items()}
+
+
+def _train_step(run: _Run, images: np.ndarray, targets: np.ndarray, grades: np.ndarray,
+                epoch: int) -> tuple[float, dict[str, float]]:
+    """One optimizer step on one batch; its loss and the loss's terms."""
+    x = run.normalise(torch.from_numpy(images).to(run.device)).contiguous(
+        memory_format=torch.channels_last if run.device.type == "cpu" else torch.contiguous_format)
+    batch = {"target": torch.from_numpy(targets).to(run.device).long(),
+             "grade": torch.from_numpy(grades).to(run.device).long()}
+    with torch.autocast(run.device.type, dtype=run.autocast, enabled=run.autocast is not None):
+        outputs = _forward_train(run.module, x)
+    loss, parts = run.criterion(_as_float(outputs), batch)
+    if not torch.isfinite(loss):
+        raise ModelError(f"the loss became {float(loss)} in epoch {epoch + 1}; lower --lr "
+                         "or use --amp fp32")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    return float(loss.detach()), parts
+
+
+def _evaluate(data: _Data, run: _Run) -> Scores:
+    """Scores of the held-out images, each segmented whole as inference would."""
+    predictor = Predictor(run.module, data.card.num_classes, run.normalisation, run.device,
+                          amp="auto")
+    return evaluate_samples(predictor, data.val_set, [c.name for c in data.card.classes])
+
+
+def _save(config: TrainConfig, card: ModelCard, run: _Run, progress: _Progress, epoch: int,
+          best_scores: Scores | None) -> None:
+    """Write ``best.pt`` (when ``best_scores`` are new), then ``last.pt`` and the history CSV."""
+    from wsiseg.models.loading import save_checkpoint
+
+    out = Path(config.out)
+    if best_scores is not None:
+        save_checkpoint(out / BEST, run.module, card,
+                        {"epoch": epoch, "scores": best_scores.to_dict()})
+    save_checkpoint(out / LAST, run.module, card, {
+        "train_state_version": TRAIN_STATE_VERSION, "config": config.to_json_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "epoch": epoch, "history": progress.history, "best_score": progress.best_score,
+        "best_epoch": progress.best_epoch})
+    _write_csv(out / METRICS, progress.history)
+
+
+# --- network, optimizer, schedule ------------------------------------------------------------
 
 
 def _optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -219,9 +417,7 @@ def _optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Opti
     groups = [g for g in groups if g["params"]]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    raise ConfigError(f"unknown optimizer {config.optimizer!r}; use sgd or adamw")
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)  # validated
 
 
 def _schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
@@ -244,6 +440,20 @@ def _forward_train(module: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
     return {"logits": module(x)}
 
 
+def _as_float(outputs: dict[str, Any]) -> dict[str, Any]:
+    def cast(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.float()
+        if isinstance(v, (list, tuple)):
+            return [cast(u) for u in v]
+        return v
+
+    return {k: cast(v) for k, v in outputs.items()}
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample],
                      class_names: Sequence[str]) -> Scores:
     """Segment each image whole and score it against its target (see :mod:`wsiseg.training.metrics`)."""
@@ -256,182 +466,11 @@ def evaluate_samples(predictor: Predictor, samples: Sequence[Sample],
 
 def _score(scores: Scores, select_by: str) -> float:
     value = scores.to_dict().get(select_by)
-    if not isinstance(value, (int, float)):
-        raise ConfigError(f"cannot select checkpoints by {select_by!r}; use mean_dice, "
-                          "mean_iou or pixel_accuracy")
+    if not isinstance(value, (int, float)):  # None: no class to average is in the images
+        raise ConfigError(f"the held-out images give no {select_by}: none of the classes it "
+                          "averages is in them or predicted; hold out other images or select "
+                          "by pixel_accuracy")
     return float(value)
-
-
-def _write_atomic(payload: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(f"cannot write {path} ({err.strerror or err}); check free space and "
-                          "that the folder is writable") from err
-
-
-def train(config: TrainConfig) -> TrainResult:
-    """Train ``config.model`` on ``config.data``; see the module docstring."""
-    from wsiseg.training.losses import criterion_for
-    from wsiseg.models import ClassInfo, create_model, default_card
-    from wsiseg.models.loading import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-
-    base_card = default_card(config.model)
-    if config.image_mpp is None:
-        raise ConfigError(f"the resolution of the images in {config.data} is not known; pass "
-                          "--image-mpp (um per pixel, e.g. 0.62 for GlaS at x20)")
-    scheme = (LabelScheme.from_file(config.classes) if config.classes
-              else LabelScheme.identity([(c.index, c.name, c.color) for c in base_card.classes]))
-    attributes = (read_attributes(config.attributes, config.attributes_key)
-                  if config.attributes else None)
-    if scheme.attribute_columns and attributes is None:
-        raise ConfigError(f"the label scheme uses attributes {sorted(scheme.attribute_columns)}; "
-                          "pass --attributes with a CSV that has them")
-    samples = load_folder(config.data, scheme, config.image_mpp, base_card.mpp, attributes)
-    if config.val_data is not None:
-        train_set = samples
-        val_set = load_folder(config.val_data, scheme, config.image_mpp, base_card.mpp, attributes)
-    else:
-        groups = None
-        if config.split_by:
-            rows = attributes or {}
-            missing = [s.name for s in samples if config.split_by not in rows.get(s.name, {})]
-            if missing:
-                raise ConfigError(f"image {missing[0]} has no {config.split_by!r} attribute to "
-                                  "split by; fix --attributes or drop --split-by")
-            groups = [rows[s.name][config.split_by] for s in samples]
-        train_set, val_set = split_samples(samples, config.val_fraction, config.seed, groups)
-    if config.batch_size < 2:
-        raise ConfigError("batch size must be at least 2 (BatchNorm needs two samples)")
-    if len(train_set) * config.crops_per_image < config.batch_size:
-        raise ConfigError(f"{len(train_set)} training images x {config.crops_per_image} crops "
-                          f"do not fill one batch of {config.batch_size}; lower --batch-size")
-
-    classes = tuple(ClassInfo(i, n, tuple(c)) for i, n, c in scheme.classes())
-    arguments = {**base_card.arguments, **dict(config.arguments), "num_classes": len(classes)}
-    card = replace(base_card, name=config.name or f"{config.model}-trained", classes=classes,
-                   arguments=arguments, weights=None, weights_sha256=None,
-                   description=f"{config.model} trained by wsiseg on {Path(config.data).name}")
-    size = config.crop_size or crop_size_for(train_set, base_card.patch_size)
-    if size > min(min(s.target.shape) for s in train_set):
-        raise ConfigError(f"crop size {size} is larger than the smallest training image; "
-                          "lower --crop-size")
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    dtype = _autocast(device, config.amp)
-    torch.manual_seed(config.seed)
-    try:
-        module = create_model(config.model, **arguments)
-    except ModelError as err:
-        raise ConfigError(f"cannot build {config.model}: {err}") from err
-    module = module.to(device)
-    if device.type == "cpu":
-        module = module.to(memory_format=torch.channels_last)
-    criterion = criterion_for(module, **dict(config.loss_options))
-    optimizer = _optimizer(module, config)
-    steps = (len(train_set) * config.crops_per_image) // config.batch_size
-    scheduler = _schedule(optimizer, steps, config)
-
-    out = Path(config.out)
-    last_path, best_path, csv_path = out / "last.pt", out / "best.pt", out / "metrics.csv"
-    history: list[dict[str, Any]] = []
-    start_epoch, best_score, best_epoch = 0, -math.inf, -1
-    if config.resume and last_path.exists():
-        state = _read_state(last_path)
-        _check_resumable(state, config, card, last_path)
-        module.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch, best_score, best_epoch = (state["epoch"] + 1, state["best_score"],
-                                               state["best_epoch"])
-        logger.info("resuming %s after epoch %d", last_path, state["epoch"] + 1)
-    elif last_path.exists():
-        raise OutputError(f"{out} already holds a training run ({last_path.name}); pass --resume "
-                          "to continue it or choose another --out")
-    else:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"cannot create {out} ({err.strerror or err})") from err
-
-    norm = Normalisation(card.mean, card.std, card.channel_order)
-    mean = torch.tensor(card.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(card.std, device=device).view(1, 3, 1, 1)
-    order = [2, 1, 0] if card.channel_order.upper() == "BGR" else [0, 1, 2]
-    names = [c.name for c in classes]
-    logger.info("training %s on %d images (%d held out), crops %d px, %d steps/epoch, %s%s",
-                config.model, len(train_set), len(val_set), size, steps, device,
-                f" {dtype}" if dtype else "")
-
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        module.train()
-        sums: dict[str, float] = {}
-        batches = _batches(train_set, config, size, epoch)
-        for images, targets, grades in _progress(batches, config.progress, epoch, config.epochs):
-            x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)[:, order].float() / 255.0
-            x = ((x - mean) / std).contiguous(
-                memory_format=torch.channels_last if device.type == "cpu" else torch.contiguous_format)
-            batch = {"target": torch.from_numpy(targets).to(device).long(),
-                     "grade": torch.from_numpy(grades).to(device).long()}
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outputs = _forward_train(module, x)
-            loss, parts = criterion(_as_float(outputs), batch)
-            if not torch.isfinite(loss):
-                raise ModelError(f"the loss became {float(loss)} in epoch {epoch + 1}; lower --lr "
-                                 "or use --amp fp32")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-        train_seconds = time.perf_counter() - t0
-        predictor = Predictor(module, len(classes), norm, device, amp="auto")
-        scores = evaluate_samples(predictor, val_set, names)
-        score = _score(scores, config.select_by)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[-1]["lr"],
-               **{f"train_{k}": v / max(1, len(batches)) for k, v in sums.items()},
-               **{f"val_{k}": v for k, v in _flat_scores(scores).items()},
-               "seconds": round(time.perf_counter() - t0, 2),
-               "train_seconds": round(train_seconds, 2)}
-        history.append(row)
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch = score, epoch
-            _write_atomic(_payload(module, card, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
-                                   extra={"epoch": epoch, "scores": scores.to_dict()}), best_path)
-        _write_atomic(_payload(module, card, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, extra={
-            "train_state_version": TRAIN_STATE_VERSION, "config": config.to_json_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "history": history, "best_score": best_score,
-            "best_epoch": best_epoch}), last_path)
-        _write_csv(csv_path, history)
-        logger.info("epoch %d/%d: loss %.4f, val %s %.4f%s (%.0f s)", epoch + 1, config.epochs,
-                    row.get("train_loss", float("nan")), config.select_by, score,
-                    " (best)" if improved else "", row["seconds"])
-    if best_epoch < 0:
-        raise ConfigError(f"{out} already ran all {config.epochs} epochs; raise --epochs to "
-                          "train on")
-    return TrainResult(best_path, last_path, csv_path, best_epoch + 1, best_score, len(history))
-
-
-def _as_float(outputs: dict[str, Any]) -> dict[str, Any]:
-    def cast(v: Any) -> Any:
-        if isinstance(v, torch.Tensor):
-            return v.float()
-        if isinstance(v, (list, tuple)):
-            return [cast(u) for u in v]
-        return v
-
-    return {k: cast(v) for k, v in outputs.items()}
 
 
 def _flat_scores(scores: Scores) -> dict[str, float]:
@@ -442,12 +481,7 @@ def _flat_scores(scores: Scores) -> dict[str, float]:
     return flat
 
 
-def _payload(module: torch.nn.Module, card: Any, fmt: str, version: int,
-             extra: dict[str, Any]) -> dict[str, Any]:
-    state = {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
-             for k, v in module.state_dict().items()}
-    return {"format": fmt, "version": version, "card": card.to_dict(), "state_dict": state,
-            **extra}
+# --- files -----------------------------------------------------------------------------------
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -475,16 +509,15 @@ def _check_resumable(state: Mapping[str, Any], config: TrainConfig, card: Any,
 
 
 def _write_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    """The history, a row per epoch; columns in the order they first appear."""
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in history:
             writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    os.replace(tmp, path)
 
 
 def _fmt(v: Any) -> Any:
@@ -493,7 +526,7 @@ def _fmt(v: Any) -> Any:
     return "" if v is None else v
 
 
-def _progress(batches: list[Any], enabled: bool, epoch: int, epochs: int) -> Any:
+def _with_progress_bar(batches: list[Any], enabled: bool, epoch: int, epochs: int) -> Any:
     if not enabled:
         return batches
     from tqdm import tqdm
@@ -512,7 +545,7 @@ def export_model(checkpoint: str | os.PathLike, folder: str | os.PathLike, name:
     import hashlib
 
     from wsiseg.models import ModelCard
-    from wsiseg.models.loading import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from wsiseg.models.loading import checkpoint_payload, write_checkpoint
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     card = ModelCard.from_dict(state["card"], source=str(checkpoint))
@@ -521,11 +554,9 @@ def export_model(checkpoint: str | os.PathLike, folder: str | os.PathLike, name:
     card = replace(card, name=name, description=description or card.description)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    weights_path = folder / f"{name}.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                "card": card.to_dict(), "state_dict": weights}, weights_path)
+    weights_path = write_checkpoint(folder / f"{name}.pt", checkpoint_payload(weights, card))
     digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
     card_path = folder / f"{name}.json"
-    card_path.write_text(replace(card, weights=weights_path.name, weights_sha256=digest).to_json()
-                         + "\n")
+    with atomic_write(card_path) as f:
+        f.write(replace(card, weights=weights_path.name, weights_sha256=digest).to_json() + "\n")
     return card_path

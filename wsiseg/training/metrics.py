@@ -21,13 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import WsisegError
+from wsiseg.errors import MetricsError
 
 IGNORE_INDEX = 255
-
-
-class MetricsError(WsisegError, ValueError):
-    """Predictions or truth that cannot be scored (shapes, class indices)."""
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int,

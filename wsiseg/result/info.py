@@ -1,0 +1,321 @@
+"""What a result records about itself: :class:`ResultInfo`, typed, and its JSON attributes.
+
+A prediction stores a :class:`ResultInfo` as the ``wsiseg`` attribute of its zarr group
+(:meth:`ResultInfo.to_attrs`); everything that reads a result gets it back, validated, from
+:meth:`ResultInfo.from_attrs` (through :func:`wsiseg.result.store.open_result`), so readers use
+fields rather than string lookups, and a damaged or foreign store fails in one place, with one
+line naming the result, what is wrong and the way out.
+
+``layout`` is the version of the on-disk layout. A wsiseg refuses results of a layout newer than
+:data:`LAYOUT` rather than misread them. Results written before the layout was recorded have no
+``layout`` key; their content is that of layout 1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsiseg._version import __version__
+from wsiseg.errors import ResultError
+from wsiseg.models.card import ClassInfo
+
+#: The result layout this wsiseg writes and the newest it reads.
+LAYOUT = 1
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """The slide a result was made from, as it was when predicted."""
+
+    path: Path  # absolute, on the machine that predicted
+    size_bytes: int
+    vendor: str
+    dimensions: tuple[int, int]  # level 0, (width, height)
+    bounds: tuple[int, int, int, int]  # x, y, width, height of the scanned area at level 0
+    mpp: tuple[float, float]  # level 0, (x, y) um/px
+    mpp_source: str  # "metadata", or "user" when given as --slide-mpp
+    quickhash: str | None  # openslide.quickhash-1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model that made a result."""
+
+    name: str
+    source: str  # registry name or the file it was loaded from
+    card: dict[str, Any]  # the model card as JSON (ModelCard.to_dict)
+    weights_sha256: str | None
+
+
+@dataclass(frozen=True)
+class TissueSampling:
+    """Where the pixels of the result's ``tissue`` mask lie on the slide."""
+
+    factor: int  # analysis pixels per mask pixel
+    mpp: tuple[float, float]
+    scale_to_level0: tuple[float, float]
+    offset_level0: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """A finished result: the map's frame on the slide, its classes, and how it was made.
+
+    Map pixel (x, y) covers level-0 pixels ``[ox + x sx, ox + (x + 1) sx)`` horizontally, and
+    likewise vertically, with ``(sx, sy) = scale_to_level0`` and ``(ox, oy) = offset_level0``.
+    ``path`` is where the result is now; it is not stored.
+    """
+
+    path: Path
+    version: str  # the wsiseg that wrote it
+    slide: SlideSource
+    level: int  # slide level read
+    level_downsample: float
+    resample: tuple[float, float]  # read-level pixels per map pixel
+    analysis_mpp: tuple[float, float]
+    scale_to_level0: tuple[float, float]
+    offset_level0: tuple[int, int]
+    shape: tuple[int, int]  # (height, width) of ``labels``
+    classes: tuple[ClassInfo, ...]
+    model: ModelInfo
+    patch_size: int
+    stride: int
+    sigma: float
+    tissue_threshold: float
+    tissue: TissueSampling
+    patches_total: int
+    patches_kept: int
+    patches_predicted: int  # windows across a column-stripe edge count once per side
+    stripes: int
+    seconds: float
+    timings: dict[str, float]  # seconds per stage
+    config: dict[str, Any]  # the PredictConfig as given (None: from the model card)
+    layout: int = LAYOUT
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The JSON stored as the result's ``wsiseg`` attribute."""
+        s, m, t = self.slide, self.model, self.tissue
+        return {
+            "layout": self.layout,
+            "version": self.version,
+            "slide": {
+                "path": str(s.path),
+                "size_bytes": s.size_bytes,
+                "vendor": s.vendor,
+                "dimensions": list(s.dimensions),
+                "bounds": list(s.bounds),
+                "mpp": list(s.mpp),
+                "mpp_source": s.mpp_source,
+                "quickhash": s.quickhash,
+            },
+            "level": self.level,
+            "level_downsample": self.level_downsample,
+            "resample": list(self.resample),
+            "analysis_mpp": list(self.analysis_mpp),
+            "scale_to_level0": list(self.scale_to_level0),
+            "offset_level0": list(self.offset_level0),
+            "shape": list(self.shape),
+            "classes": [
+                {"index": c.index, "name": c.name, "color": list(c.color)} for c in self.classes
+            ],
+            "model": {
+                "name": m.name,
+                "source": m.source,
+                "card": m.card,
+                "weights_sha256": m.weights_sha256,
+            },
+            "patch_size": self.patch_size,
+            "stride": self.stride,
+            "sigma": self.sigma,
+            "tissue_threshold": self.tissue_threshold,
+            "tissue": {
+                "factor": t.factor,
+                "mpp": list(t.mpp),
+                "scale_to_level0": list(t.scale_to_level0),
+                "offset_level0": list(t.offset_level0),
+            },
+            "patches_total": self.patches_total,
+            "patches_kept": self.patches_kept,
+            "patches_predicted": self.patches_predicted,
+            "stripes": self.stripes,
+            "seconds": self.seconds,
+            "timings": dict(self.timings),
+            "config": dict(self.config),
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Any, path: str | os.PathLike) -> ResultInfo:
+        """Parse and validate the ``wsiseg`` attribute of the result at ``path``.
+
+        Raises :class:`ResultError` for a missing or ill-typed value, and for a layout newer
+        than this wsiseg reads.
+        """
+        path = Path(path)
+        try:
+            top = _Fields(attrs, "wsiseg")
+            # Read first: a newer layout may have moved or renamed anything else.
+            layout = top.integer("layout") if "layout" in top else 1  # written before versioning
+            if layout > LAYOUT:
+                raise ResultError(
+                    f"{path} has result layout {layout}, but this wsiseg ({__version__}) reads "
+                    f"layout {LAYOUT}; upgrade wsiseg to open it")
+            if layout < 1:
+                raise _Invalid(f"'layout' is {layout}, not 1 or more")
+            s, m, t = top.section("slide"), top.section("model"), top.section("tissue")
+            return cls(
+                path=path,
+                version=top.text("version"),
+                slide=SlideSource(
+                    path=Path(s.text("path")),
+                    size_bytes=s.integer("size_bytes"),
+                    vendor=s.text("vendor"),
+                    dimensions=s.integers("dimensions", 2),
+                    bounds=s.integers("bounds", 4),
+                    mpp=s.numbers("mpp", 2),
+                    mpp_source=s.text("mpp_source"),
+                    quickhash=s.optional_text("quickhash"),
+                ),
+                level=top.integer("level"),
+                level_downsample=top.number("level_downsample"),
+                resample=top.numbers("resample", 2),
+                analysis_mpp=top.numbers("analysis_mpp", 2),
+                scale_to_level0=top.numbers("scale_to_level0", 2),
+                offset_level0=top.integers("offset_level0", 2),
+                shape=top.integers("shape", 2),
+                classes=tuple(_class(c) for c in top.items("classes")),
+                model=ModelInfo(
+                    name=m.text("name"),
+                    source=m.text("source"),
+                    card=m.mapping("card"),
+                    weights_sha256=m.optional_text("weights_sha256"),
+                ),
+                patch_size=top.integer("patch_size"),
+                stride=top.integer("stride"),
+                sigma=top.number("sigma"),
+                tissue_threshold=top.number("tissue_threshold"),
+                tissue=TissueSampling(
+                    factor=t.integer("factor"),
+                    mpp=t.numbers("mpp", 2),
+                    scale_to_level0=t.numbers("scale_to_level0", 2),
+                    offset_level0=t.integers("offset_level0", 2),
+                ),
+                patches_total=top.integer("patches_total"),
+                patches_kept=top.integer("patches_kept"),
+                patches_predicted=top.integer("patches_predicted"),
+                stripes=top.integer("stripes"),
+                seconds=top.number("seconds"),
+                timings=top.section("timings").all_numbers(),
+                config=top.mapping("config"),
+                layout=layout,
+            )
+        except _Invalid as err:
+            raise ResultError(f"{path} is not a finished wsiseg result ({err}); give the .zarr "
+                              "that wsiseg predict wrote, or predict the slide again") from None
+
+
+class _Invalid(Exception):
+    """A stored value is missing or of the wrong kind; the message says which, in a few words."""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Fields:
+    """Typed reads from one JSON object of the attributes; ``name`` is its key path."""
+
+    def __init__(self, obj: Any, name: str) -> None:
+        if not isinstance(obj, Mapping):
+            raise _Invalid(f"{name!r} is {_show(obj)}, not an object")
+        self.obj, self.name = obj, name
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.obj
+
+    def _key(self, key: str) -> str:
+        return key if self.name == "wsiseg" else f"{self.name}.{key}"
+
+    def _get(self, key: str) -> Any:
+        if key not in self.obj:
+            raise _Invalid(f"no {self._key(key)!r}")
+        return self.obj[key]
+
+    def _wrong(self, key: str, value: Any, kind: str) -> _Invalid:
+        return _Invalid(f"{self._key(key)!r} is {_show(value)}, not {kind}")
+
+    def integer(self, key: str) -> int:
+        value = self._get(key)
+        if not _is_integer(value):
+            raise self._wrong(key, value, "a whole number")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self._get(key)
+        if not _is_number(value):
+            raise self._wrong(key, value, "a number")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise self._wrong(key, value, "text")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._get(key)
+        if not (value is None or isinstance(value, str)):
+            raise self._wrong(key, value, "text or null")
+        return value
+
+    def integers(self, key: str, n: int) -> tuple[int, ...]:
+        value = self._get(key)
+        if not (isinstance(value, (list, tuple)) and len(value) == n
+                and all(_is_integer(v) for v in value)):
+            raise self._wrong(key, value, f"{n} whole numbers")
+        return tuple(value)
+
+    def numbers(self, key: str, n: int) -> tuple[float, ...]:
+        value = self._get(key)
+        if not (isinstance(value, (list, tuple)) and len(value) == n
+                and all(_is_number(v) for v in value)):
+            raise self._wrong(key, value, f"{n} numbers")
+        return tuple(value)
+
+    def items(self, key: str) -> list[_Fields]:
+        value = self._get(key)
+        if not isinstance(value, (list, tuple)):
+            raise self._wrong(key, value, "a list")
+        return [_Fields(v, f"{self._key(key)}[{i}]") for i, v in enumerate(value)]
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self._get(key)
+        if not isinstance(value, Mapping):
+            raise self._wrong(key, value, "an object")
+        return dict(value)
+
+    def section(self, key: str) -> _Fields:
+        return _Fields(self._get(key), self._key(key))
+
+    def all_numbers(self) -> dict[str, float]:
+        return {key: self.number(key) for key in self.obj}
+
+
+def _class(fields: _Fields) -> ClassInfo:
+    return ClassInfo(fields.integer("index"), fields.text("name"), fields.integers("color", 3))
