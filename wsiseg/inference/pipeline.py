@@ -14,19 +14,18 @@ from typing import Any
 
 import numpy as np
 
-
 from wsiseg._version import __version__
 from wsiseg.errors import ConfigError, ModelError
-from wsiseg.slide.geometry import plan_geometry
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
-from wsiseg.progress import progress_bar
-from wsiseg.slide.region import RegionReader
-from wsiseg.slide.reader import open_slide
 from wsiseg.inference.stitcher import Stitcher
+from wsiseg.progress import progress_bar
 from wsiseg.result.info import ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.store import OutputWriter, check_output, default_output_path
+from wsiseg.slide.geometry import Geometry, plan_geometry
+from wsiseg.slide.reader import Slide, open_slide
+from wsiseg.slide.region import RegionReader
 from wsiseg.slide.tissue import mask_factor, read_tissue
 
 logger = logging.getLogger(__name__)
@@ -115,96 +114,28 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
     path = Path(path)
     out = Path(config.out) if config.out else default_output_path(path)
     check_output(out, config.overwrite)
-    timings: dict[str, float] = {}
     with open_slide(path, slide_mpp=config.slide_mpp) as slide:
-        slide_mpp = slide.require_mpp()
-        loaded = model if model is not None else load_configured_model(config)
-        card = loaded.card
-        patch_size = config.patch_size or card.patch_size
-        stride = config.stride or card.stride
-        sigma = config.sigma or patch_size / 8
-        target_mpp = config.target_mpp or card.mpp
-        if config.target_mpp and abs(config.target_mpp / card.mpp - 1) > 0.02:
-            logger.warning(
-                "analysing at %g um/px although the model was trained at %g um/px",
-                config.target_mpp, card.mpp,
-            )
-        geometry = plan_geometry(
-            slide.level_downsamples, slide.bounds, slide_mpp, target_mpp, source=str(path)
-        )
-        grid = PatchGrid(geometry.width, geometry.height, patch_size, stride)
-        logger.info(
-            "%s: level %d (downsample %.4g), analysis grid %d x %d at %.4g um/px",
-            path.name, geometry.level, geometry.level_downsample, geometry.width,
-            geometry.height, geometry.mpp[0],
-        )
-
+        plan = _plan(slide, config, model)
         t = time.perf_counter()
-        factor = mask_factor(patch_size, stride, geometry.mpp[0])
-        tissue, tissue_geometry = read_tissue(slide, geometry, factor)
-        fractions = window_tissue_fractions(tissue, factor, grid)
-        kept = fractions >= config.tissue_threshold
-        timings["tissue"] = time.perf_counter() - t
-        if not kept.any():
-            logger.warning(
-                "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
-                path, 100 * config.tissue_threshold,
-            )
-
+        tissue = _find_tissue(slide, plan, config)
+        timings = {"tissue": time.perf_counter() - t}
         device = resolve_device(config.device)
+        card = plan.loaded.card
         predictor = Predictor(
-            loaded.module, card.num_classes,
+            plan.loaded.module, card.num_classes,
             Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
             device, amp=config.amp,
         )
         writer = None
         try:
             writer = OutputWriter(
-                out, geometry.height, geometry.width, card.num_classes, config.probabilities,
-                chunk=config.chunk_size,
+                out, plan.geometry.height, plan.geometry.width, card.num_classes,
+                config.probabilities, chunk=config.chunk_size,
             )
-            writer.write_tissue(tissue)
-            threads = config.threads or min(4, os.cpu_count() or 1)
-            batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
-            stripes = column_stripes(geometry.width, config.stripe_width, writer.chunk)
-            todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
-            predicted = sum(int(k.sum()) for _, _, k in todo)
-            t = time.perf_counter()
-            predict_s = stitch_s = read_s = 0.0
-            with progress_bar(predicted, path.name, "patch", config.progress, leave=False) as bar:
-                # Column stripes, each top to bottom: memory depends on the stripe's width,
-                # not the slide's. Windows across a stripe edge are predicted for both sides.
-                for x0, x1, stripe_kept in todo:
-                    writer.begin_stripe(x0, x1)
-                    stitcher = Stitcher(
-                        grid, card.num_classes, sigma, writer.write_rows, device,
-                        config.probabilities, columns=(x0, x1),
-                    )
-                    loader = BandLoader(
-                        RegionReader(slide, geometry), grid, stripe_kept, batch_size=batch_size,
-                        band_height=config.band_height, threads=threads,
-                    )
-                    try:
-                        for batch in loader:
-                            t0 = time.perf_counter()
-                            probs = predictor(batch.patches)
-                            t1 = time.perf_counter()
-                            stitcher.add(batch.rows, batch.cols, probs)
-                            stitch_s += time.perf_counter() - t1
-                            predict_s += t1 - t0
-                            bar.update(len(batch.rows))
-                    finally:  # no read may still be running when the slide is closed
-                        loader.close()
-                    stitcher.finish()
-                    read_s += loader.stats.read_seconds
-            timings.update(
-                loop=time.perf_counter() - t, predict=predict_s, stitch_write=stitch_s,
-                read=read_s,
-            )
-            info = _result_info(
-                out, slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma,
-                config, kept, predicted, len(stripes), timings, started,
-            )
+            writer.write_tissue(tissue.mask)
+            run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config)
+            timings.update(run.timings)
+            info = _result_info(out, slide, plan, tissue, run, timings, config, started)
             writer.publish(info, config.overwrite)
             return info
         except BaseException:
@@ -213,8 +144,116 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             raise
 
 
-def _result_info(out, slide, loaded, card, geometry, tissue_geometry, factor, grid, sigma,
-                 config, kept, predicted, stripes, timings, started) -> ResultInfo:
+@dataclass(frozen=True)
+class _Plan:
+    """What the model and the slide decide before any pixel is read."""
+
+    loaded: Any  # wsiseg.models.LoadedModel
+    geometry: Geometry
+    grid: PatchGrid
+    sigma: float
+
+
+@dataclass(frozen=True)
+class _Tissue:
+    mask: np.ndarray  # at its own, coarser, sampling
+    geometry: Geometry  # of the mask
+    factor: int  # analysis pixels per mask pixel
+    kept: np.ndarray  # (rows, cols) of the grid: windows with enough tissue
+
+
+@dataclass(frozen=True)
+class _Run:
+    predicted: int  # windows predicted, once per stripe they overlap
+    stripes: int
+    timings: dict[str, float]
+
+
+def _plan(slide: Slide, config: PredictConfig, model: Any) -> _Plan:
+    """The model, the analysis resolution and level, and the window grid."""
+    slide_mpp = slide.require_mpp()
+    loaded = model if model is not None else load_configured_model(config)
+    card = loaded.card
+    patch_size = config.patch_size or card.patch_size
+    stride = config.stride or card.stride
+    target_mpp = config.target_mpp or card.mpp
+    if config.target_mpp and abs(config.target_mpp / card.mpp - 1) > 0.02:
+        logger.warning(
+            "analysing at %g um/px although the model was trained at %g um/px",
+            config.target_mpp, card.mpp,
+        )
+    geometry = plan_geometry(
+        slide.level_downsamples, slide.bounds, slide_mpp, target_mpp, source=str(slide.path)
+    )
+    grid = PatchGrid(geometry.width, geometry.height, patch_size, stride)
+    logger.info(
+        "%s: level %d (downsample %.4g), analysis grid %d x %d at %.4g um/px",
+        slide.path.name, geometry.level, geometry.level_downsample, geometry.width,
+        geometry.height, geometry.mpp[0],
+    )
+    return _Plan(loaded, geometry, grid, config.sigma or patch_size / 8)
+
+
+def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
+    """The tissue mask and the windows that hold enough tissue to be predicted."""
+    grid = plan.grid
+    factor = mask_factor(grid.patch_size, grid.stride, plan.geometry.mpp[0])
+    mask, geometry = read_tissue(slide, plan.geometry, factor)
+    kept = window_tissue_fractions(mask, factor, grid) >= config.tissue_threshold
+    if not kept.any():
+        logger.warning(
+            "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
+            slide.path, 100 * config.tissue_threshold,
+        )
+    return _Tissue(mask, geometry, factor, kept)
+
+
+def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Predictor,
+                     writer: OutputWriter, device: Any, config: PredictConfig) -> _Run:
+    """Read, predict and blend the kept windows into ``writer``, stripe by stripe."""
+    grid, num_classes = plan.grid, plan.loaded.card.num_classes
+    threads = config.threads or min(4, os.cpu_count() or 1)
+    batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
+    stripes = column_stripes(plan.geometry.width, config.stripe_width, writer.chunk)
+    todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
+    predicted = sum(int(k.sum()) for _, _, k in todo)
+    t = time.perf_counter()
+    predict_s = stitch_s = read_s = 0.0
+    with progress_bar(predicted, slide.path.name, "patch", config.progress, leave=False) as bar:
+        # Column stripes, each top to bottom: memory depends on the stripe's width,
+        # not the slide's. Windows across a stripe edge are predicted for both sides.
+        for x0, x1, stripe_kept in todo:
+            writer.begin_stripe(x0, x1)
+            stitcher = Stitcher(
+                grid, num_classes, plan.sigma, writer.write_rows, device,
+                config.probabilities, columns=(x0, x1),
+            )
+            loader = BandLoader(
+                RegionReader(slide, plan.geometry), grid, stripe_kept, batch_size=batch_size,
+                band_height=config.band_height, threads=threads,
+            )
+            try:
+                for batch in loader:
+                    t0 = time.perf_counter()
+                    probs = predictor(batch.patches)
+                    t1 = time.perf_counter()
+                    stitcher.add(batch.rows, batch.cols, probs)
+                    stitch_s += time.perf_counter() - t1
+                    predict_s += t1 - t0
+                    bar.update(len(batch.rows))
+            finally:  # no read may still be running when the slide is closed
+                loader.close()
+            stitcher.finish()
+            read_s += loader.stats.read_seconds
+    timings = {"loop": time.perf_counter() - t, "predict": predict_s, "stitch_write": stitch_s,
+               "read": read_s}
+    return _Run(predicted, len(stripes), timings)
+
+
+def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Run,
+                 timings: dict[str, float], config: PredictConfig, started: float) -> ResultInfo:
+    loaded, geometry, grid = plan.loaded, plan.geometry, plan.grid
+    card = loaded.card
     return ResultInfo(
         path=out,
         version=__version__,
@@ -244,18 +283,18 @@ def _result_info(out, slide, loaded, card, geometry, tissue_geometry, factor, gr
         ),
         patch_size=grid.patch_size,
         stride=grid.stride,
-        sigma=sigma,
+        sigma=plan.sigma,
         tissue_threshold=config.tissue_threshold,
         tissue=TissueSampling(
-            factor=factor,
-            mpp=tuple(tissue_geometry.mpp),
-            scale_to_level0=tuple(tissue_geometry.scale),
-            offset_level0=tuple(tissue_geometry.offset_level0),
+            factor=tissue.factor,
+            mpp=tuple(tissue.geometry.mpp),
+            scale_to_level0=tuple(tissue.geometry.scale),
+            offset_level0=tuple(tissue.geometry.offset_level0),
         ),
-        patches_total=int(kept.size),
-        patches_kept=int(kept.sum()),
-        patches_predicted=predicted,
-        stripes=stripes,
+        patches_total=int(tissue.kept.size),
+        patches_kept=int(tissue.kept.sum()),
+        patches_predicted=run.predicted,
+        stripes=run.stripes,
         seconds=round(time.perf_counter() - started, 3),
         timings={k: round(v, 3) for k, v in timings.items()},
         config={k: v for k, v in asdict(config).items() if k not in ("progress",)},
