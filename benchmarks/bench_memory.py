@@ -59,6 +59,7 @@ def main() -> None:
         return
     model = args.model
     if model is None:
+        OUT.mkdir(exist_ok=True)
         model = str(OUT / "colour.pt")
         subprocess.run([sys.executable, str(HERE.parent / "examples" / "colour_model.py"), model],
                        check=True)
