@@ -78,7 +78,7 @@ def _positive(kind):
 @click.option("--tissue-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Minimum tissue fraction of a window to predict it.")
 @click.option("--probabilities", is_flag=True, help="Also store per-class probabilities (uint8).")
 @click.option("--overwrite", is_flag=True, help="Replace existing results (a batch otherwise keeps them and does the rest).")
-@click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default min(4, CPUs)).")
+@click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default: the cores this process may use).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--export", "exports", help="Also export, right after: comma-separated formats (geojson, tiff, png, report).")
 @click.option("--workers", type=click.IntRange(min=1), help="Run the batch on a local dask cluster of this many worker processes.")

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from wsiseg.errors import ConfigError
-from wsiseg.inference.pipeline import PredictConfig, load_configured_model
+from wsiseg.inference.pipeline import PredictConfig, load_configured_model, usable_cores
 
 
 @contextlib.contextmanager
@@ -130,8 +130,9 @@ def _worker_setup(config: PredictConfig, per_host: dict[str, int] | None
     _keep_large_blocks_on_the_heap()
     host = worker.address.split("://")[-1].rsplit(":", 1)[0]
     sharing = (per_host or {}).get(host, 1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, (cores or 1) // sharing))
+    share = max(1, usable_cores() // sharing)
+    torch.set_num_threads(share)
+    config = replace(config, threads=config.threads or share)  # reader threads too
     if config.device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
         try:
             index = int(str(worker.name).rsplit("-", 1)[-1])

@@ -48,7 +48,7 @@ class PredictConfig:
     tissue_threshold: float = 0.2
     probabilities: bool = False
     overwrite: bool = False
-    threads: int | None = None  # reader threads; default min(4, CPUs)
+    threads: int | None = None  # reader threads; default: the cores this process may use
     band_height: int = 1000  # analysis rows read at a time
     stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
     chunk_size: int = 512  # edge of the output's zarr chunks
@@ -212,7 +212,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                      writer: OutputWriter, device: Any, config: PredictConfig) -> _Run:
     """Read, predict and blend the kept windows into ``writer``, stripe by stripe."""
     grid, num_classes = plan.grid, plan.loaded.card.num_classes
-    threads = config.threads or min(4, os.cpu_count() or 1)
+    threads = config.threads or usable_cores()
     batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
     stripes = column_stripes(plan.geometry.width, config.stripe_width, writer.chunk)
     todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
@@ -299,6 +299,15 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         timings={k: round(v, 3) for k, v in timings.items()},
         config={k: v for k, v in asdict(config).items() if k not in ("progress",)},
     )
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which batch schedulers and
+    containers set), not every core of the host."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def column_stripes(width: int, stripe_width: int, chunk: int) -> list[tuple[int, int]]:

@@ -41,7 +41,8 @@ class Normalisation:
 
     def normaliser(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         """A function from uint8 (n, H, W, 3) RGB on ``device`` to float32 (n, 3, H, W) input."""
-        order = [2, 1, 0] if self.channel_order.upper() == "BGR" else [0, 1, 2]
+        bgr = self.channel_order.upper() == "BGR"
+        order = [2, 1, 0] if bgr else [0, 1, 2]
         mean = torch.tensor([self.mean[i] for i in order], dtype=torch.float32)
         std = torch.tensor([self.std[i] for i in order], dtype=torch.float32)
         # One multiply-add per pixel, folded from (x / 255 - mean) / std.
@@ -49,7 +50,12 @@ class Normalisation:
         shift = (-mean / std).view(1, 3, 1, 1).to(device)
 
         def normalise(patches: torch.Tensor) -> torch.Tensor:
-            return patches.permute(0, 3, 1, 2)[:, order].float() * scale + shift
+            # (n, H, W, 3) seen as (n, 3, H, W) is channels_last already: no copy, and
+            # convolutions run much faster on it (a 1x1 convolution 40x on the CPU).
+            x = patches.permute(0, 3, 1, 2)
+            if bgr:
+                x = x.flip(1)
+            return x.to(torch.float32).mul_(scale).add_(shift)
 
         return normalise
 
@@ -122,7 +128,9 @@ class Predictor:
                 f"{(n, self.num_classes, p, q)} from its card; check the card's classes and "
                 "that the network outputs logits at the input size"
             )
-        return torch.softmax(logits.float(), dim=1)
+        # Softmax over classes is several times faster on a contiguous (n, C, P, P) tensor
+        # than on a channels_last one, and the stitcher reads the classes as planes.
+        return torch.softmax(logits.float().contiguous(), dim=1)
 
 
 def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -> np.ndarray:
