@@ -184,6 +184,19 @@ def test_write_large_svs_is_deterministic_and_seamless_across_bands(tmp_path):
     assert steps[[255, 511]].max() < 1.2 * block_edges.max()
 
 
+def test_write_large_svs_lossless_levels_are_exact_area_averages(tmp_path):
+    path = write_large_svs(tmp_path / "lossless.svs", 1024, 768, seed=2, compression="deflate")
+    with openslide.OpenSlide(str(path)) as osr:
+        assert osr.properties["openslide.vendor"] == "aperio"
+        assert osr.level_downsamples == (1.0, 4.0, 16.0)
+        assert "label" not in osr.associated_images  # its LZW would need imagecodecs
+        level0 = read_level(osr, 0)
+        assert np.array_equal(read_level(osr, 1), area_downsample(level0, 4))
+        assert np.array_equal(read_level(osr, 2), area_downsample(level0, 16))
+    with pytest.raises(ValueError, match="compression"):
+        write_large_svs(tmp_path / "x.svs", 100, 100, compression="webp")
+
+
 def test_write_large_svs_refuses_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         write_large_svs(tmp_path / "x.svs", 0, 100)

@@ -230,6 +230,7 @@ def write_large_svs(
     downsamples: Sequence[int] = (1, 4, 16),
     tile: int = 256,
     quality: int = 85,
+    compression: str = "jpeg",
 ) -> Path:
     """Write a large synthetic H&E Aperio SVS (JPEG tiles) without holding level 0 in memory.
 
@@ -242,6 +243,10 @@ def write_large_svs(
     compression and memory stays at a few bands. Downsamples should be powers of two (a band
     is as high as the least common multiple of ``tile`` and all downsamples). The metadata are
     those of :func:`write_svs` (AppMag the nominal ``10 / mpp``). Returns the path written.
+
+    ``compression`` is one of :data:`COMPRESSIONS`. ``"deflate"`` needs nothing but tifffile
+    and the standard library (no imagecodecs), for machines where only those are at hand; a
+    slide written with it has no label image, whose LZW encoding would need imagecodecs.
     """
     if width < 1 or height < 1:
         raise ValueError(f"slide size must be positive, got {width} x {height}")
@@ -250,7 +255,7 @@ def write_large_svs(
     if not 0 <= tissue_fraction <= 1:
         raise ValueError(f"tissue_fraction must be in [0, 1], got {tissue_fraction}")
     seed = _check_seed(seed)
-    _check_common(tile, "jpeg", quality)
+    _check_common(tile, compression, quality)
     ds = _check_downsamples(downsamples)
     path = Path(path)
     thumb_factor = _thumbnail_factor(width, height)
@@ -263,7 +268,8 @@ def write_large_svs(
         seed, width, height, radius, 0.15, lambda xs, ys: field.points(xs, ys) > threshold
     )
     description = _aperio_description(
-        width, height, tile, "jpeg", quality, mpp, _resolve_app_mag(mpp, None, None), None, path.stem
+        width, height, tile, compression, quality, mpp, _resolve_app_mag(mpp, None, None), None,
+        path.stem,
     )
 
     with tempfile.TemporaryDirectory(prefix=".wsiseg-", dir=path.parent) as tmp:
@@ -288,7 +294,8 @@ def write_large_svs(
             ]
             _write_aperio(
                 path, width, height, levels, lambda: np.concatenate(thumb_rows),
-                description, tile, "jpeg", quality, _label_image(seed),
+                description, tile, compression, quality,
+                _label_image(seed) if compression == "jpeg" else None,
             )
         finally:
             for f in spill.values():
