@@ -1,6 +1,7 @@
 """The pipeline's own cost per window: wsiseg against MONAI's sliding window, with a free model.
 
     python benchmarks/bench_overhead.py [--width 20000 --height 15000] [--batch-size 4]
+                                        [--reader openslide|tifffile|auto]
 
 The model is the 1x1-convolution colour model of examples/colour_model.py, so what is timed is
 the pipeline around the network: reading, normalising, softmax, Gaussian blending, argmax and
@@ -35,14 +36,15 @@ sys.path.insert(0, str(HERE))
 from bench_read import OUT, machine, synthetic_slide  # noqa: E402
 
 
-def run_wsiseg(slide: str, model: str, batch_size: int) -> dict:
+def run_wsiseg(slide: str, model: str, batch_size: int, reader: str) -> dict:
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
     from wsiseg.models import load_model
 
     loaded = load_model(model)
     t = time.perf_counter()
     info = predict_slide(slide, PredictConfig(out=str(OUT / "overhead.wsiseg.zarr"), overwrite=True,
-                                              progress=False, batch_size=batch_size),
+                                              progress=False, batch_size=batch_size,
+                                              reader=reader),
                          model=loaded)
     seconds = time.perf_counter() - t
     timings = info.timings
@@ -100,12 +102,13 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=20000)
     ap.add_argument("--height", type=int, default=15000)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--reader", default="openslide", help="wsiseg's pixel decoder")
     ap.add_argument("--one", nargs=3, metavar=("SIDE", "SLIDE", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         side, slide, model = args.one
         if side == "wsiseg":
-            print(json.dumps(run_wsiseg(slide, model, args.batch_size)))
+            print(json.dumps(run_wsiseg(slide, model, args.batch_size, args.reader)))
         else:
             print(json.dumps(run_monai(slide, model, args.batch_size, side == "monai-cl")))
         return
@@ -114,10 +117,11 @@ def main() -> None:
     subprocess.run([sys.executable, str(HERE.parent / "examples" / "colour_model.py"), model],
                    check=True, capture_output=True)
     slide = str(synthetic_slide(args.width, args.height))
-    results = {"machine": machine(), "slide": slide, "batch_size": args.batch_size}
+    results = {"machine": machine(), "slide": slide, "batch_size": args.batch_size,
+               "reader": args.reader}
     for side in ("wsiseg", "monai", "monai-cl"):
         run = subprocess.run([sys.executable, __file__, "--one", side, slide, model,
-                              "--batch-size", str(args.batch_size)],
+                              "--batch-size", str(args.batch_size), "--reader", args.reader],
                              capture_output=True, text=True)
         if run.returncode:
             print(f"{side}: failed\n{run.stderr.strip().splitlines()[-1]}")

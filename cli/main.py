@@ -79,6 +79,7 @@ def _positive(kind):
 @click.option("--probabilities", is_flag=True, help="Also store per-class probabilities (uint8).")
 @click.option("--overwrite", is_flag=True, help="Replace existing results (a batch otherwise keeps them and does the rest).")
 @click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default: the cores this process may use).")
+@click.option("--reader", type=click.Choice(["openslide", "tifffile", "auto"]), default="openslide", show_default=True, help="Pixel decoder: OpenSlide (every format), tifffile (Aperio SVS and generic tiled TIFF, tiles decoded in parallel, several times faster) or auto (tifffile where it can).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--export", "exports", help="Also export, right after: comma-separated formats (geojson, tiff, png, report).")
 @click.option("--workers", type=click.IntRange(min=1), help="Run the batch on a local dask cluster of this many worker processes.")
@@ -87,7 +88,7 @@ def _positive(kind):
 @handle_errors
 def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, patch_size, stride,
             sigma, target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads,
-            quiet, exports, workers, scheduler, origin, simplify_um, min_area_um2, tiff_overlay,
+            reader, quiet, exports, workers, scheduler, origin, simplify_um, min_area_um2, tiff_overlay,
             png_size):
     """Segment SLIDES into zarr diagnostic maps.
 
@@ -106,7 +107,8 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
         out=str(out) if out and not batch else None,
         device=device, batch_size=batch_size, patch_size=patch_size, stride=stride, sigma=sigma,
         target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
-        probabilities=probabilities, overwrite=overwrite, threads=threads, progress=not quiet,
+        probabilities=probabilities, overwrite=overwrite, threads=threads, reader=reader,
+        progress=not quiet,
     )
     try:
         config.validate()

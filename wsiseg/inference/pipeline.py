@@ -24,7 +24,7 @@ from wsiseg.progress import progress_bar
 from wsiseg.result.info import ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.store import OutputWriter, check_output, default_output_path
 from wsiseg.slide.geometry import Geometry, plan_geometry
-from wsiseg.slide.reader import Slide, open_slide
+from wsiseg.slide.reader import READERS, Slide, open_slide
 from wsiseg.slide.region import RegionReader
 from wsiseg.slide.tissue import mask_factor, read_tissue
 
@@ -49,6 +49,7 @@ class PredictConfig:
     probabilities: bool = False
     overwrite: bool = False
     threads: int | None = None  # reader threads; default: the cores this process may use
+    reader: str = "openslide"  # openslide, tifffile (SVS, generic TIFF) or auto
     band_height: int = 1000  # analysis rows read at a time
     stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
     chunk_size: int = 512  # edge of the output's zarr chunks
@@ -56,6 +57,8 @@ class PredictConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        if self.reader not in READERS:
+            raise ConfigError(f"unknown reader {self.reader!r}; use {', '.join(READERS)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         # Windows further apart than their size would leave strips of the slide unpredicted.
@@ -114,7 +117,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
     path = Path(path)
     out = Path(config.out) if config.out else default_output_path(path)
     check_output(out, config.overwrite)
-    with open_slide(path, slide_mpp=config.slide_mpp) as slide:
+    with open_slide(path, slide_mpp=config.slide_mpp, reader=config.reader) as slide:
         plan = _plan(slide, config, model)
         t = time.perf_counter()
         tissue = _find_tissue(slide, plan, config)
