@@ -50,6 +50,7 @@ class PredictConfig:
     overwrite: bool = False
     threads: int | None = None  # reader threads; default: the cores this process may use
     reader: str = "openslide"  # openslide, tifffile (SVS, generic TIFF) or auto
+    compile: bool = False  # torch.compile the network: a slow start, faster after
     band_height: int = 1000  # analysis rows read at a time
     stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
     chunk_size: int = 512  # edge of the output's zarr chunks
@@ -127,7 +128,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
         predictor = Predictor(
             plan.loaded.module, card.num_classes,
             Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
-            device, amp=config.amp,
+            device, amp=config.amp, compile=config.compile,
         )
         writer = None
         try:

@@ -96,12 +96,23 @@ class Predictor:
         normalisation: Normalisation,
         device: torch.device,
         amp: str | None = "auto",
+        compile: bool = False,
     ) -> None:
         self.device = device
         self.num_classes = num_classes
         self.module = module.to(device).eval()
         self._normalise = normalisation.normaliser(device)
         self.autocast_dtype = autocast_dtype(device, amp)
+        self._network = self.module
+        self._compiled_batch: int | None = None  # the batch size the graph was compiled for
+        if compile:
+            if isinstance(self.module, torch.jit.ScriptModule):
+                logger.warning("a TorchScript model cannot be compiled with torch.compile; "
+                               "running it as it is")
+            else:
+                # One fixed shape: a later, shorter batch is padded rather than compiled again.
+                self._network = torch.compile(self.module, dynamic=False)
+                self._compiled_batch = 0
 
     def to_device(self, patches: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(patches)
@@ -111,26 +122,32 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, patches: np.ndarray) -> torch.Tensor:
+        n = len(patches)
+        if self._compiled_batch is not None:
+            self._compiled_batch = self._compiled_batch or n
+            if n < self._compiled_batch:
+                pad = np.zeros((self._compiled_batch - n, *patches.shape[1:]), patches.dtype)
+                patches = np.concatenate([patches, pad])
         x = self._normalise(self.to_device(patches))
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                logits = self.module(x)
+                logits = self._network(x)
         else:
-            logits = self.module(x)
+            logits = self._network(x)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         elif isinstance(logits, dict):
             logits = logits["out"]
-        n, _, p, q = x.shape
-        if logits.shape != (n, self.num_classes, p, q):
+        m, _, p, q = x.shape
+        if logits.shape != (m, self.num_classes, p, q):
             raise ModelError(
                 f"the network returned logits of shape {tuple(logits.shape)}, expected "
-                f"{(n, self.num_classes, p, q)} from its card; check the card's classes and "
+                f"{(m, self.num_classes, p, q)} from its card; check the card's classes and "
                 "that the network outputs logits at the input size"
             )
         # Softmax over classes is several times faster on a contiguous (n, C, P, P) tensor
         # than on a channels_last one, and the stitcher reads the classes as planes.
-        return torch.softmax(logits.float().contiguous(), dim=1)
+        return torch.softmax(logits[:n].float().contiguous(), dim=1)
 
 
 def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -> np.ndarray:
