@@ -1,7 +1,8 @@
 """The device check: is the map on an accelerator the CPU's map, and what does the pipeline cost?
 
     python benchmarks/gpu_check.py [--device cuda] [--batch-sizes 32,64,128]
-                                   [--width 40000 --height 30000] [--quick] [--out DIR]
+                                   [--width 40000 --height 30000] [--quick] [--compile]
+                                   [--reader openslide|tifffile|auto] [--out DIR]
 
 Run it through benchmarks/gpu_check.sh on a machine that has torch but not the rest of wsiseg's
 dependencies (benchmarks/fetch_wheels.sh brings those as wheels). Slides are synthetic x40 SVS
@@ -90,13 +91,14 @@ def correctness(path: Path, folder: Path, model: LoadedModel, device: str) -> di
             "max_prob_diff_255": int(diff.max())}
 
 
-def network_alone(model: LoadedModel, device: torch.device, batch_size: int, n: int) -> float:
+def network_alone(model: LoadedModel, device: torch.device, batch_size: int, n: int,
+                  compile: bool) -> float:
     """Windows per second of normalise + forward + softmax on host patches, as the pipeline
     calls it."""
     card = model.card
     predictor = Predictor(model.module, card.num_classes,
                           Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
-                          device)
+                          device, compile=compile)
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (batch_size, card.patch_size, card.patch_size, 3), dtype=np.uint8)
     predictor(batch)  # warm-up: allocations and kernel choices stay out of the figure
@@ -123,6 +125,8 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=None, help="default 30000 (--quick: 1200)")
     ap.add_argument("--quick", action="store_true", help="small slides, one batch size")
     ap.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    ap.add_argument("--reader", default="auto", help="pixel decoder for the cost runs")
     args = ap.parse_args()
     quick = args.quick
     batch_sizes = [int(b) for b in (args.batch_sizes or ("4" if quick else "32,64,128")).split(",")]
@@ -138,7 +142,8 @@ def main() -> None:
               + f", torch {torch.__version__}", flush=True)
         loaded = models(quick)
         installed = next((m for name, m in loaded.items() if name != "hspnet_r34"), None)
-        results: dict = {"device": str(device), "torch": torch.__version__}
+        results: dict = {"device": str(device), "torch": torch.__version__,
+                         "compile": args.compile, "reader": args.reader}
         if installed is not None:
             small = slide(folder, 1200 if quick else 4000, 900 if quick else 3000, 0.7)
             results["correctness"] = correctness(small, folder, installed, str(device))
@@ -150,10 +155,11 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 attrs, seconds = run(big, folder / "cost.zarr", model, str(device),
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, compile=args.compile,
+                                     reader=args.reader)
                 n = attrs["patches_predicted"]
                 peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-                alone = network_alone(model, device, batch_size, n)
+                alone = network_alone(model, device, batch_size, n, args.compile)
                 row = {"model": name, "batch_size": batch_size, "windows": n,
                        "end_to_end_per_s": n / seconds, "network_per_s": alone,
                        "E": n / seconds / alone, "gpu_peak_bytes": peak,
@@ -191,7 +197,8 @@ def table(results: dict) -> str:
             f"  probabilities, float32, max diff {c['max_prob_diff_255']:7d} /255 <= "
             f"{PROB_TOLERANCE}/255    {ok(c['max_prob_diff_255'] <= PROB_TOLERANCE)}",
         ]
-    lines.append(f"cost on a {results['slide']} slide (windows/s):")
+    lines.append(f"cost on a {results['slide']} slide (windows/s; reader {results['reader']}"
+                 + (", compiled" if results["compile"] else "") + "):")
     lines.append(f"  {'model':<18} {'batch':>5} {'windows':>8} {'network':>9} {'end to end':>10} "
                  f"{'E':>5} {'GPU peak':>9}")
     for r in results["cost"]:
