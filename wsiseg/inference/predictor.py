@@ -84,7 +84,8 @@ def autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None:
 class Predictor:
     """Runs a segmentation network on uint8 (n, P, P, 3) RGB patches.
 
-    Patches go to the device as uint8 (pinned on CUDA) and are normalised there; the network
+    Patches go to the device as uint8 (on CUDA through reused pinned buffers, copied on a side
+    stream while the network works on the batch before) and are normalised there; the network
     runs under ``torch.inference_mode`` (and bf16/fp16 autocast on CUDA); the result is the
     softmax over classes in float32, (n, C, P, P), left on the device for the stitcher.
     """
@@ -103,6 +104,7 @@ class Predictor:
         self.module = module.to(device).eval()
         self._normalise = normalisation.normaliser(device)
         self.autocast_dtype = autocast_dtype(device, amp)
+        self._host_to_device: _HostToDevice | None = None
         self._network = self.module
         self._compiled_batch: int | None = None  # the batch size the graph was compiled for
         if compile:
@@ -116,9 +118,11 @@ class Predictor:
 
     def to_device(self, patches: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(patches)
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t
+        if self.device.type != "cuda":
+            return t
+        if self._host_to_device is None:
+            self._host_to_device = _HostToDevice(self.device)
+        return self._host_to_device.copy(t)
 
     @torch.inference_mode()
     def __call__(self, patches: np.ndarray) -> torch.Tensor:
@@ -148,6 +152,44 @@ class Predictor:
         # Softmax over classes is several times faster on a contiguous (n, C, P, P) tensor
         # than on a channels_last one, and the stitcher reads the classes as planes.
         return torch.softmax(logits[:n].float().contiguous(), dim=1)
+
+
+class _HostToDevice:
+    """Batches to a CUDA device through two reused pinned buffers, copied on a side stream.
+
+    While the network works on one batch, the next is copied in on the side stream; the
+    compute stream waits for that copy only. A buffer is refilled once its previous copy has
+    left it (its event), so the host never blocks on the network.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.buffers: list[torch.Tensor | None] = [None, None]
+        self.copied: list[torch.cuda.Event | None] = [None, None]
+        self.turn = 0
+
+    def copy(self, batch: torch.Tensor) -> torch.Tensor:
+        i, self.turn = self.turn, 1 - self.turn
+        if self.copied[i] is not None:
+            self.copied[i].synchronize()  # the buffer's last copy has left it
+        buffer = self.buffers[i]
+        if buffer is None or buffer.numel() < batch.numel():
+            buffer = self.buffers[i] = torch.empty(batch.numel(), dtype=batch.dtype,
+                                                   pin_memory=True)
+        host = buffer[: batch.numel()].view(batch.shape)
+        host.copy_(batch)
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.stream):
+            on_device = host.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.copied[i] = event
+        compute.wait_stream(self.stream)
+        # Made on the side stream, used on the compute stream: keep the allocator from
+        # handing its memory out again before the compute stream is done with it.
+        on_device.record_stream(compute)
+        return on_device
 
 
 def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -> np.ndarray:
