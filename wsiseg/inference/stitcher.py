@@ -14,6 +14,7 @@ reused. Memory depends on the stripe's width only.
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -79,6 +80,8 @@ class Stitcher:
         self._ys = grid.ys
         self._row = 0  # next grid row whose windows may still arrive
         self._done = grid.origin  # rows above _done are emitted (or were padding) and cleared
+        # On CUDA: (copy done, y, labels, probabilities) on their way to the host, in row order.
+        self._pending: collections.deque = collections.deque()
 
     # -- ring addressing ------------------------------------------------------------------------
     def _slices(self, y: int, height: int) -> list[tuple[slice, slice]]:
@@ -93,6 +96,7 @@ class Stitcher:
     # -- public ---------------------------------------------------------------------------------
     def add(self, rows: np.ndarray, cols: np.ndarray, probs: torch.Tensor) -> None:
         """Add windows at grid ``rows``/``cols`` (non-decreasing rows) with (n, C, P, P) probs."""
+        self._deliver(wait=False)
         p = self.grid.patch_size
         probs = probs.float()
         xs = self.grid.xs
@@ -117,6 +121,7 @@ class Stitcher:
         """Emit every remaining row. Call once, after the last window."""
         self._advance(len(self._ys))
         self._flush_until(self.grid.height)
+        self._deliver(wait=True)
 
     # -- internals ------------------------------------------------------------------------------
     def _advance(self, row: int) -> None:
@@ -167,8 +172,35 @@ class Stitcher:
         if self.keep_probabilities:
             # Pixels no kept window covers are background with certainty.
             prob[0] = torch.where(covered, prob[0], torch.ones_like(wsum))
-            probabilities = torch.round(prob * 255).clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        self.sink(FinishedRows(y, labels.cpu().numpy(), probabilities, self.x0))
+            probabilities = torch.round(prob * 255).clamp_(0, 255).to(torch.uint8)
+        if self.device.type != "cuda":
+            self.sink(FinishedRows(y, labels.numpy(), _numpy(probabilities), self.x0))
+            return
+        # On a GPU the rows come back without stopping the host: copied into pinned memory
+        # behind the work already queued, and handed to the sink once the copy is done.
+        labels = _to_pinned(labels)
+        probabilities = None if probabilities is None else _to_pinned(probabilities)
+        done = torch.cuda.Event()
+        done.record()
+        self._pending.append((done, y, labels, probabilities))
+        self._deliver(wait=False)
+
+    def _deliver(self, wait: bool) -> None:
+        """Hand finished rows whose copy is done (all of them with ``wait``) to the sink."""
+        while self._pending and (wait or self._pending[0][0].query()):
+            done, y, labels, probabilities = self._pending.popleft()
+            done.synchronize()
+            self.sink(FinishedRows(y, labels.numpy(), _numpy(probabilities), self.x0))
+
+
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.numpy()
 
 
 def first_argmax(prob: torch.Tensor) -> torch.Tensor:
