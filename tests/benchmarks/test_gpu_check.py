@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_device_check_runs_on_the_cpu_and_ends_with_its_table(tmp_path):
     run = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu",
                           "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHON": sys.executable})
     assert run.returncode == 0, run.stderr[-2000:]
     table = run.stdout[run.stdout.index("== wsiseg device check: cpu"):]
     assert "labels agree, default precision  100.000 %" in table
