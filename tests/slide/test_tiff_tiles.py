@@ -81,3 +81,8 @@ def test_the_map_is_the_same_with_either_reader(svs_x40, pixel_model, tmp_path):
 def test_an_unknown_reader_is_refused():
     with pytest.raises(ConfigError, match="unknown reader 'pil'"):
         PredictConfig(reader="pil").validate()
+
+
+def test_an_unknown_reader_is_refused_before_the_slide_is_opened(tmp_path):
+    with pytest.raises(ConfigError, match="unknown reader 'pil'"):
+        open_slide(tmp_path / "absent.svs", reader="pil")  # not "no such file": checked first

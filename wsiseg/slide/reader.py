@@ -68,6 +68,8 @@ class Slide:
 
     def __init__(self, path: str | os.PathLike, slide_mpp: float | None = None,
                  reader: str = "openslide") -> None:
+        if reader not in READERS:  # before anything is opened
+            raise ConfigError(f"unknown reader {reader!r}; use {', '.join(READERS)}")
         openslide = _import_openslide()
         self.path = Path(path)
         if not self.path.exists():
@@ -118,8 +120,6 @@ class Slide:
 
     def _tile_reader(self, reader: str):
         """tifffile's tile reader when ``reader`` asks for it and the slide allows it."""
-        if reader not in READERS:
-            raise ConfigError(f"unknown reader {reader!r}; use {', '.join(READERS)}")
         if reader == "openslide":
             return None
         from wsiseg.slide.tiff_tiles import TiffTiles
