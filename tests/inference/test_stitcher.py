@@ -87,8 +87,9 @@ def test_uncovered_pixels_are_background_and_rows_stream_in_order():
         cover[max(y, 0) : y + 100, max(x, 0) : x + 100] = True
     assert np.array_equal(labels == 1, cover)
     assert (probs[0][~cover] == 255).all() and (probs[1][~cover] == 0).all()
-    # The accumulators hold ceil(P / S) * S rows of the image's width, whatever the height.
-    assert tuple(st.acc.shape) == (2, 100, 300)
+    # The accumulators hold ceil(P / S) * S rows of the image's width (rounded out to whole
+    # blocks) for each class and the weight sum, whatever the image's height.
+    assert st.acc.numel() <= 3 * 100 * (300 + 2 * st.block) + 3 * st.block**2
 
 
 def test_column_stripes_blend_to_exactly_the_whole():
@@ -103,7 +104,7 @@ def test_column_stripes_blend_to_exactly_the_whole():
         near = (grid.xs < x1) & (grid.xs + 64 > x0)
         lab, pr, st = run_stitcher(grid, lambda r, c: table[r, c], kept & near[None, :], 3,
                                    columns=(x0, x1))
-        assert tuple(st.acc.shape) == (3, 64, x1 - x0)
+        assert st.acc.numel() <= 4 * 64 * (x1 - x0 + 2 * st.block) + 4 * st.block**2
         labels.append(lab)
         probs.append(pr)
     assert np.array_equal(np.concatenate(labels, axis=1), whole_labels)
@@ -117,3 +118,73 @@ def test_windows_out_of_row_order_are_refused():
     st.add(np.array([5]), np.array([0]), p)
     with pytest.raises(ValueError, match="arrived after"):
         st.add(np.array([2]), np.array([0]), p)
+
+
+def _reference(grid, table, kept, sigma):
+    """Weighted means in float64, one window at a time: (C, H, W), NaN where nothing covers."""
+    p = grid.patch_size
+    w = gaussian_weight(p, sigma).astype(np.float64)
+    c = table.shape[2]
+    num = np.zeros((c, grid.height + 2 * p, grid.width + 2 * p))
+    den = np.zeros(num.shape[1:])
+    for r, col in zip(*np.nonzero(kept)):
+        y, x = grid.ys[r] + p, grid.xs[col] + p
+        num[:, y : y + p, x : x + p] += w * table[r, col].double().numpy()
+        den[y : y + p, x : x + p] += w
+    with np.errstate(invalid="ignore"):
+        return (num / den)[:, p : p + grid.height, p : p + grid.width]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("patch, stride", [(48, 12), (30, 20), (37, 10), (24, 24)])
+def test_batches_across_grid_rows_blend_exactly(patch, stride, batched):
+    # Blocks of gcd(patch, stride): 12, 10, 1 and 24 pixels. Batches of any size, spanning
+    # grid rows, within stripes or not, give the float64 reference to within uint8 rounding.
+    grid = PatchGrid(131, 97, patch, stride)
+    rng = np.random.default_rng(patch)
+    kept = rng.random(grid.shape) < 0.8
+    table = torch.softmax(torch.from_numpy(
+        rng.normal(size=grid.shape + (3, patch, patch))).float(), dim=2)
+    want = _reference(grid, table, kept, patch / 8)
+    for columns in (None, (0, 64), (64, 131)):
+        out: list[FinishedRows] = []
+        st = Stitcher(grid, 3, patch / 8, out.append, keep_probabilities=True, columns=columns,
+                      batched=batched)
+        rows, cols = np.nonzero(kept)
+        at = 0
+        while at < len(rows):
+            n = int(rng.integers(1, 9))
+            st.add(rows[at : at + n], cols[at : at + n],
+                   table[rows[at : at + n], cols[at : at + n]])
+            at += n
+        st.finish()
+        x0, x1 = columns or (0, 131)
+        probs = np.concatenate([o.probabilities for o in out], axis=1).astype(np.float64) / 255
+        labels = np.concatenate([o.labels for o in out])
+        sub = want[:, :, x0:x1]
+        covered = ~np.isnan(sub[0])
+        assert np.abs(probs - sub)[:, covered].max() <= 0.5 / 255 + 1e-6
+        clear = np.sort(sub, axis=0)[-1] - np.sort(sub, axis=0)[-2] > 1e-5
+        assert np.array_equal(labels[covered & clear], sub.argmax(0)[covered & clear])
+        assert (labels[~covered] == 0).all()
+
+
+def test_batched_or_window_by_window_any_batch_size_gives_the_same_bits():
+    # Both ways add the same products in the same order into the same accumulators.
+    grid = PatchGrid(90, 70, 40, 10)
+    rng = np.random.default_rng(5)
+    kept = rng.random(grid.shape) < 0.9
+    table = torch.softmax(torch.from_numpy(rng.normal(size=grid.shape + (4, 40, 40))).float(), dim=2)
+    rows, cols = np.nonzero(kept)
+    results = []
+    for size, batched in ((1, False), (7, False), (len(rows), False), (1, True), (7, True),
+                          (len(rows), True)):
+        out: list[FinishedRows] = []
+        st = Stitcher(grid, 4, 5, out.append, keep_probabilities=True, columns=(10, 90),
+                      batched=batched)
+        for at in range(0, len(rows), size):
+            sl = slice(at, at + size)
+            st.add(rows[sl], cols[sl], table[rows[sl], cols[sl]])
+        st.finish()
+        results.append(np.concatenate([o.probabilities for o in out], axis=1))
+    assert all(np.array_equal(results[0], r) for r in results[1:])
