@@ -23,8 +23,9 @@ sys.path.insert(0, str(HERE))
 from bench_read import OUT, peak_rss, synthetic_slide  # noqa: E402
 
 
-def measure(slide: str, model: str, out: str, batch_size: int) -> dict:
-    """Run in this process: predict one slide, report time and peak RSS."""
+def measure(slide: str, model: str, out: str, batch_size: int | None,
+            reader: str = "openslide") -> dict:
+    """Run in this process: predict one slide, report time, stage times and peak RSS."""
     from wsiseg.models import load_model
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
 
@@ -32,12 +33,13 @@ def measure(slide: str, model: str, out: str, batch_size: int) -> dict:
     weights_bytes = sum(p.numel() * p.element_size() for p in loaded.module.parameters())
     rss_loaded = _rss_now()
     t = time.perf_counter()
-    predict_slide(slide, PredictConfig(out=out, overwrite=True, progress=False,
-                                       batch_size=batch_size), model=loaded)
+    info = predict_slide(slide, PredictConfig(out=out, overwrite=True, progress=False,
+                                              batch_size=batch_size, reader=reader), model=loaded)
     secs = time.perf_counter() - t
     peak = peak_rss()
     return {"slide": slide, "seconds": secs, "peak_rss": peak, "rss_after_model_load": rss_loaded,
-            "weights_bytes": weights_bytes, "peak_rss_minus_weights": peak - weights_bytes}
+            "weights_bytes": weights_bytes, "peak_rss_minus_weights": peak - weights_bytes,
+            "timings": info.timings, "patches_kept": info.patches_kept}
 
 
 def _rss_now() -> int:
@@ -51,11 +53,12 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=30000)
     ap.add_argument("--model", help="model file (default: the colour model from examples/)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's")
+    ap.add_argument("--reader", default="openslide", help="openslide, tifffile or auto")
     ap.add_argument("--one", nargs=2, metavar=("SLIDE", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         out = str(OUT / (Path(args.one[0]).stem + ".wsiseg.zarr"))
-        print(json.dumps(measure(args.one[0], args.one[1], out, args.batch_size)))
+        print(json.dumps(measure(args.one[0], args.one[1], out, args.batch_size, args.reader)))
         return
     model = args.model
     if model is None:
@@ -67,6 +70,7 @@ def main() -> None:
     for w, h in ((args.width, args.height), (args.width * 2, args.height * 2)):
         slide = synthetic_slide(w, h)
         extra = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        extra += ["--reader", args.reader]
         run = subprocess.run([sys.executable, __file__, "--one", str(slide), model, *extra],
                              check=True, capture_output=True, text=True)
         r = json.loads(run.stdout.strip().splitlines()[-1])

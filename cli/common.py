@@ -29,11 +29,13 @@ def _fail(message: str) -> None:
 
 
 def handle_errors(func):
-    """Turn wsiseg errors into one line and exit code 1 (tracebacks only with --debug), and a
-    Ctrl-C into one line and exit code 130."""
+    """Turn wsiseg errors, and OS errors that reach a command without one (a full disk, a
+    read-only folder), into one line and exit code 1 (tracebacks only with --debug), and a
+    Ctrl-C into one line and exit code 130. Anything else is a bug, and says so."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from wsiseg.atomic import describe_os_error, os_error_in
         from wsiseg.errors import WsisegError
 
         debug = click.get_current_context().find_root().params.get("debug", False)
@@ -49,9 +51,13 @@ def handle_errors(func):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception as err:  # a bug, not a user's mistake: say so, briefly
+        except Exception as err:
             if debug:
                 raise
+            cause = os_error_in(err)  # zarr and asyncio may wrap it
+            if cause is not None:
+                _fail(describe_os_error(cause))
+            # A bug, not a user's mistake: say so, briefly.
             _fail(
                 f"unexpected {type(err).__name__}: {err} (rerun with --debug for the "
                 "traceback and report it)"

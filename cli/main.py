@@ -80,6 +80,7 @@ def _positive(kind):
 @click.option("--overwrite", is_flag=True, help="Replace existing results (a batch otherwise keeps them and does the rest).")
 @click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default: the cores this process may use).")
 @click.option("--reader", type=click.Choice(["openslide", "tifffile", "auto"]), default="openslide", show_default=True, help="Pixel decoder: OpenSlide (every format), tifffile (Aperio SVS and generic tiled TIFF, tiles decoded in parallel, several times faster) or auto (tifffile where it can).")
+@click.option("--skip-damaged", is_flag=True, help="Map the rest of a slide with tiles that cannot be decoded, instead of failing: windows touching them are not predicted, and they are listed in the result and marked in its 'damaged' mask.")
 @click.option("--compile", "compile_", is_flag=True, help="Compile the network with torch.compile: up to a minute more at the start, faster after (1.4x for the installed model on a 2-core CPU); for large slides.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--export", "exports", help="Also export, right after: comma-separated formats (geojson, tiff, png, report).")
@@ -89,7 +90,7 @@ def _positive(kind):
 @handle_errors
 def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, patch_size, stride,
             sigma, target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads,
-            reader, compile_, quiet, exports, workers, scheduler, origin, simplify_um, min_area_um2, tiff_overlay,
+            reader, skip_damaged, compile_, quiet, exports, workers, scheduler, origin, simplify_um, min_area_um2, tiff_overlay,
             png_size):
     """Segment SLIDES into zarr diagnostic maps.
 
@@ -109,7 +110,7 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
         device=device, batch_size=batch_size, patch_size=patch_size, stride=stride, sigma=sigma,
         target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
         probabilities=probabilities, overwrite=overwrite, threads=threads, reader=reader,
-        compile=compile_, progress=not quiet,
+        skip_damaged=skip_damaged, compile=compile_, progress=not quiet,
     )
     try:
         config.validate()
@@ -168,9 +169,11 @@ def _summary(info: ResultInfo) -> str:
     h, w = info.shape
     kept, secs = info.patches_kept, info.seconds
     rate = kept / info.timings["loop"] if info.timings.get("loop") else 0.0
+    damaged = (f", {info.damaged_count} damaged region{'' if info.damaged_count == 1 else 's'} "
+               f"skipped ({info.damaged_area_mm2:.3g} mm^2)" if info.damaged_count else "")
     return (
         f"{info.path}: {w} x {h} map at {info.analysis_mpp[0]:.3g} um/px, "
-        f"{kept} of {info.patches_total} patches ({rate:.1f} patches/s), {secs:.1f} s"
+        f"{kept} of {info.patches_total} patches ({rate:.1f} patches/s){damaged}, {secs:.1f} s"
     )
 
 

@@ -8,9 +8,11 @@ values only, never pickled code. Every failure a user can cause is a one-line
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
+import pickletools
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,9 +188,8 @@ def _from_file(path: Path, map_location: str | torch.device) -> LoadedModel:
         _load_state(module, obj["state_dict"], path, card.architecture)
         return LoadedModel(module.eval(), card, _sha256(path), str(path), True)
     if _is_state_dict(obj):
-        raise ModelError(f"{path} is a bare state dict without a card; load it with its "
-                         f"architecture (--model hspnet_r34 --weights {path}) or re-save it "
-                         "with wsiseg.models.save_checkpoint")
+        raise ModelError(f"{path} is a bare state dict without a card; "
+                         f"{_bare_state_dict_way_out(obj, path)}")
     raise _not_weights(path, obj)
 
 
@@ -290,18 +291,94 @@ def _read_torch(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        text = str(err)
-        if "Unsupported global" in text:
-            what = next(s.strip() for s in text.splitlines() if "Unsupported global" in s)
-            what = what.split("Unsupported global:", 1)[1].split(" was not", 1)[0]
-            what = what.replace("GLOBAL", "").strip()
-            raise ModelError(
-                f"{path} holds Python objects ({what}) that a safe load (weights_only=True) "
-                "refuses; re-save only tensors with wsiseg.models.save_checkpoint or "
-                "torch.save(model.state_dict(), path)") from err
+        code = _code_in_pickle(path, str(err))
+        if code is not None:
+            raise _holds_code(path, code) from err
         raise _damaged(path, err) from err
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
         raise _damaged(path, err) from err
+
+
+def _holds_code(path: Path, code: list[str]) -> ModelError:
+    what = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
+    return ModelError(
+        f"{path} holds code, not plain weights: a pickled Python object that calls {what} when "
+        "loaded (a whole model saved with torch.save(model), say), which the safe load "
+        "(weights_only=True) refuses; where it was made, save the weights alone: "
+        "torch.save(model.state_dict(), path) for --model NAME --weights FILE, or "
+        "wsiseg.models.save_checkpoint(path, model, card) for a checkpoint with its card")
+
+
+def _is_plain_global(name: str) -> bool:
+    """Whether a pickle's global is one a ``torch.save`` of tensors and containers refers to
+    (tensor rebuilding, storage types, dtypes): not code of its own."""
+    module, _, attr = name.rpartition(".")
+    if module in ("builtins", "__builtin__") and attr in _CONTAINERS:
+        return True
+    if name in ("collections.OrderedDict", "torch.Size", "torch.device") or \
+            name.startswith("torch._utils._rebuild_"):
+        return True
+    return module == "torch" and (attr.endswith("Storage") or attr in _TORCH_DTYPES)
+
+
+_CONTAINERS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "bool", "str",
+               "bytes", "complex"}
+_TORCH_DTYPES = {str(t).rpartition(".")[2] for t in vars(torch).values()
+                 if isinstance(t, torch.dtype)}
+
+
+def _code_in_pickle(path: Path, message: str) -> list[str] | None:
+    """The callables the pickle in ``path`` would run when loaded (found without loading it),
+    or None when it holds none: a damaged file, or not a pickle at all.
+
+    ``message`` is torch's refusal; where the pickle cannot be walked, it may name what it
+    refused ("Unsupported global: GLOBAL x.y", "unsupported GLOBAL x.y").
+    """
+    found = _pickle_globals(path)
+    if found is not None:
+        return [g for g in dict.fromkeys(found) if not _is_plain_global(g)] or None
+    for line in message.splitlines():
+        for marker in ("Unsupported global: GLOBAL ", "unsupported GLOBAL "):
+            if marker in line:
+                return [line.split(marker, 1)[1].split()[0]]
+    return None
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """The ``module.name`` globals the pickle in ``path`` refers to, read with pickletools
+    (nothing is run); None when it cannot be walked.
+
+    A torch zip archive keeps its pickle in ``*/data.pkl``. Torch's legacy format is pickles
+    one after the other (magic number, protocol, system info, the object, storage keys) with
+    raw tensor bytes after them; a ``pickle.dump`` file is one pickle.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                return _globals_in(io.BytesIO(z.read(names[0]))) if names else None
+        with open(path, "rb") as f:
+            return _globals_in(f)
+    except Exception:  # noqa: BLE001 - not a pickle, or a damaged one
+        return None
+
+
+def _globals_in(stream, pickles: int = 4) -> list[str]:
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
+    found: list[str] = []
+    for _ in range(pickles):  # up to the object of a legacy file, which holds the globals
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if isinstance(arg, str):
+                strings.append(arg)
+        if found or stream.tell() >= size:
+            break
+    return found
 
 
 def _damaged(path: Path, err: BaseException) -> ModelError:
@@ -361,6 +438,50 @@ def _build(card: ModelCard, source: Path) -> torch.nn.Module:
         raise ModelError(f"{source}: its card cannot build a network: {err}") from err
 
 
+def _fits(state: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Registered networks (with their default arguments) that ``state`` fits: (those whose
+    tensor names and shapes all match, those with the same names but some other shapes).
+
+    The networks are built on the meta device: shapes only, no memory, no initialisation.
+    """
+    exact, other_shapes = [], []
+    for name in list_models():
+        try:
+            with torch.device("meta"):
+                expected = create_model(name, **default_card(name).arguments).state_dict()
+        except Exception:  # noqa: BLE001 - a network that cannot be built so is not offered
+            continue
+        if expected.keys() != state.keys():
+            continue
+        same = all(isinstance(state[k], torch.Tensor) and state[k].shape == v.shape
+                   for k, v in expected.items())
+        (exact if same else other_shapes).append(name)
+    return exact, other_shapes
+
+
+def _fitting_network_hint(state: Mapping[str, Any], path: Path) -> str | None:
+    """What ``state`` fits among the registered networks, as the way out; None when nothing
+    fits (then no network is guessed)."""
+    exact, other_shapes = _fits(state)
+    if exact:
+        return f"they fit {' and '.join(exact)}: use --model {exact[0]} --weights {path}"
+    if other_shapes:
+        name = other_shapes[0]
+        return (f"they have the layers of {name} built with other arguments (e.g. "
+                "num_classes): save them with their card (wsiseg.models.save_checkpoint) and "
+                "pass that file as --model")
+    return None
+
+
+def _bare_state_dict_way_out(state: Mapping[str, Any], path: Path) -> str:
+    hint = _fitting_network_hint(state, path)
+    if hint is not None:
+        return hint
+    return (f"they fit none of the registered networks ({', '.join(list_models())}) as built "
+            "by default; load them with the network and arguments they were saved from, as a "
+            "checkpoint with its card (wsiseg.models.save_checkpoint)")
+
+
 def _few(keys: list[str], n: int = 3) -> str:
     shown = ", ".join(keys[:n])
     return f"[{shown}{f', ... {len(keys) - n} more' if len(keys) > n else ''}]"
@@ -375,6 +496,11 @@ def _load_state(module: torch.nn.Module, state: Mapping[str, Any], path: Path, w
         hint = "it was saved from another architecture or with other arguments"
         if unexpected and all(str(k).startswith("module.") for k in unexpected):
             hint = "its keys start with 'module.' (saved from DataParallel): strip that prefix"
+        elif (fit := _fitting_network_hint(state, path)) is not None:
+            hint = fit
+        else:
+            hint = ("nor do they fit another registered network as built by default: load "
+                    "them with the network and arguments they were saved from")
         raise ModelError(f"{path} does not fit {what}: missing keys {_few(missing)}, unexpected "
                          f"keys {_few([str(k) for k in unexpected])}; {hint}")
     wrong = [k for k, v in expected.items()

@@ -45,6 +45,27 @@ def read_level0(path: Path) -> np.ndarray:
     return np.ascontiguousarray(rgba[..., :3])
 
 
+@pytest.fixture(autouse=True)
+def _library_logging_restored():
+    """Each test starts with the ``wsiseg`` logger as the library leaves it: a command run in
+    an earlier test sends its lines to stderr and stops them reaching the root (and caplog)."""
+    import logging
+
+    logger = logging.getLogger("wsiseg")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Each test starts with torch's thread count of the session: training sets its own."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def svs_x40(tmp_path_factory) -> SyntheticSlide:
     """Aperio SVS, JPEG Q90, 2000 x 1600 at 0.25 um/px (x40), levels 1, 4, 16 (x10 = level 1)."""

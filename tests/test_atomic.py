@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 import pytest
 
-from wsiseg.atomic import atomic_write
+from wsiseg.atomic import atomic_write, describe_os_error, os_error_in
 from wsiseg.errors import OutputError
 
 
@@ -57,3 +58,43 @@ def test_only_new_files_are_written():
     with pytest.raises(ValueError, match="mode"):
         with atomic_write("x", "a"):
             pass
+
+
+def test_the_os_error_behind_a_wrapper_is_found_and_nothing_else_is():
+    disk_full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise disk_full
+        except OSError as err:
+            raise RuntimeError("write failed") from err
+    except RuntimeError as wrapped:
+        assert os_error_in(wrapped) is disk_full
+    # An error raised while an OS error was handled is not caused by it; wsiseg's own errors
+    # already say what happened.
+    try:
+        try:
+            raise disk_full
+        except OSError:
+            raise KeyError("a bug in the handler")
+    except KeyError as bug:
+        assert os_error_in(bug) is None
+    assert os_error_in(OutputError("x: cannot write; write elsewhere")) is None
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is new in Python 3.11")
+def test_the_os_error_inside_an_exception_group_is_found():
+    disk_full = OSError(errno.ENOSPC, "No space left on device")
+    inner = RuntimeError("chunk write failed")
+    inner.__cause__ = disk_full
+    group = ExceptionGroup("chunks", [ValueError("other"), inner])  # noqa: F821 (3.11+)
+    assert os_error_in(group) is disk_full
+
+
+def test_an_os_error_is_described_with_its_files_cause_and_way_out():
+    assert describe_os_error(OSError(errno.EROFS, "Read-only file system", "/mnt/maps/a.zarr")) \
+        == "/mnt/maps/a.zarr: the file system is read-only; write elsewhere"
+    assert describe_os_error(FileNotFoundError(errno.ENOENT, "No such file", "x.svs", None, "y")) \
+        == "x.svs -> y: no such file or folder; check the path"
+    line = describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert line.endswith("no space left on the device; free some space or write elsewhere")
+    assert "did not say which" in line

@@ -9,6 +9,7 @@ from __future__ import annotations
 from wsiseg._version import __version__
 from wsiseg.errors import (
     ConfigError,
+    DamagedSlideError,
     DatasetError,
     MetricsError,
     ModelError,
@@ -26,6 +27,7 @@ __all__ = [
     "open_slide",
     "WsisegError",
     "SlideError",
+    "DamagedSlideError",
     "ResolutionError",
     "ModelError",
     "OutputError",

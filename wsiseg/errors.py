@@ -16,6 +16,15 @@ class SlideError(WsisegError, OSError):
     """A slide cannot be opened or read."""
 
 
+class DamagedSlideError(SlideError):
+    """Part of a slide cannot be decoded; ``region`` (a ``wsiseg.slide.reader.DamagedRegion``)
+    is the tile that failed."""
+
+    def __init__(self, message: str, region=None) -> None:
+        super().__init__(message)
+        self.region = region
+
+
 class ResolutionError(WsisegError, ValueError):
     """The slide's resolution is missing or does not allow the requested analysis resolution."""
 

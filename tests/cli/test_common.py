@@ -37,3 +37,35 @@ def test_a_wsiseg_error_is_one_line_and_exit_code_1():
     run = CliRunner().invoke(command, ["--fail"])
     assert run.exit_code == 1
     assert run.stderr == "wsiseg: error: x.svs: bad; pass --good\n"
+
+
+@click.command()
+@click.argument("what")
+@handle_errors
+def failing(what):
+    if what == "read-only":
+        raise PermissionError(13, "Permission denied", "/data/maps/s1.wsiseg.zarr")
+    if what == "wrapped":
+        try:
+            raise OSError(28, "No space left on device", "/data/maps/s1.report.csv")
+        except OSError as err:
+            raise RuntimeError("zarr could not write") from err
+    raise ValueError("a bug")
+
+
+def test_an_os_error_without_a_wsiseg_message_is_still_one_line_naming_the_file():
+    run = CliRunner().invoke(failing, ["read-only"])
+    assert run.exit_code == 1
+    assert run.stderr == ("wsiseg: error: /data/maps/s1.wsiseg.zarr: permission denied; check "
+                          "the folder's permissions or write elsewhere\n")
+    run = CliRunner().invoke(failing, ["wrapped"])
+    assert run.exit_code == 1
+    assert run.stderr == ("wsiseg: error: /data/maps/s1.report.csv: no space left on the device; "
+                          "free some space or write elsewhere\n")
+
+
+def test_a_bug_says_so_and_asks_for_a_report():
+    run = CliRunner().invoke(failing, ["bug"])
+    assert run.exit_code == 1
+    assert run.stderr.startswith("wsiseg: error: unexpected ValueError: a bug")
+    assert "report it" in run.stderr and len(run.stderr.splitlines()) == 1

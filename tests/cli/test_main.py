@@ -74,7 +74,8 @@ def test_slide_without_mpp_fails_then_works_with_slide_mpp(slides, pixel_model, 
 
 
 @pytest.mark.parametrize("name,words", [
-    ("bad/unreadable.svs", ["unreadable.svs", "cannot read pixels"]),
+    ("bad/unreadable.svs", ["unreadable.svs", "cannot read pixels at level-0 x 0, y 0",
+                            "Bogus marker length", "--skip-damaged"]),
     ("bad/unopenable.tiff", ["unopenable.tiff", "OpenSlide cannot open it"]),
     ("bad/not-a-wsi-strip.tif", ["not-a-wsi-strip.tif", "not a whole-slide image"]),
     ("tiny/boxes.tiff", ["boxes.tiff", "coarser than the analysis resolution"]),

@@ -15,6 +15,9 @@ import torch
 from wsiseg.export import ExportOptions, export_result
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.result.store import open_result
+from wsiseg.slide.geometry import overview_geometry
+from wsiseg.slide.reader import open_slide
+from wsiseg.slide.region import read_grid
 from wsiseg.testing import area_downsample, synthetic_tissue, write_scn
 
 OFFSET = (1200, 600)  # level-0 pixels
@@ -73,15 +76,16 @@ def test_png_overlay_is_painted_inside_the_bounds_only(offset_slide, tmp_path):
 
     slide, result, expected, _ = offset_slide
     export_result(result, ["png"], tmp_path, ExportOptions(png_size=512))
-    with openslide.OpenSlide(str(slide)) as osr:
-        w0, h0 = osr.dimensions
-        thumb = np.asarray(osr.get_thumbnail((512, 512)).convert("RGB")).astype(int)
+    with open_slide(slide) as s:
+        geometry = overview_geometry(s.level_downsamples, s.dimensions, 512)
+        thumb = read_grid(s, geometry).astype(int)
     overlay = np.asarray(Image.open(tmp_path / "offset.overlay.png").convert("RGB")).astype(int)
     th, tw = thumb.shape[:2]
+    assert max(th, tw) == 512
     painted = (np.abs(overlay[:th] - thumb).sum(axis=2) > 6)
     ys, xs = np.nonzero(painted)
     # Thumbnail pixel centres inside the scanned region: [1200, 2000) x [600, 1200) level-0.
-    sx, sy = w0 / tw, h0 / th
+    sx, sy = geometry.scale
     assert ((xs + 0.5) * sx >= OFFSET[0]).all() and ((xs + 0.5) * sx < OFFSET[0] + 800).all()
     assert ((ys + 0.5) * sy >= OFFSET[1]).all() and ((ys + 0.5) * sy < OFFSET[1] + 600).all()
     assert painted.sum() > 0.3 * (800 / sx) * (600 / sy)

@@ -211,8 +211,39 @@ def test_checkpoint_of_a_later_version(tmp_path, small_model):
 def test_bare_state_dict_needs_an_architecture(tmp_path, small_model):
     path = tmp_path / "sd.pt"
     torch.save(small_model.state_dict(), path)
-    with pytest.raises(ModelError, match="bare state dict without a card.*--weights"):
+    with pytest.raises(ModelError) as err:
         load_model(path)
+    message = one_line(err)
+    assert "bare state dict without a card" in message
+    # hspnet_r18's layers, narrowed: no --model NAME would build it, its card is the way
+    assert "layers of hspnet_r18 built with other arguments" in message
+    assert "save_checkpoint" in message and "--weights" not in message
+
+
+def test_a_bare_state_dict_is_told_the_network_it_fits(tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save(create_model("fullnet").state_dict(), path)
+    with pytest.raises(ModelError) as err:
+        load_model(path)
+    assert f"they fit fullnet: use --model fullnet --weights {path}" in one_line(err)
+    with pytest.raises(ModelError) as err:  # weights given for another network
+        load_model("ehanet", weights=path)
+    message = one_line(err)
+    assert "does not fit ehanet" in message and "--model fullnet --weights" in message
+
+
+def test_weights_that_fit_no_network_are_not_guessed_at(tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save({"conv.weight": torch.zeros(4, 3, 1, 1), "conv.bias": torch.zeros(4)}, path)
+    with pytest.raises(ModelError) as err:
+        load_model(path)
+    message = one_line(err)
+    assert "fit none of the registered networks" in message and "--model" not in message
+    with pytest.raises(ModelError) as err:
+        load_model("fullnet", weights=path)
+    message = one_line(err)
+    assert "does not fit fullnet" in message and "nor do they fit another" in message
+    assert "--model" not in message
 
 
 def test_weights_are_only_for_registry_names(tmp_path, small_model):
@@ -244,6 +275,62 @@ def test_pickled_objects_are_refused_not_executed(tmp_path):
         load_model(path)
     message = one_line(err)
     assert str(path) in message and "weights_only=True" in message and "Colour" in message
+
+
+class _Touches:
+    """Pickles to a call that would create a file: the proof that a load ran code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("how", ["whole module", "torch.save", "pickle.dump", "legacy"])
+def test_code_in_a_pickle_is_named_and_never_run(tmp_path, how):
+    import pickle
+
+    path, marker = tmp_path / "model.pt", tmp_path / "ran"
+    if how == "whole module":
+        torch.save(Colour(), path)
+        called = "Colour"
+    elif how == "pickle.dump":
+        path.write_bytes(pickle.dumps({"weights": _Touches(marker)}))
+        called = "io.open"
+    else:
+        torch.save({"weights": _Touches(marker)}, path,
+                   _use_new_zipfile_serialization=how != "legacy")
+        called = "io.open"
+    with pytest.raises(ModelError) as err:
+        load_model(path)
+    message = one_line(err)
+    assert str(path) in message and "holds code, not plain weights" in message
+    assert called in message and "weights_only=True" in message
+    assert "torch.save(model.state_dict(), path)" in message and "save_checkpoint" in message
+    assert "damaged" not in message
+    assert not marker.exists()
+
+
+def test_cli_gives_one_line_for_code_and_for_weights_of_another_network(tmp_path, svs_x40):
+    from click.testing import CliRunner
+
+    from wsiseg.cli.main import main
+
+    code, weights = tmp_path / "whole.pt", tmp_path / "fullnet.pt"
+    torch.save(Colour(), code)
+    torch.save(create_model("fullnet").state_dict(), weights)
+    for args, words in ((["--model", code], ["whole.pt", "holds code"]),
+                        (["--model", "hspnet_r34", "--weights", weights],
+                         ["fullnet.pt", "does not fit hspnet_r34", "--model fullnet"])):
+        result = CliRunner().invoke(main, ["predict", str(svs_x40.path), "--out",
+                                           str(tmp_path / "out.zarr"), *map(str, args)])
+        assert result.exit_code == 1
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("wsiseg: error: "), result.stderr
+        assert "Traceback" not in result.stderr
+        for word in words:
+            assert word in lines[0], (word, lines[0])
 
 
 def test_other_torch_content(tmp_path):

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsiseg.errors import ConfigError, OutputError
+from wsiseg.atomic import output_error
+from wsiseg.errors import ConfigError
 
 ORIGINS = ("bounds", "level0")
 
@@ -133,7 +134,7 @@ def export_result(result: str | os.PathLike, formats: Sequence[str],
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"cannot create {out} ({err.strerror or err}); choose another --out")
+        raise output_error(out, err, "create") from err
     written: list[Path] = []
     for name in dict.fromkeys(formats):
         written += EXPORTERS[name](result, out, result_stem(result), options)

@@ -49,7 +49,7 @@ from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, reads_result
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ def _simplified(polygons: np.ndarray, tolerance: float, sx: float, sy: float) ->
     return _valid(shapely.transform(polygons, lambda c: np.round(c, DECIMALS)))
 
 
+@reads_result
 def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
                   simplify_um: float | None = None, min_area_um2: float = 0.0,
                   origin: str = "bounds") -> list[Path]:

@@ -18,9 +18,12 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, reads_result
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: The ``class`` of the CSV row (only present when there were some) that gives the area and the
+#: number of regions of the slide that could not be decoded.
+DAMAGED_ROW = "damaged (not read)"
 
 
 def _band_rows(labels: Any) -> int:
@@ -70,6 +73,7 @@ def class_statistics(labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndar
     return counts, regions
 
 
+@reads_result
 def build_report(result: str | os.PathLike) -> dict[str, Any]:
     """The report of a result: per-class rows plus slide, model, settings and run time."""
     labels, info = open_result(result)
@@ -100,6 +104,9 @@ def build_report(result: str | os.PathLike) -> dict[str, Any]:
                      "device": info.config.get("device")},
         "seconds": info.seconds,
         "tissue_area_mm2": float(tissue * pixel_mm2),
+        # Parts of the slide that could not be decoded and were not predicted (--skip-damaged).
+        "damaged_regions": info.damaged_count,
+        "damaged_area_mm2": info.damaged_area_mm2,
         "classes": rows,
     }
 
@@ -122,4 +129,8 @@ def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: st
                              f"{row['area_mm2']:.6f}", share,
                              "" if row["regions"] is None else row["regions"], row["pixels"],
                              report["seconds"]])
+        if report["damaged_regions"]:  # one more row: what could not be read, not a class
+            writer.writerow([report["slide"], report["model"], DAMAGED_ROW,
+                             f"{report['damaged_area_mm2']:.6f}", "", report["damaged_regions"],
+                             "", report["seconds"]])
     return [json_path, csv_path]

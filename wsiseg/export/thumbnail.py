@@ -6,6 +6,7 @@ bounds offset applied), so the overlay lands where the map says; background stay
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,41 +14,52 @@ from typing import Any
 import numpy as np
 
 from wsiseg.atomic import atomic_write
-from wsiseg.errors import ResultError
-from wsiseg.result.store import open_result
+from wsiseg.errors import ResultError, SlideError
+from wsiseg.result.store import open_result, reads_result
+from wsiseg.slide.geometry import overview_geometry
+from wsiseg.slide.reader import open_slide
+from wsiseg.slide.region import read_grid
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 2048
 OPACITY = 0.45
 
 
-def _map_indices(thumb_size: int, level0_size: int, offset: float, scale: float,
+def _map_indices(thumb_size: int, step: float, offset: float, scale: float,
                  map_size: int) -> tuple[np.ndarray, np.ndarray]:
-    centres = (np.arange(thumb_size) + 0.5) * level0_size / thumb_size
+    centres = (np.arange(thumb_size) + 0.5) * step  # level 0
     index = np.floor((centres - offset) / scale).astype(np.int64)
     inside = (index >= 0) & (index < map_size)
     return np.clip(index, 0, map_size - 1), inside
 
 
+@reads_result
 def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
                   opacity: float = OPACITY) -> Any:
     """The overlay as a PIL image (thumbnail, colours blended, legend below)."""
-    import openslide
     from PIL import Image, ImageDraw
 
     labels, info = open_result(result)
     slide_path = info.slide.path
     try:
-        slide = openslide.OpenSlide(str(slide_path))
-    except (openslide.OpenSlideError, FileNotFoundError, TypeError) as err:
+        # Damaged tiles show as glass: the picture of the rest is still worth having.
+        slide = open_slide(slide_path, skip_damaged=True)
+    except SlideError as err:
         raise ResultError(f"the png export needs the slide {slide_path} that {result} was made "
                           f"from, and it cannot be opened ({err}); put it back there") from err
     with slide:
-        w0, h0 = slide.dimensions
-        thumb = np.asarray(slide.get_thumbnail((size, size)).convert("RGB"))
+        # Read in bounded blocks: OpenSlide's get_thumbnail decodes all of level 0 at once on
+        # a slide without a pyramid.
+        geometry = overview_geometry(slide.level_downsamples, slide.dimensions, size)
+        thumb = read_grid(slide, geometry)
+        if slide.damaged_regions():
+            logger.warning("%s: %d damaged region(s) of the slide show as glass in the png",
+                           slide_path, len(slide.damaged_regions()))
     th, tw = thumb.shape[:2]
     (sx, sy), (ox, oy) = info.scale_to_level0, info.offset_level0
-    rows, rows_in = _map_indices(th, h0, oy, sy, labels.shape[0])
-    cols, cols_in = _map_indices(tw, w0, ox, sx, labels.shape[1])
+    rows, rows_in = _map_indices(th, geometry.scale[1], oy, sy, labels.shape[0])
+    cols, cols_in = _map_indices(tw, geometry.scale[0], ox, sx, labels.shape[1])
     classes = info.classes
     colours = np.array([c.color for c in classes], dtype=np.float32)
     small = np.asarray(labels.get_orthogonal_selection((rows, cols))

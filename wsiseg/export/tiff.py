@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from wsiseg.atomic import atomic_write
+from wsiseg.atomic import atomic_write, os_error_in, output_error
 from wsiseg.errors import ConfigError
 from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import ResultInfo
 from wsiseg.result.pyramid import level_shapes, pyramid_paths, write_pyramid
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, read_error, reads_result, result_reads
 
 TILE = 256
 
@@ -80,6 +80,7 @@ def _colour_lut(classes: tuple[ClassInfo, ...]) -> np.ndarray:
     return lut
 
 
+@reads_result
 def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: bool = False,
                origin: str = "bounds") -> list[Path]:
     """Write ``STEM.labels.tif`` (and ``STEM.overlay.tif`` with ``overlay``) into ``out_dir``."""
@@ -92,8 +93,14 @@ def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: boo
         if len(paths) < len(level_shapes(*labels.shape)):  # a result made without a pyramid
             scratch = Path(out_dir) / f".{stem}.pyramid.partial.zarr"
             shutil.rmtree(scratch, ignore_errors=True)
-            levels_group = zarr.open_group(str(scratch), mode="w", zarr_format=3)
-            paths = write_pyramid(labels, levels_group, len(info.classes))
+            try:
+                levels_group = zarr.open_group(str(scratch), mode="w", zarr_format=3)
+                paths = write_pyramid(labels, levels_group, len(info.classes))
+            except Exception as err:  # writing the levels, or reading the result's labels
+                cause = os_error_in(err)
+                if cause is None or read_error(result, err) is not None:
+                    raise
+                raise output_error(Path(out_dir) / f"{stem}.labels.tif", cause) from err
             levels = [labels] + [levels_group[p] for p in paths[1:]]
         else:
             levels = [group[p] for p in paths]
@@ -121,7 +128,10 @@ def _write(path: Path, levels: list[Any], frame: tuple[int, int], offset: tuple[
         "classes": {str(c.index): c.name for c in info.classes},
         "mpp": [mpp_x, mpp_y], "origin": origin, "slide": str(info.slide.path),
     })
-    with atomic_write(path, "wb") as out, tifffile.TiffWriter(out, bigtiff=bigtiff) as tif:
+    # Tiles are read from the result while the file is written: a chunk that cannot be read
+    # is the result's fault, told as such, not the file's.
+    with (atomic_write(path, "wb") as out, tifffile.TiffWriter(out, bigtiff=bigtiff) as tif,
+          result_reads(info.path)):
         for level, array in enumerate(levels):
             f = 2 ** level
             shape = (math.ceil(fh / f), math.ceil(fw / f))

@@ -6,6 +6,11 @@ again, so every pixel is decoded once. Within a band only the columns that kept 
 are read, in chunks, by a pool of threads (OpenSlide releases the GIL while decoding). The
 next band is read while the windows of the current one are being predicted; a bounded queue of
 batches between the two keeps memory flat.
+
+With a ``damaged`` source (a slide read with ``skip_damaged``), windows that touch a damaged
+region are dropped: their pixels are partly glass standing in for what could not be decoded,
+so they would blend a wrong prediction into the map. A band's windows are cut only once every
+read they need has ended, so every damaged region under them is known by then.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from wsiseg.slide.region import RegionReader
 logger = logging.getLogger(__name__)
 
 Interval = tuple[int, int]
+Box = tuple[int, int, int, int]  # x, y, width, height in analysis pixels
 
 
 def merge_intervals(intervals: list[Interval]) -> list[Interval]:
@@ -98,6 +104,7 @@ class LoaderStats:
     analysis_pixels_read: int = 0
     level_pixels_decoded: int = 0
     patches: int = 0
+    patches_dropped: int = 0  # windows left out because they touch a damaged region
     extra: dict = field(default_factory=dict)
 
 
@@ -118,7 +125,10 @@ class BandLoader:
         chunk: int = 1024,
         strip: int = 256,
         queue_batches: int = 8,
+        damaged: Callable[[], list[Box]] | None = None,
     ) -> None:
+        """``damaged`` returns the analysis boxes known to be damaged so far; the windows
+        that touch one are not emitted (see :attr:`LoaderStats.patches_dropped`)."""
         self.reader = reader
         self.grid = grid
         self.kept = kept
@@ -137,6 +147,7 @@ class BandLoader:
         used = np.nonzero(kept.any(axis=0))[0]
         self.x_lo = int(grid.xs[used[0]]) if len(used) else grid.origin
         self.x_hi = int(grid.xs[used[-1]]) + grid.patch_size if len(used) else self.x_lo + 1
+        self.damaged = damaged
         self.stats = LoaderStats()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
         self._stop = threading.Event()
@@ -272,7 +283,13 @@ class BandLoader:
         band, pixels = item.band, item.pixels
         p, origin = self.grid.patch_size, self.x_lo
         ys, xs = self.grid.ys, self.grid.xs
-        rows, cols = np.nonzero(self.kept[band.r0 : band.r1])
+        kept = self.kept[band.r0 : band.r1]
+        if self.damaged is not None:
+            drop = windows_touching(ys[band.r0 : band.r1], xs, p, self.damaged()) & kept
+            if drop.any():
+                self.stats.patches_dropped += int(drop.sum())
+                kept = kept & ~drop
+        rows, cols = np.nonzero(kept)
         for r, c in zip(rows + band.r0, cols):
             y = int(ys[r]) - band.y0
             x = int(xs[c]) - origin
@@ -280,6 +297,18 @@ class BandLoader:
             self.stats.patches += 1
             if full is not None and not self._put(full):
                 return
+
+
+def windows_touching(ys: np.ndarray, xs: np.ndarray, patch_size: int, boxes: list[Box]
+                     ) -> np.ndarray:
+    """(len(ys), len(xs)) bool: which windows at tops ``ys`` and lefts ``xs`` overlap any of
+    ``boxes``. Pure."""
+    out = np.zeros((len(ys), len(xs)), dtype=bool)
+    for bx, by, bw, bh in boxes:
+        rows = (ys < by + bh) & (ys + patch_size > by)
+        cols = (xs < bx + bw) & (xs + patch_size > bx)
+        out |= rows[:, None] & cols[None, :]
+    return out
 
 
 @dataclass

@@ -17,11 +17,12 @@ import numpy as np
 from wsiseg._version import __version__
 from wsiseg.errors import ConfigError, ModelError
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
+from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 from wsiseg.inference.stitcher import Stitcher
 from wsiseg.progress import progress_bar
-from wsiseg.result.info import ModelInfo, ResultInfo, SlideSource, TissueSampling
+from wsiseg.result.info import DamagedArea, ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.store import OutputWriter, check_output, default_output_path
 from wsiseg.slide.geometry import Geometry, plan_geometry
 from wsiseg.slide.reader import READERS, Slide, open_slide
@@ -50,6 +51,7 @@ class PredictConfig:
     overwrite: bool = False
     threads: int | None = None  # reader threads; default: the cores this process may use
     reader: str = "openslide"  # openslide, tifffile (SVS, generic TIFF) or auto
+    skip_damaged: bool = False  # map around tiles that cannot be decoded instead of failing
     compile: bool = False  # torch.compile the network: a slow start, faster after
     band_height: int = 1000  # analysis rows read at a time
     stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
@@ -118,7 +120,8 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
     path = Path(path)
     out = Path(config.out) if config.out else default_output_path(path)
     check_output(out, config.overwrite)
-    with open_slide(path, slide_mpp=config.slide_mpp, reader=config.reader) as slide:
+    with open_slide(path, slide_mpp=config.slide_mpp, reader=config.reader,
+                    skip_damaged=config.skip_damaged) as slide:
         plan = _plan(slide, config, model)
         t = time.perf_counter()
         tissue = _find_tissue(slide, plan, config)
@@ -139,6 +142,8 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             writer.write_tissue(tissue.mask)
             run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config)
             timings.update(run.timings)
+            if run.damaged:
+                writer.write_damaged(map_boxes(slide, plan.geometry))
             info = _result_info(out, slide, plan, tissue, run, timings, config, started)
             writer.publish(info, config.overwrite)
             return info
@@ -171,6 +176,8 @@ class _Run:
     predicted: int  # windows predicted, once per stripe they overlap
     stripes: int
     timings: dict[str, float]
+    damaged: tuple[DamagedArea, ...] = ()  # unreadable regions skipped (skip_damaged)
+    dropped: int = 0  # windows not predicted because they touch one
 
 
 def _plan(slide: Slide, config: PredictConfig, model: Any) -> _Plan:
@@ -202,8 +209,20 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
     """The tissue mask and the windows that hold enough tissue to be predicted."""
     grid = plan.grid
     factor = mask_factor(grid.patch_size, grid.stride, plan.geometry.mpp[0])
-    mask, geometry = read_tissue(slide, plan.geometry, factor)
+    t = time.perf_counter()
+    # On a slide without a pyramid this decodes all of level 0: in bounded blocks, from
+    # the reader threads, with a progress bar, and a Ctrl-C stops it between blocks.
+    mask, geometry = read_tissue(
+        slide, plan.geometry, factor, threads=config.threads or usable_cores(),
+        progress=lambda total: progress_bar(total, f"{slide.path.name} tissue", "px",
+                                            config.progress, leave=False, unit_scale=True),
+    )
     kept = window_tissue_fractions(mask, factor, grid) >= config.tissue_threshold
+    logger.info(
+        "%s: tissue on %.1f%% of the slide, %d of %d windows kept (%.1f s)", slide.path.name,
+        100 * mask.mean() if mask.size else 0.0, int(kept.sum()), kept.size,
+        time.perf_counter() - t,
+    )
     if not kept.any():
         logger.warning(
             "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
@@ -221,6 +240,13 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
     stripes = column_stripes(plan.geometry.width, config.stripe_width, writer.chunk)
     todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
     predicted = sum(int(k.sum()) for _, _, k in todo)
+    dropped = 0
+
+    def damaged_boxes() -> list[tuple[int, int, int, int]]:
+        # Only the read level's damage spoils windows; elsewhere (the tissue mask's level)
+        # the analysis pixels are good, and what they lose is recorded in the result.
+        return [box for r in slide.damaged_regions() if r.level == plan.geometry.level
+                and (box := map_box(plan.geometry, r)) is not None]
     t = time.perf_counter()
     predict_s = stitch_s = read_s = 0.0
     with progress_bar(predicted, slide.path.name, "patch", config.progress, leave=False) as bar:
@@ -235,6 +261,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
             loader = BandLoader(
                 RegionReader(slide, plan.geometry), grid, stripe_kept, batch_size=batch_size,
                 band_height=config.band_height, threads=threads,
+                damaged=damaged_boxes if config.skip_damaged else None,
             )
             try:
                 for batch in loader:
@@ -249,9 +276,24 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                 loader.close()
             stitcher.finish()
             read_s += loader.stats.read_seconds
+            dropped += loader.stats.patches_dropped
+            bar.update(loader.stats.patches_dropped)
     timings = {"loop": time.perf_counter() - t, "predict": predict_s, "stitch_write": stitch_s,
                "read": read_s}
-    return _Run(predicted, len(stripes), timings)
+    damaged = damaged_areas(slide.damaged_regions())
+    if damaged:
+        area_mm2 = sum(a.box_level0[2] * a.box_level0[3] for a in damaged) * (
+            slide.mpp[0] * slide.mpp[1] / 1e6)
+        where = ", ".join(f"level-0 x {a.box_level0[0]}, y {a.box_level0[1]}"
+                          for a in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
+        logger.warning(
+            "%s: skipped %d damaged region%s (%.4g mm^2 of the slide at level 0: %s) that "
+            "cannot be decoded; %d window%s touching them not predicted; they are marked in "
+            "the result's 'damaged' mask", slide.path, len(damaged),
+            "" if len(damaged) == 1 else "s", area_mm2, where, dropped,
+            "" if dropped == 1 else "s",
+        )
+    return _Run(predicted - dropped, len(stripes), timings, damaged, dropped)
 
 
 def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Run,
@@ -302,6 +344,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         seconds=round(time.perf_counter() - started, 3),
         timings={k: round(v, 3) for k, v in timings.items()},
         config={k: v for k, v in asdict(config).items() if k not in ("progress",)},
+        damaged_regions=run.damaged,
     )
 
 

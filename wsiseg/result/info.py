@@ -8,7 +8,8 @@ line naming the result, what is wrong and the way out.
 
 ``layout`` is the version of the on-disk layout. A wsiseg refuses results of a layout newer than
 :data:`LAYOUT` rather than misread them. Results written before the layout was recorded have no
-``layout`` key; their content is that of layout 1.
+``layout`` key; their content is that of layout 1. ``damaged_regions`` (and ``damaged_count``)
+came later within layout 1: a result without them had none.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ class TissueSampling:
 
 
 @dataclass(frozen=True)
+class DamagedArea:
+    """A region of the slide that could not be decoded and was skipped (``--skip-damaged``):
+    tiles of one row of ``level`` side by side, as one level-0 box ``(x, y, width, height)``.
+    Windows touching it were not predicted, and it is marked in the ``damaged`` mask."""
+
+    level: int
+    box_level0: tuple[int, int, int, int]
+    reason: str  # the decoder's message
+
+
+@dataclass(frozen=True)
 class ResultInfo:
     """A finished result: the map's frame on the slide, its classes, and how it was made.
 
@@ -95,10 +107,21 @@ class ResultInfo:
     timings: dict[str, float]  # seconds per stage
     config: dict[str, Any]  # the PredictConfig as given (None: from the model card)
     layout: int = LAYOUT
+    damaged_regions: tuple[DamagedArea, ...] = ()  # skipped, unreadable; see DamagedArea
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes)
+
+    @property
+    def damaged_count(self) -> int:
+        return len(self.damaged_regions)
+
+    @property
+    def damaged_area_mm2(self) -> float:
+        """Level-0 area of the damaged regions (boxes of different levels may overlap)."""
+        pixels = sum(a.box_level0[2] * a.box_level0[3] for a in self.damaged_regions)
+        return pixels * self.slide.mpp[0] * self.slide.mpp[1] / 1e6
 
     def to_attrs(self) -> dict[str, Any]:
         """The JSON stored as the result's ``wsiseg`` attribute."""
@@ -149,6 +172,11 @@ class ResultInfo:
             "seconds": self.seconds,
             "timings": dict(self.timings),
             "config": dict(self.config),
+            "damaged_count": self.damaged_count,
+            "damaged_regions": [
+                {"level": a.level, "box_level0": list(a.box_level0), "reason": a.reason}
+                for a in self.damaged_regions
+            ],
         }
 
     @classmethod
@@ -215,6 +243,7 @@ class ResultInfo:
                 timings=top.section("timings").all_numbers(),
                 config=top.mapping("config"),
                 layout=layout,
+                damaged_regions=_damaged(top),
             )
         except _Invalid as err:
             raise ResultError(f"{path} is not a finished wsiseg result ({err}); give the .zarr "
@@ -315,6 +344,17 @@ class _Fields:
 
     def all_numbers(self) -> dict[str, float]:
         return {key: self.number(key) for key in self.obj}
+
+
+def _damaged(top: _Fields) -> tuple[DamagedArea, ...]:
+    if "damaged_regions" not in top:  # written before damaged regions were recorded
+        return ()
+    areas = tuple(DamagedArea(f.integer("level"), f.integers("box_level0", 4), f.text("reason"))
+                  for f in top.items("damaged_regions"))
+    if "damaged_count" in top and top.integer("damaged_count") != len(areas):
+        raise _Invalid(f"'damaged_count' is {top.integer('damaged_count')} but "
+                       f"'damaged_regions' lists {len(areas)}")
+    return areas
 
 
 def _class(fields: _Fields) -> ClassInfo:

@@ -58,7 +58,9 @@ def write_pyramid(base: Any, group: Any, num_classes: int,
                   min_size: int = MIN_SIZE) -> list[str]:
     """Write the levels below the label array ``base`` into the zarr ``group``.
 
-    Returns the paths of all levels, ``labels`` (``base``) first.
+    Each level is compressed as ``base`` is, and stores every chunk, background ones too, so
+    that a lost chunk can be told from an empty one. Returns the paths of all levels,
+    ``labels`` (``base``) first.
     """
     shapes = level_shapes(*base.shape, min_size=min_size)
     chunk_rows, chunk_cols = base.chunks
@@ -68,6 +70,7 @@ def write_pyramid(base: Any, group: Any, num_classes: int,
         target = group.create_array(
             level_path(level), shape=(h, w), chunks=(min(chunk_rows, h), min(chunk_cols, w)),
             dtype="uint8", fill_value=0, dimension_names=("y", "x"), overwrite=True,
+            compressors=base.compressors, config={"write_empty_chunks": True},
         )
         rows = target.chunks[0]
         for y in range(0, h, rows):

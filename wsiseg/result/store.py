@@ -7,9 +7,12 @@ Layout (a contract for exports and other tools)::
       probabilities   uint8 (C, H, W)  round(255 p), only when asked for
       labels_1, ...   uint8            the label pyramid: each level halves the one above
       tissue          uint8 (h, w)     tissue mask at its own, coarser, resolution
+      damaged         uint8 (H, W)     1 where the slide could not be decoded (--skip-damaged);
+                                       only when some part could not
       attrs["wsiseg"] a ResultInfo (wsiseg.result.info): layout, version, slide, level,
                       scale_to_level0, offset_level0, classes, model, ...
       attrs["ome"]    OME-Zarr 0.5 multiscales + image-label metadata of the label pyramid
+      attrs["wsiseg_chunks"]  {array name: number of chunk files}, for every array
 
 ``layout`` in ``attrs["wsiseg"]`` is the version of this layout (1; results without it are
 layout 1 too). :func:`open_result` is the way to read a result: it validates the attributes
@@ -17,19 +20,35 @@ and refuses a layout newer than this wsiseg reads.
 
 The store is written under a temporary sibling name and renamed only when every chunk and the
 attributes are in place, so an interrupted run never leaves an output that looks complete.
+
+Later damage is found too. zarr leaves out chunks that hold only the fill value, so a lost chunk
+would read as background. Here the map's arrays (:func:`create_result_array`) store every chunk,
+and ``wsiseg_chunks`` records how many chunk files each array of the store has when it is
+published (a sparse array such as ``damaged``: those it stored). :func:`open_result` and
+:func:`is_complete` count the chunk files again (a listing of the folders; no chunk is read) and
+refuse a result that lacks any. Each chunk also carries a checksum of its content (zstd's), so
+one whose bytes changed fails to decode; :func:`result_reads` turns that, wherever a result is
+read, into one line naming the result. Results written before the record are read as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import math
 import os
+import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
 
-from wsiseg.errors import OutputError, ResultError
+from wsiseg.atomic import os_error_in, output_error
+from wsiseg.errors import OutputError, ResultError, WsisegError
 from wsiseg.result.info import ResultInfo
 from wsiseg.result.pyramid import ngff_metadata, write_pyramid
 from wsiseg.inference.stitcher import FinishedRows
@@ -38,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 CHUNK = 512
+#: Group attribute: {array name: number of chunk files}, written when the result is published.
+CHUNKS_ATTR = "wsiseg_chunks"
+#: How arrays of a result are stored: every chunk, each with a checksum of its content.
+ARRAY_CONFIG = {"write_empty_chunks": True}
+REDO = "run wsiseg predict again with --overwrite to redo it"
 
 
 def default_output_path(slide_path: Path) -> Path:
@@ -50,8 +74,28 @@ def partial_path(out: Path) -> Path:
 
 
 def is_complete(out: Path) -> bool:
-    """True when ``out`` is a finished wsiseg result (it only ever appears complete)."""
-    return (out / "zarr.json").is_file() and (out / "labels" / "zarr.json").is_file()
+    """True when ``out`` is a finished wsiseg result that lacks none of its chunks.
+
+    A result only ever appears once complete; one that lost chunks since (see the module's
+    docstring) is not complete: it is logged, and a batch predicts it again.
+    """
+    if not ((out / "zarr.json").is_file() and (out / "labels" / "zarr.json").is_file()):
+        return False
+    try:
+        group = zarr.open_group(str(out), mode="r")
+        damage = missing_chunks(out, group)
+    except Exception as err:  # unreadable: open_result says what is wrong with it
+        logger.debug("%s: chunks not checked (%s)", out, err)
+        return True
+    if damage:
+        if (str(out), damage) not in _told:  # a batch asks more than once
+            _told.add((str(out), damage))
+            logger.warning("%s is damaged: %s; it does not count as complete", out, damage)
+        return False
+    return True
+
+
+_told: set[tuple[str, str]] = set()  # damaged results already logged by is_complete
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -62,7 +106,12 @@ def check_output(out: Path, overwrite: bool) -> None:
     if not parent.is_dir():
         raise OutputError(f"{out}: folder {parent} does not exist; create it or choose another --out")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"{out}: folder {parent} is not writable; choose another --out")
+        try:
+            read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        why = "its file system is read-only" if read_only else "permission denied"
+        raise OutputError(f"{out}: folder {parent} is not writable ({why}); choose another --out")
 
 
 class OutputWriter:
@@ -80,15 +129,16 @@ class OutputWriter:
         self.out = out
         self.partial = partial_path(out)
         self.height, self.width, self.chunk = height, width, chunk
-        if self.partial.exists():
-            logger.info("removing %s left by an interrupted run", self.partial)
-            shutil.rmtree(self.partial)
         try:
+            if self.partial.exists():
+                logger.info("removing %s left by an interrupted run", self.partial)
+                shutil.rmtree(self.partial)
             self._create(num_classes, probabilities)
         except BaseException as err:  # Ctrl-C included: leave nothing half-made behind
             self.abort()
-            if isinstance(err, OSError):
-                raise OutputError(f"{self.partial}: cannot create the output ({err})") from err
+            cause = os_error_in(err)
+            if cause is not None:
+                raise output_error(self.out, cause, "create") from err
             raise
 
     def _create(self, num_classes: int, probabilities: bool) -> None:
@@ -96,14 +146,14 @@ class OutputWriter:
         self.group = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
         ch = min(chunk, height)
         cw = min(chunk, width)
-        self.labels = self.group.create_array(
-            "labels", shape=(height, width), chunks=(ch, cw), dtype="uint8", fill_value=0,
-            dimension_names=("y", "x"),
+        self.labels = create_result_array(
+            self.group, "labels", shape=(height, width), chunks=(ch, cw), dtype="uint8",
+            fill_value=0, dimension_names=("y", "x"),
         )
         self.probabilities = None
         if probabilities:
-            self.probabilities = self.group.create_array(
-                "probabilities", shape=(num_classes, height, width), chunks=(1, ch, cw),
+            self.probabilities = create_result_array(
+                self.group, "probabilities", shape=(num_classes, height, width), chunks=(1, ch, cw),
                 dtype="uint8", fill_value=0, dimension_names=("c", "y", "x"),
             )
         self.num_classes = num_classes
@@ -152,38 +202,74 @@ class OutputWriter:
     def _write_buffer(self) -> None:
         y0, y1 = self._buf_y, self._next
         n = y1 - y0
-        self.labels[y0:y1, self.x0 : self.x1] = self._buf_labels[:n]
-        if self.probabilities is not None:
-            self.probabilities[:, y0:y1, self.x0 : self.x1] = self._buf_probs[:, :n]
+        with self.writing():
+            self.labels[y0:y1, self.x0 : self.x1] = self._buf_labels[:n]
+            if self.probabilities is not None:
+                self.probabilities[:, y0:y1, self.x0 : self.x1] = self._buf_probs[:, :n]
         self._buf_y = y1
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn an OS error of the writes inside (zarr's included, however it wraps them) into
+        one :class:`OutputError` line naming the output, the cause and the way out."""
+        try:
+            yield
+        except Exception as err:
+            cause = os_error_in(err)
+            if cause is None:
+                raise
+            raise output_error(self.out, cause) from err
 
     def write_tissue(self, tissue: np.ndarray) -> None:
         h, w = tissue.shape
-        arr = self.group.create_array(
-            "tissue", shape=(h, w), chunks=(min(1024, h), min(1024, w)), dtype="uint8",
-            fill_value=0, dimension_names=("y", "x"),
-        )
-        arr[...] = tissue.astype(np.uint8)
+        with self.writing():
+            arr = create_result_array(
+                self.group, "tissue", shape=(h, w), chunks=(min(1024, h), min(1024, w)),
+                dtype="uint8", fill_value=0, dimension_names=("y", "x"),
+            )
+            arr[...] = tissue.astype(np.uint8)
+
+    def write_damaged(self, boxes: list[tuple[int, int, int, int]]) -> None:
+        """The ``damaged`` mask: uint8, the shape and chunks of ``labels``, 1 on the map pixels
+        ``(x, y, width, height)`` of ``boxes`` (parts of the slide that could not be decoded),
+        0 elsewhere. Chunks without damage are never stored."""
+        ch, cw = min(self.chunk, self.height), min(self.chunk, self.width)
+        with self.writing():
+            arr = self.group.create_array(
+                "damaged", shape=(self.height, self.width), chunks=(ch, cw), dtype="uint8",
+                fill_value=0, dimension_names=("y", "x"),
+            )
+            for x, y, w, h in boxes:
+                arr[y : y + h, x : x + w] = 1
 
     def publish(self, info: ResultInfo, overwrite: bool) -> Path:
-        """Write ``info`` as the attributes, last, then move the finished store to its final
+        """Write the label pyramid, then the attributes, last (``info``, the NGFF metadata and
+        the number of chunk files of each array), then move the finished store to its final
         name."""
         if self._next != self.height:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
-        paths = write_pyramid(self.labels, self.group, self.num_classes)
-        self.group.attrs.update({"wsiseg": info.to_attrs(), "ome": ngff_metadata(paths, info)})
-        if self.out.exists():
-            if not overwrite:
-                raise OutputError(f"{self.out} appeared while running; pass --overwrite to replace it")
-            # Move the old result aside first, so a crash here loses neither of the two.
-            old = self.out.with_name(self.out.name + ".old")
-            if old.exists():
+        with self.writing():
+            paths = write_pyramid(self.labels, self.group, self.num_classes)
+            chunks = _chunk_record(self.group, self.partial)
+            self.group.attrs.update({"wsiseg": info.to_attrs(), "ome": ngff_metadata(paths, info),
+                                     CHUNKS_ATTR: chunks})
+            if self.out.exists():
+                if not overwrite:
+                    raise OutputError(f"{self.out} appeared while running; pass --overwrite to "
+                                      "replace it")
+                # Move the old result aside first, so a crash here loses neither of the two.
+                old = self.out.with_name(self.out.name + ".old")
+                if old.exists():
+                    _remove(old)
+                os.replace(self.out, old)
+                try:
+                    os.replace(self.partial, self.out)
+                except BaseException:
+                    os.replace(old, self.out)  # the old result stays what it was
+                    raise
                 _remove(old)
-            os.replace(self.out, old)
-            os.replace(self.partial, self.out)
-            _remove(old)
-        else:
-            os.replace(self.partial, self.out)
+            else:
+                os.replace(self.partial, self.out)
         return self.out
 
     def abort(self) -> None:
@@ -225,9 +311,218 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+# --- completeness: every chunk stored, counted at publication, counted again on opening ------
+
+def create_result_array(group: zarr.Group, name: str, **kwargs: Any) -> zarr.Array:
+    """A new array ``name`` of a result, stored so that damage shows: every chunk is written,
+    fill-value chunks included, and each carries a checksum of its content."""
+    from zarr.codecs import ZstdCodec
+
+    return group.create_array(name, compressors=ZstdCodec(level=0, checksum=True),
+                              config=dict(ARRAY_CONFIG), **kwargs)
+
+
+def _chunk_grid(array: Any) -> tuple[int, ...] | None:
+    """Chunks per dimension of ``array``; None when its chunk files are not named ``c/i/j``."""
+    encoding = array.metadata.chunk_key_encoding
+    if getattr(encoding, "name", None) != "default" or getattr(encoding, "separator", "") != "/":
+        return None
+    return tuple(int(n) for n in array.cdata_shape)
+
+
+def _chunk_files(folder: Path, grid: tuple[int, ...]
+                 ) -> Iterator[tuple[tuple[int, ...], list[int]]]:
+    """The chunk files of the array stored in ``folder``, one folder of them at a time: (the
+    leading chunk indices of the folder, the last index of each chunk file in it).
+
+    One listing of the array's folders; names that are no chunk of the grid (zarr's temporary
+    files, strays) do not count.
+    """
+    if not grid:
+        if (folder / "c").is_file():
+            yield (), [0]
+        return
+
+    def walk(where: str, index: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], list[int]]]:
+        depth = len(index)
+        size, last = grid[depth], depth == len(grid) - 1
+        try:
+            entries = os.scandir(where)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            found = [(int(e.name), e) for e in entries
+                     if e.name.isascii() and e.name.isdigit() and int(e.name) < size
+                     and (e.is_file() if last else e.is_dir())]
+        if last:
+            yield index, [i for i, _ in found]
+            return
+        for i, entry in found:
+            yield from walk(entry.path, (*index, i))
+
+    yield from walk(str(folder / "c"), ())
+
+
+def _count_chunk_files(folder: Path, grid: tuple[int, ...]) -> int:
+    return sum(len(last) for _, last in _chunk_files(folder, grid))
+
+
+def _chunk_record(group: zarr.Group, root: Path) -> dict[str, int]:
+    """{array name: number of chunk files} of the arrays of ``group``, stored at ``root``."""
+    record = {}
+    for name, array in sorted(group.arrays()):
+        grid = _chunk_grid(array)
+        if grid is not None:
+            record[name] = _count_chunk_files(root / name, grid)
+    return record
+
+
+def missing_chunks(path: Path, group: zarr.Group) -> str | None:
+    """What the result at ``path`` lacks of the chunk files its record lists, in words, or
+    None when it lacks nothing.
+
+    Costs one listing of each array's folders. A result written before chunks were recorded
+    is not checked.
+    """
+    record = group.attrs.get(CHUNKS_ATTR)
+    if record is None:
+        logger.debug("%s: written without a record of its chunks; not checked", path)
+        return None
+    if not (isinstance(record, dict) and all(
+            isinstance(n, int) and not isinstance(n, bool) for n in record.values())):
+        return f"its record of chunks ({CHUNKS_ATTR!r}) is unreadable"
+    problems = []
+    for name, expected in sorted(record.items()):
+        try:
+            array = group[name]
+        except Exception as err:  # gone, or its metadata is: either way it is lost
+            logger.debug("%s: array %s does not open: %r", path, name, err)
+            problems.append(f"{name}: the whole array is missing")
+            continue
+        grid = _chunk_grid(array)
+        if grid is None:
+            continue
+        present = _count_chunk_files(path / name, grid)
+        if present < expected:
+            problems.append(f"{name}: {expected - present} of {expected} chunks missing"
+                            + _first_missing(path, name, grid, expected))
+    return "; ".join(problems) or None
+
+
+def _first_missing(path: Path, name: str, grid: tuple[int, ...], expected: int) -> str:
+    """`` (NAME/c/i/j, ...)``: the first missing chunk files of an array that stored them all."""
+    if expected != math.prod(grid):
+        return ""  # a sparse array: which ones it had is not recorded
+    present = {(*index, i) for index, last in _chunk_files(path / name, grid) for i in last}
+    missing = [i for i in np.ndindex(*grid) if i not in present]
+    keys = [f"{name}/c/" + "/".join(map(str, i)) for i in missing[:3]]
+    return f" ({', '.join(keys)}{', ...' if len(missing) > 3 else ''})"
+
+
+def damaged_error(path: str | os.PathLike, damage: str) -> ResultError:
+    """The one line for a result that lost chunks: ``damage`` says which."""
+    return ResultError(f"{path} is damaged: {damage}; {REDO} (a batch run redoes it by itself)")
+
+
+# --- reading: a chunk that cannot be read or decoded is one line naming the result ----------
+
+#: Modules whose errors, when a result is read, mean a chunk's bytes are not what was written.
+_DECODING = ("numcodecs", "zarr.codecs", "zarr.abc.codec", "zarr.core.codec_pipeline",
+             "zarr.core.buffer")
+
+
+@contextlib.contextmanager
+def result_reads(result: str | os.PathLike) -> Iterator[None]:
+    """Reads of ``result``'s arrays inside: a chunk file that cannot be read, or whose bytes do
+    not decode, becomes one :class:`ResultError` line naming the result, the array, what
+    happened and the way out. Other errors pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        error = read_error(result, err)
+        if error is None:
+            raise
+        # The other chunks of that read are still being decoded on zarr's thread; left
+        # running, they would fill stderr with asyncio's complaints when the process exits.
+        _settle_zarr_io()
+        raise error from err
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_result(func: F) -> F:
+    """Run ``func``, whose first argument is a result's path, inside :func:`result_reads`."""
+
+    @functools.wraps(func)
+    def wrapper(result: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        with result_reads(result):
+            return func(result, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_error(result: str | os.PathLike, err: BaseException) -> ResultError | None:
+    """The one-line error for ``err`` when it comes from reading ``result``'s chunks (an OS
+    error on a file of it, or bytes of one of its arrays that do not decode), else None."""
+    if isinstance(err, WsisegError):
+        return None
+    result = Path(result)
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    name = None  # the array of the result being read, if one is
+    for frame in frames:
+        array = frame.f_locals.get("self")
+        if isinstance(array, (zarr.Array, zarr.AsyncArray)):
+            name = _name_in(result, array)
+            break
+    cause = os_error_in(err)
+    if cause is not None:
+        file = cause.filename
+        ours = (name is not None if file is None
+                else _is_within(Path(os.fsdecode(file)), result))
+        if not ours:
+            return None
+        what = (cause.strerror or str(cause)).lower()
+        return ResultError(f"cannot read {file or result / name}: {what}; check that the "
+                           f"result's files can be read, or {REDO}")
+    if name is None or not isinstance(err, (RuntimeError, ValueError)) or not frames:
+        return None
+    module = frames[-1].f_globals.get("__name__", "")
+    if not module.startswith(_DECODING):
+        return None
+    reason = " ".join(str(err).split()) or type(err).__name__
+    reason = re.sub(r"""\bb(["'])(.*?)\1""", r"\2", reason)  # numcodecs quotes bytes: b"..."
+    return ResultError(f"{result} is damaged: a chunk of {name} does not decode ({reason}); "
+                       f"{REDO}")
+
+
+def _name_in(result: Path, array: Any) -> str | None:
+    """The path of ``array`` inside the result at ``result``; None when it is elsewhere."""
+    store_path = array.store_path
+    root = getattr(store_path.store, "root", None)
+    if root is None or not _is_within(Path(root), result):
+        return None
+    return store_path.path or "/"
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
 def open_result(path: str | os.PathLike) -> tuple[zarr.Array, ResultInfo]:
     """The ``labels`` array (lazily read zarr) and the validated :class:`ResultInfo` of a
-    finished result."""
+    finished result that lacks none of the chunk files it was published with.
+
+    Read the arrays inside :func:`result_reads` (or a function under :func:`reads_result`), so
+    that a chunk damaged since is told in one line too.
+    """
     path = Path(path)
     if not path.exists():
         raise ResultError(f"result {path} does not exist; give the .zarr folder that "
@@ -252,4 +547,7 @@ def open_result(path: str | os.PathLike) -> tuple[zarr.Array, ResultInfo]:
     if labels.ndim != 2 or not info.classes:
         raise ResultError(f"{path} holds labels of shape {labels.shape} and "
                               f"{len(info.classes)} classes; it is not a wsiseg result")
+    damage = missing_chunks(path, group)
+    if damage:
+        raise damaged_error(path, damage)
     return labels, info

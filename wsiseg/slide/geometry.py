@@ -118,3 +118,33 @@ def plan_geometry(
         resample=resample,
         mpp=(slide_mpp[0] * scale[0], slide_mpp[1] * scale[1]),
     )
+
+
+def overview_geometry(
+    level_downsamples: tuple[float, ...], dimensions: tuple[int, int], max_size: int
+) -> Geometry:
+    """A grid over the whole level-0 frame whose longer side is about ``max_size`` pixels.
+
+    For thumbnails: read from the coarsest level fine enough (a level within
+    :data:`LEVEL_TOLERANCE` of the size is read as it is). Pixel ``(x, y)`` covers level-0
+    ``[x * sx, (x + 1) * sx)`` (likewise in y) with ``(sx, sy)`` the grid's ``scale``, about
+    the level-0 size over the grid's. ``mpp`` is NaN: the slide's resolution is not needed.
+    """
+    if max_size < 1:
+        raise ValueError(f"thumbnail size must be at least 1 pixel, got {max_size}")
+    w0, h0 = dimensions
+    f = max(1.0, max(w0, h0) / max_size)
+    width, height = max(1, round(w0 / f)), max(1, round(h0 / f))
+    level, d, resample, scale = _choose_level(level_downsamples, (w0 / width, h0 / height))
+    if resample == (1.0, 1.0):  # a level of this size, read as it is
+        width, height = math.ceil(w0 / d - 1e-9), math.ceil(h0 / d - 1e-9)
+    return Geometry(
+        width=width,
+        height=height,
+        level=level,
+        level_downsample=d,
+        scale=scale,
+        offset_level0=(0, 0),
+        resample=resample,
+        mpp=(math.nan, math.nan),
+    )

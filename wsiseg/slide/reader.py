@@ -3,6 +3,14 @@
 :class:`Slide` wraps an ``openslide.OpenSlide`` handle, turns every failure into a
 :class:`~wsiseg.errors.SlideError` that names the file, reads regions in the coordinates of one
 pyramid level, and composites transparent pixels (outside the scanned area) onto white glass.
+
+A tile that cannot be decoded is reported as the tile itself (:class:`DamagedRegion`), whichever
+reader decodes it. OpenSlide's error state is sticky: once a read fails, every later read on
+that handle fails with the first error, from whichever thread. So a failed OpenSlide read is
+read again, alone and tile by tile, on a fresh handle of its own (re-opened after every tile
+that fails): the tiles that fail there are the damaged ones, the others are good pixels, and a
+read that only failed because another had broken the handle comes back whole. Reads that
+follow use a fresh shared handle.
 """
 
 from __future__ import annotations
@@ -11,12 +19,14 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wsiseg.errors import ConfigError, ResolutionError, SlideError
+from wsiseg.errors import ConfigError, DamagedSlideError, ResolutionError, SlideError
+from wsiseg.slide.tiff_extent import check_complete
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +39,26 @@ GLASS = 255
 
 #: The ways pixels can be decoded (see :func:`open_slide`).
 READERS = ("openslide", "tifffile", "auto")
+#: Edge of the blocks a failed read is narrowed down to on a level without a known tile size.
+PROBE_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class DamagedRegion:
+    """A part of a slide that cannot be decoded: one tile of one level.
+
+    ``box`` is ``(x, y, width, height)`` in pixels of ``level``, ``box_level0`` the same area
+    in level-0 pixels (clipped to the slide), ``reason`` the decoder's message.
+    """
+
+    level: int
+    box: tuple[int, int, int, int]
+    box_level0: tuple[int, int, int, int]
+    reason: str
+
+    def describe(self) -> str:
+        x, y, w, h = self.box_level0
+        return f"level-0 x {x}, y {y} ({w} x {h} px, level {self.level})"
 
 
 @dataclass(frozen=True)
@@ -67,23 +97,31 @@ class Slide:
     """
 
     def __init__(self, path: str | os.PathLike, slide_mpp: float | None = None,
-                 reader: str = "openslide") -> None:
+                 reader: str = "openslide", skip_damaged: bool = False) -> None:
         if reader not in READERS:  # before anything is opened
             raise ConfigError(f"unknown reader {reader!r}; use {', '.join(READERS)}")
         openslide = _import_openslide()
         self.path = Path(path)
+        #: Read damaged tiles as glass and record them (:meth:`damaged_regions`) instead of
+        #: raising :class:`DamagedSlideError`.
+        self.skip_damaged = skip_damaged
+        self._lock = threading.Lock()  # the shared handle and the damage record
+        self._probe_lock = threading.Lock()  # one failed read narrowed down at a time
+        self._damaged: dict[tuple[int, tuple[int, int, int, int]], DamagedRegion] = {}
         if not self.path.exists():
             raise SlideError(f"{self.path}: no such file; check the path")
         if self.path.is_dir():
             raise SlideError(f"{self.path}: is a folder, not a slide file; give a slide file")
         try:
-            self._osr = openslide.OpenSlide(str(self.path))
+            osr = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError as err:
+            check_complete(self.path)
             raise SlideError(
                 f"{self.path}: not a whole-slide image OpenSlide can read (unsupported or "
                 "missing format); convert it to a tiled pyramidal TIFF/SVS"
             ) from err
         except openslide.OpenSlideError as err:
+            check_complete(self.path)
             raise SlideError(
                 f"{self.path}: OpenSlide cannot open it ({err}); the file may be damaged or use "
                 "an unsupported compression"
@@ -91,11 +129,17 @@ class Slide:
         except OSError as err:
             raise SlideError(f"{self.path}: cannot be read ({err})") from err
         try:
-            self._osr.set_cache(openslide.OpenSlideCache(CACHE_BYTES))
+            check_complete(self.path)
+        except SlideError as err:
+            if not skip_damaged:
+                osr.close()
+                raise
+            logger.warning("%s; the missing part is read as damaged", err)
+        try:  # one cache for every handle of this slide (see _retire)
+            self._cache = openslide.OpenSlideCache(CACHE_BYTES)
         except (AttributeError, openslide.OpenSlideError):  # pragma: no cover - old OpenSlide
-            pass
-        # The C handle, for reading straight into numpy (see _direct_reader); None: public API.
-        self._handle = getattr(self._osr, "_osr", None) if _DIRECT_READ is not None else None
+            self._cache = None
+        self._current = self._handle_of(osr)
         props = self._osr.properties
         self.properties: dict[str, str] = dict(props)
         self.vendor: str = props.get("openslide.vendor", "unknown")
@@ -117,6 +161,29 @@ class Slide:
         else:
             self.mpp = self.metadata_mpp
         self._tiles = self._tile_reader(reader)
+
+    @property
+    def _osr(self):
+        """The shared ``openslide.OpenSlide`` handle (replaced after a failed read)."""
+        return self._current.osr
+
+    def _handle_of(self, osr) -> _Handle:
+        if self._cache is not None:
+            try:
+                osr.set_cache(self._cache)
+            except Exception:  # pragma: no cover - old OpenSlide
+                pass
+        # The C handle, for reading straight into numpy (see _direct_reader); None: public API.
+        c_handle = getattr(osr, "_osr", None) if _DIRECT_READ is not None else None
+        return _Handle(osr, c_handle)
+
+    def _open_handle(self) -> _Handle:
+        openslide = _import_openslide()
+        try:
+            return self._handle_of(openslide.OpenSlide(str(self.path)))
+        except Exception as err:  # the file changed or vanished while being read
+            raise SlideError(f"{self.path}: cannot be opened again after a failed read "
+                             f"({err}); check the file is still there and unchanged") from err
 
     def _tile_reader(self, reader: str):
         """tifffile's tile reader when ``reader`` asks for it and the slide allows it."""
@@ -206,34 +273,153 @@ class Slide:
             return out
         if (cx0, cy0, cx1, cy1) != (x, y, x + width, y + height):
             out[...] = GLASS
+        inside = out[cy0 - y : cy1 - y, cx0 - x : cx1 - x]
+        if self._tiles is not None:
+            bad = self._tiles.read(level, cx0, cy0, inside)
+        else:
+            bad = self._read_openslide(level, cx0, cy0, inside)
+        if bad:
+            self._record_damage(level, bad)
+        return out
+
+    def damaged_regions(self) -> list[DamagedRegion]:
+        """The damaged tiles found so far (read as glass when ``skip_damaged``), in order of
+        level, then row, then column."""
+        with self._lock:
+            found = list(self._damaged.values())
+        return sorted(found, key=lambda r: (r.level, r.box[1], r.box[0]))
+
+    def _record_damage(self, level: int, bad: list[tuple[tuple[int, int, int, int], str]]
+                       ) -> None:
+        regions = [DamagedRegion(level, box, self._level0_box(level, box), reason)
+                   for box, reason in bad]
+        with self._lock:
+            for region in regions:
+                self._damaged.setdefault((level, region.box), region)
+        if self.skip_damaged:
+            for region in regions:
+                logger.debug("%s: skipping the damaged tile at %s (%s)", self.path,
+                             region.describe(), region.reason)
+            return
+        first = regions[0]
+        x0, y0, w0, h0 = first.box_level0
+        raise DamagedSlideError(
+            f"{self.path}: cannot read pixels at level-0 x {x0}, y {y0}: the tile there "
+            f"({w0} x {h0} level-0 px, level {first.level}) cannot be decoded ({first.reason}); "
+            "the file is damaged: re-export or re-scan the slide, or pass --skip-damaged to "
+            "map the rest of it", region=first)
+
+    def _level0_box(self, level: int, box: tuple[int, int, int, int]
+                    ) -> tuple[int, int, int, int]:
+        d = self.level_downsamples[level]
+        w0, h0 = self.dimensions
+        x, y, w, h = box
+        x0, y0 = min(int(x * d), w0), min(int(y * d), h0)
+        x1, y1 = min(int(np.ceil((x + w) * d)), w0), min(int(np.ceil((y + h) * d)), h0)
+        return (x0, y0, x1 - x0, y1 - y0)
+
+    def _tile_size(self, level: int) -> tuple[int, int]:
+        """The level's tile size, or :data:`PROBE_BLOCK` where the slide does not say."""
+        try:
+            return (int(self.properties[f"openslide.level[{level}].tile-width"]),
+                    int(self.properties[f"openslide.level[{level}].tile-height"]))
+        except (KeyError, ValueError):
+            return (PROBE_BLOCK, PROBE_BLOCK)
+
+    # -- OpenSlide reads and their failures ----------------------------------------------------
+    def _read_openslide(self, level: int, x: int, y: int, out: np.ndarray
+                        ) -> list[tuple[tuple[int, int, int, int], str]]:
+        """Level pixels from ``(x, y)`` into ``out`` through the shared handle; the damaged
+        tiles (read as glass), if the read fails."""
+        handle = self._acquire()
+        try:
+            self._decode(handle, level, x, y, out)
+            return []
+        except Exception as err:  # OpenSlideError, or a decoder failure surfacing as OSError
+            error = err
+        finally:
+            self._release(handle)
+        self._retire(handle)  # its error state is set for good
+        bad = self._narrow_down(level, x, y, out)
+        if not bad:
+            logger.debug("%s: a read at level %d (%d, %d) failed on a handle broken by another "
+                         "read (%s) and reads well alone", self.path, level, x, y, error)
+        return bad
+
+    def _narrow_down(self, level: int, x: int, y: int, out: np.ndarray
+                     ) -> list[tuple[tuple[int, int, int, int], str]]:
+        """Read ``out`` again tile by tile on a handle of its own; the tiles that fail (and
+        are left as glass) with OpenSlide's message."""
+        tw, th = self._tile_size(level)
+        lw, lh = self.level_dimensions[level]
+        h, w = out.shape[:2]
+        bad = []
+        with self._probe_lock:
+            handle = self._open_handle()
+            try:
+                for ty in range(y // th, (y + h - 1) // th + 1):
+                    for tx in range(x // tw, (x + w - 1) // tw + 1):
+                        ax, ay = max(x, tx * tw), max(y, ty * th)
+                        bx, by = min(x + w, (tx + 1) * tw), min(y + h, (ty + 1) * th)
+                        piece = out[ay - y : by - y, ax - x : bx - x]
+                        try:
+                            self._decode(handle, level, ax, ay, piece)
+                        except Exception as err:
+                            piece[...] = GLASS
+                            tile = (tx * tw, ty * th, min(tw, lw - tx * tw), min(th, lh - ty * th))
+                            bad.append((tile, _first_line(err)))
+                            # Its error state is set: the next tile needs a new handle.
+                            broken, handle = handle, None
+                            broken.osr.close()
+                            handle = self._open_handle()
+            finally:
+                if handle is not None:
+                    handle.osr.close()
+        return bad
+
+    def _acquire(self) -> _Handle:
+        with self._lock:
+            handle = self._current
+            handle.users += 1
+            return handle
+
+    def _release(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.users -= 1
+            done = handle.retired and handle.users == 0
+        if done:
+            handle.osr.close()
+
+    def _retire(self, handle: _Handle) -> None:
+        """Replace a handle whose error state is set by a fresh one (once, whichever thread
+        asks first); it is closed when the last read on it ends."""
+        with self._lock:
+            if self._current is not handle:
+                return
+            self._current = self._open_handle()
+            handle.retired = True
+            done = handle.users == 0
+        if done:
+            handle.osr.close()
+
+    def _decode(self, handle: _Handle, level: int, x: int, y: int, out: np.ndarray) -> None:
+        """OpenSlide's region at level pixel ``(x, y)``, the size of ``out``, composited into
+        ``out``."""
+        h, w = out.shape[:2]
         d = self.level_downsamples[level]
         # OpenSlide takes the origin in level-0 pixels. Where a level's downsample is not an
         # integer (e.g. 2.0005), level pixel i starts at i * d, which is rounded here: a shift
         # of under half a level-0 pixel, instead of OpenSlide interpolating between pixels.
-        loc = (int(round(cx0 * d)), int(round(cy0 * d)))
-        try:
-            if self._tiles is not None:
-                self._tiles.read(level, cx0, cy0, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
-            else:
-                self._decode(loc, level, out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
-        except Exception as err:  # OpenSlideError, or a decoder failure surfacing as OSError
-            raise SlideError(
-                f"{self.path}: cannot read pixels at level {level}, level-0 location {loc} "
-                f"({err}); the file is damaged, re-export or re-scan it"
-            ) from err
-        return out
-
-    def _decode(self, loc: tuple[int, int], level: int, out: np.ndarray) -> None:
-        """OpenSlide's region at ``loc``/``level``, the size of ``out``, composited into ``out``."""
-        h, w = out.shape[:2]
-        if self._handle is not None:
+        loc = (int(round(x * d)), int(round(y * d)))
+        if handle.c_handle is not None:
             # OpenSlide's C call writes premultiplied ARGB straight into memory we own: no
             # PIL image, no RGBA conversion pass and no copies on the way to ``out``.
             argb = np.empty((h, w), dtype=np.uint32)
-            _DIRECT_READ(self._handle, argb.ctypes.data_as(_UINT32_P), loc[0], loc[1], level, w, h)
+            _DIRECT_READ(handle.c_handle, argb.ctypes.data_as(_UINT32_P), loc[0], loc[1], level,
+                         w, h)
             _premultiplied_bgra_on_white(argb.view(np.uint8).reshape(h, w, 4), out)
         else:
-            _composite_on_white(np.asarray(self._osr.read_region(loc, level, (w, h))), out)
+            _composite_on_white(np.asarray(handle.osr.read_region(loc, level, (w, h))), out)
 
     def close(self) -> None:
         if getattr(self, "_tiles", None) is not None:
@@ -246,6 +432,22 @@ class Slide:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Handle:
+    """An ``openslide.OpenSlide`` handle, its C handle and the reads now running on it."""
+
+    __slots__ = ("osr", "c_handle", "users", "retired")
+
+    def __init__(self, osr, c_handle) -> None:
+        self.osr, self.c_handle = osr, c_handle
+        self.users = 0
+        self.retired = False
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def _composite_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
@@ -293,11 +495,13 @@ _UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 
 
 def open_slide(path: str | os.PathLike, slide_mpp: float | None = None,
-               reader: str = "openslide") -> Slide:
+               reader: str = "openslide", skip_damaged: bool = False) -> Slide:
     """Open a slide, raising :class:`SlideError` with a clear message when it cannot be.
 
     ``reader`` decodes the pixels: ``openslide`` (every format), ``tifffile`` (Aperio SVS and
     generic tiled TIFF only, tiles decoded in parallel, several times faster) or ``auto``
-    (tifffile where it can, else OpenSlide).
+    (tifffile where it can, else OpenSlide). A tile that cannot be decoded raises
+    :class:`~wsiseg.errors.DamagedSlideError` naming it; with ``skip_damaged`` it reads as glass
+    and is recorded instead (:meth:`Slide.damaged_regions`).
     """
-    return Slide(path, slide_mpp=slide_mpp, reader=reader)
+    return Slide(path, slide_mpp=slide_mpp, reader=reader, skip_damaged=skip_damaged)

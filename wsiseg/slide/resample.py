@@ -44,12 +44,34 @@ def area_weights(
     return first, n_in, matrix
 
 
-def resample_area(image: np.ndarray, rows: sparse.csr_matrix, cols: sparse.csr_matrix) -> np.ndarray:
-    """Apply row and column weights to an (H, W, C) uint8 image; returns uint8 (h, w, C)."""
+#: Input elements (pixels x channels) turned into float32 at a time by :func:`resample_area`:
+#: 4 MB of scratch, so resampling needs little more memory than its uint8 input.
+SLAB_ELEMENTS = 1 << 20
+
+
+def resample_area(image: np.ndarray, rows: sparse.csr_matrix, cols: sparse.csr_matrix,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """Apply row and column weights to an (H, W, C) uint8 image; returns uint8 (h, w, C).
+
+    Written into ``out`` (uint8 (h, w, C), may be a view) when given. The output is made a few
+    rows at a time, from the input rows they need: every output pixel is the same sum, in the
+    same order, as with the whole image at once, so the result does not depend on the slabs.
+    """
     h_in, w_in, c = image.shape
-    tmp = rows @ image.reshape(h_in, w_in * c).astype(np.float32)  # (h, w_in * c)
-    h = tmp.shape[0]
-    tmp = tmp.reshape(h, w_in, c).transpose(1, 0, 2).reshape(w_in, h * c)
-    out = cols @ tmp  # (w, h * c)
-    out = out.reshape(cols.shape[0], h, c).transpose(1, 0, 2)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    h, w = rows.shape[0], cols.shape[0]
+    if out is None:
+        out = np.empty((h, w, c), dtype=np.uint8)
+    flat = image.reshape(h_in, w_in * c)
+    rows_per_output = max(1.0, h_in / max(h, 1))
+    step = max(1, int(SLAB_ELEMENTS / (max(1, w_in * c) * rows_per_output)))
+    for i0 in range(0, h, step):
+        i1 = min(i0 + step, h)
+        part = rows[i0:i1]
+        j0, j1 = int(part.indices.min()), int(part.indices.max()) + 1
+        part = sparse.csr_matrix((part.data, part.indices - j0, part.indptr),
+                                 shape=(i1 - i0, j1 - j0))
+        tmp = part @ flat[j0:j1].astype(np.float32)  # (i1 - i0, w_in * c)
+        tmp = tmp.reshape(i1 - i0, w_in, c).transpose(1, 0, 2).reshape(w_in, (i1 - i0) * c)
+        res = (cols @ tmp).reshape(w, i1 - i0, c).transpose(1, 0, 2)  # (i1 - i0, w, c)
+        out[i0:i1] = np.clip(np.rint(res), 0, 255)
+    return out

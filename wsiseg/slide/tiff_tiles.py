@@ -6,6 +6,10 @@ cache. For the two TIFF families the tiles are plain TIFF tiles, so they can be 
 loader runs, several times faster. The pixels are OpenSlide's: the same codec library decodes
 the same bytes (checked tile for tile in the tests). Anything unusual (another vendor, a level
 that is not a tiled 8-bit RGB page, a codec imagecodecs lacks) is left to OpenSlide.
+
+A tile that cannot be decoded (garbage bytes, a file cut short) is read as glass and reported
+by its place, so the caller decides whether that is an error; tiles are independent, so the
+other tiles of the read are good.
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ class TiffTiles:
             if any(p is None for p in pages):
                 raise ValueError("a level is not a tiled 8-bit RGB page")
             reader = cls(path, tif, pages)
-            for level in range(len(pages)):  # one tile each: the codec is there and works
-                reader._tile(level, 0)
+            for level in range(len(pages)):  # the codec is there and works
+                reader._check_codec(level)
             return reader
         except Exception as err:  # anything unexpected: OpenSlide reads it
             logger.debug("%s: tiles left to OpenSlide (%s)", path, err)
@@ -64,20 +68,48 @@ class TiffTiles:
                 tif.close()
             return None
 
-    def read(self, level: int, x: int, y: int, out: np.ndarray) -> None:
-        """Level pixels from ``(x, y)`` into ``out`` (h, w, 3); the region lies in the level."""
+    def read(self, level: int, x: int, y: int, out: np.ndarray
+             ) -> list[tuple[tuple[int, int, int, int], str]]:
+        """Level pixels from ``(x, y)`` into ``out`` (h, w, 3); the region lies in the level.
+
+        Returns the tiles that cannot be decoded, as ``((x, y, width, height) in level pixels,
+        reason)``; their pixels in ``out`` are glass (255).
+        """
         page = self._pages[level]
         tw, th = page.tilewidth, page.tilelength
         across = -(-page.imagewidth // tw)
         h, w = out.shape[:2]
+        bad = []
         for ty in range(y // th, (y + h - 1) // th + 1):
             for tx in range(x // tw, (x + w - 1) // tw + 1):
-                tile = self._tile(level, ty * across + tx)
                 # The part of this tile inside the region, in tile and in ``out`` coordinates.
                 x0, y0 = max(x, tx * tw), max(y, ty * th)
                 x1, y1 = min(x + w, (tx + 1) * tw), min(y + h, (ty + 1) * th)
+                try:
+                    tile = self._tile(level, ty * across + tx)
+                except Exception as err:  # noqa: BLE001 - any decoder failure is a bad tile
+                    out[y0 - y : y1 - y, x0 - x : x1 - x] = 255
+                    box = (tx * tw, ty * th, min(tw, page.imagewidth - tx * tw),
+                           min(th, page.imagelength - ty * th))
+                    bad.append((box, _reason(err)))
+                    continue
                 out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[
                     y0 - ty * th : y1 - ty * th, x0 - tx * tw : x1 - tx * tw]
+        return bad
+
+    def _check_codec(self, level: int, tries: int = 8) -> None:
+        """Raise unless one of the level's first few written tiles decodes: the codec is there
+        (a single damaged tile is no reason to leave the slide to OpenSlide)."""
+        page = self._pages[level]
+        written = [i for i, n in enumerate(page.databytecounts) if n > 0][:tries] or [0]
+        error: Exception | None = None
+        for index in written:
+            try:
+                self._tile(level, index)
+                return
+            except Exception as err:  # noqa: BLE001 - tried on the next tile
+                error = error or err
+        raise error
 
     def _tile(self, level: int, index: int) -> np.ndarray:
         key = (level, index)
@@ -99,6 +131,11 @@ class TiffTiles:
     def close(self) -> None:
         os.close(self._fd)
         self._tif.close()
+
+
+def _reason(err: BaseException) -> str:
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def _level_page(pages, width: int, height: int):

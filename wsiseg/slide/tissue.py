@@ -10,27 +10,40 @@ tissue) and drops specks.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
+from typing import Any, ContextManager
 
 import numpy as np
 from scipy import ndimage
 
 from wsiseg.slide.geometry import Geometry
-from wsiseg.slide.region import RegionReader
 from wsiseg.slide.reader import Slide
+from wsiseg.slide.region import grid_blocks, read_grid
+
+logger = logging.getLogger(__name__)
 
 MIN_THRESHOLD = 0.05
 MAX_THRESHOLD = 0.15
 #: Resolution of the tissue mask, um/px (PIPELINE: about 8-16 um/px).
 MASK_MPP = 10.0
 MIN_MASK_MPP, MAX_MASK_MPP = 8.0, 16.0
+#: Pixels whose saturation is computed at a time: float temporaries of a few MB, not of the
+#: whole low-resolution image.
+SATURATION_CHUNK = 1 << 20
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
-    """HSV saturation in [0, 1] of a uint8 (H, W, 3) image."""
-    mx = rgb.max(axis=-1).astype(np.float32)
-    mn = rgb.min(axis=-1).astype(np.float32)
-    return np.where(mx > 0, (mx - mn) / np.maximum(mx, 1), 0.0).astype(np.float32)
+    """HSV saturation in [0, 1] of a uint8 (H, W, 3) image, float32 (H, W)."""
+    out = np.empty(rgb.shape[:-1], dtype=np.float32)
+    rows = max(1, SATURATION_CHUNK // max(1, rgb.shape[1]))
+    for y in range(0, rgb.shape[0], rows):
+        part = rgb[y : y + rows]
+        mx = part.max(axis=-1).astype(np.float32)
+        mn = part.min(axis=-1).astype(np.float32)
+        out[y : y + rows] = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1), 0.0)
+    return out
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -113,14 +126,29 @@ def mask_factor(patch_size: int, stride: int, analysis_mpp: float) -> int:
     return max(1, round(MASK_MPP / analysis_mpp))
 
 
+def tissue_geometry(slide: Slide, analysis: Geometry, factor: int) -> Geometry:
+    """The tissue mask's grid: ``factor x factor`` analysis pixels a pixel, read from the
+    coarsest level fine enough (level 0 on a slide without a pyramid)."""
+    return analysis.coarser(factor, slide.level_downsamples)
+
+
 def read_tissue(
-    slide: Slide, analysis: Geometry, factor: int, strip_rows: int = 512
+    slide: Slide, analysis: Geometry, factor: int, threads: int = 1,
+    progress: Callable[[int], ContextManager[Any]] | None = None,
 ) -> tuple[np.ndarray, Geometry]:
-    """The tissue mask on the grid of ``factor x factor`` analysis pixels, read in strips."""
-    geometry = analysis.coarser(factor, slide.level_downsamples)
-    reader = RegionReader(slide, geometry)
-    rgb = np.empty((geometry.height, geometry.width, 3), dtype=np.uint8)
-    for y in range(0, geometry.height, strip_rows):
-        h = min(strip_rows, geometry.height - y)
-        rgb[y : y + h] = reader.read(0, y, geometry.width, h)
+    """The tissue mask on the grid of ``factor x factor`` analysis pixels.
+
+    Its low-resolution image is assembled block by block (:func:`~wsiseg.slide.region.read_grid`:
+    each block of the read level is area-averaged into place and dropped), so memory is that
+    small image plus a block per thread, whatever the slide's size or pyramid. ``threads``
+    read in parallel; ``progress`` makes a progress bar (see ``read_grid``).
+    """
+    geometry = tissue_geometry(slide, analysis, factor)
+    blocks = grid_blocks(slide, geometry)
+    logger.info(
+        "%s: finding tissue on a %d x %d image at %.3g um/px, from level %d (%.0f megapixels "
+        "in %d blocks)", slide.path.name, geometry.width, geometry.height, geometry.mpp[0],
+        geometry.level, blocks.level_pixels / 1e6, len(blocks),
+    )
+    rgb = read_grid(slide, geometry, threads=threads, progress=progress)
     return tissue_mask(rgb, pixel_um=geometry.mpp[0]), geometry

@@ -22,7 +22,7 @@ import numpy as np
 from wsiseg.errors import ConfigError, ResultError, WsisegError
 from wsiseg.training.metrics import IGNORE_INDEX, MetricsError, Scores, confusion_matrix
 from wsiseg.result.info import ResultInfo
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, reads_result
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def _sampling(info: ResultInfo, shape: tuple[int, int],
     return (np.clip(rows, 0, mask_shape[0] - 1), np.clip(cols, 0, mask_shape[1] - 1))
 
 
+@reads_result
 def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
                     mean_over: Sequence[int] | None = None,
                     groups: Mapping[str, Sequence[int]] | None = None,
