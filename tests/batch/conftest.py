@@ -67,3 +67,13 @@ def slides(tmp_path_factory):
         write_svs(folder / (f"s{i}.svs" if i < 3 else "bad.svs"), rgb, mpp=0.5)
     _damage_tiles(folder / "bad.svs")
     return folder
+
+
+@pytest.fixture(scope="session")
+def six_slides(tmp_path_factory):
+    """Six small synthetic slides."""
+    folder = tmp_path_factory.mktemp("six")
+    for i in range(6):
+        rgb, _ = synthetic_tissue(640, 800, seed=70 + i, tissue_fraction=0.5)
+        write_svs(folder / f"t{i}.svs", rgb, mpp=0.5)
+    return folder

@@ -1,5 +1,6 @@
 """Batches on dask.distributed: the client that closes what it opened, a local cluster of two
-workers (with one killed mid-run), a running scheduler, and what each worker process keeps."""
+workers (with one killed mid-run), a slide another process holds, a running scheduler, and
+what each worker process keeps."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 import zarr
 from click.testing import CliRunner
 
+from wsiseg.batch.claims import claim_path, take_claim
 from wsiseg.batch.cluster import dask_client
 from wsiseg.batch.discovery import find_slides
 from wsiseg.batch.manifest import read_manifest
@@ -170,7 +172,26 @@ def test_a_worker_killed_mid_run_does_not_stop_the_batch(slides, slow_model, clu
     assert [r.status for r in result.records] == ["done"] * 3, result.records
     for p in paths:
         assert (out / f"{p.stem}.wsiseg.zarr" / "labels" / "zarr.json").is_file()
-    assert not list(out.glob("*.partial"))
+    # The killed worker's claim went stale and its slide's retry took it over; none is left.
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))
+
+
+def test_workers_leave_a_slide_that_another_process_holds_to_it(slides, pixel_model, cluster,
+                                                                tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    config = BatchConfig(out_dir=str(out), progress=False,
+                         predict=PredictConfig(model=str(pixel_model[0])))
+    paths = [slides / f"s{i}.svs" for i in range(3)]
+    with take_claim(claim_path(out / "s2.wsiseg.zarr"), batch="another", worker="pid-1@there"):
+        result = predict_slides(paths, config, client=cluster)
+    assert [r.status for r in result.records] == ["done", "done", "elsewhere"]
+    assert not result.failed and "being predicted by pid-1@there" in result.records[2].error
+    assert not (out / "s2.wsiseg.zarr").exists()
+    # The workers released their claims; the slide left to the gone process is done next time.
+    assert not list(out.glob("*.claim*"))
+    again = predict_slides(paths, config, client=cluster)
+    assert [r.status for r in again.records] == ["skipped", "skipped", "done"]
 
 
 MAPPED_BLOCKS = """

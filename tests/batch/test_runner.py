@@ -1,9 +1,11 @@
 """Running a batch: a bad slide recorded while the others finish, resuming (results kept,
 exports made up, a slide that killed the process put last), a SIGKILL and a Ctrl-C of a
-single-process run."""
+single-process run, a slide another process holds, and a manifest that cannot be written."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -17,7 +19,8 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from wsiseg.batch.manifest import read_manifest
+from wsiseg.batch.claims import claim_path, take_claim
+from wsiseg.batch.manifest import SlideRecord, read_manifest, write_manifest
 from wsiseg.batch.runner import BatchConfig, predict_slides
 from wsiseg.cli.main import main
 from wsiseg.inference.pipeline import PredictConfig
@@ -153,7 +156,7 @@ def test_a_rerun_makes_only_the_exports_that_are_missing_or_stale(slides, pixel_
     predict_slides([slides / "s0.svs"], config)
     names = export_files("s0", config.exports, options)
     assert sorted(names) == sorted(p.name for p in tmp_path.iterdir() if p.is_file()
-                                   and p.name != "manifest.csv")
+                                   and p.name not in ("manifest.csv", ".wsiseg.lock"))
 
     def mtimes():
         return {n: (tmp_path / n).stat().st_mtime_ns for n in names}
@@ -209,6 +212,7 @@ def test_a_slide_that_kills_the_process_goes_last_and_cannot_hold_up_the_batch(
                             capture_output=True, text=True)
     assert healed.returncode == 0, healed.stderr
     assert statuses() == ["skipped", "done", "skipped"]
+    assert not list((tmp_path / "out").glob("*.claim*"))  # the dead runs' claims taken over
 
 
 def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model, tmp_path):
@@ -223,4 +227,67 @@ def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model
     assert run.returncode == 130 and "run the same command again" in stderr
     assert "Traceback" not in stderr
     assert [r.status for r in read_manifest(out / "manifest.csv")] == ["pending", "pending"]
-    assert not list(out.glob("*.partial"))
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))
+
+
+def test_a_slide_claimed_by_a_live_process_is_left_to_it_and_is_no_failure(slides, pixel_model,
+                                                                           tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["predict", str(slides / "s*.svs"), "--out", str(out), "--model", str(pixel_model[0])]
+    # Another process predicts s1: its claim is live and its manifest row says started.
+    with take_claim(claim_path(out / "s1.wsiseg.zarr"), batch="another", worker="w-7@node"):
+        write_manifest(out / "manifest.csv", [SlideRecord(str(slides / "s1.svs"), "started",
+                                                          worker="w-7@node")])
+        run = CliRunner().invoke(main, args)
+        assert run.exit_code == 0, run.output
+        assert "an earlier run ended" not in run.stderr  # it is not taken for a dead run's
+        assert "3 slides: 2 done, 1 elsewhere" in run.stdout
+        (line,) = [x for x in run.stdout.splitlines() if x.startswith("s1.svs")]
+        assert line.split()[1] == "elsewhere" and "being predicted by w-7@node" in line
+        assert not (out / "s1.wsiseg.zarr").exists()
+        rows = {Path(r.slide).name: (r.status, r.worker)
+                for r in read_manifest(out / "manifest.csv")}
+        assert rows["s1.svs"] == ("started", "w-7@node")  # its row is the other process's
+        assert rows["s0.svs"][0] == rows["s2.svs"][0] == "done"
+    again = CliRunner().invoke(main, args)  # the other process went away without finishing
+    assert again.exit_code == 0, again.output
+    assert "3 slides: 1 done, 2 skipped" in again.stdout
+    assert not list(out.glob("*.claim*"))
+
+
+def test_a_manifest_that_cannot_be_written_stops_the_batch_and_keeps_what_is_finished(
+        slides, pixel_model, tmp_path, monkeypatch):
+    import wsiseg.batch.manifest as manifest_module
+
+    out = tmp_path / "out"
+    args = ["predict", *(str(slides / f"s{i}.svs") for i in range(3)), "--out", str(out),
+            "--model", str(pixel_model[0])]
+    real, writes = manifest_module.atomic_write, []
+
+    @contextlib.contextmanager
+    def full_after_two(target, *a, **k):  # the first rows, s0 started, then the disk is full
+        writes.append(target)
+        with real(target, *a, **k) as f:
+            if len(writes) > 2:
+                f.write("slide,sta")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            yield f
+
+    monkeypatch.setattr(manifest_module, "atomic_write", full_after_two)
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 1 and "Traceback" not in run.output
+    assert run.stderr.splitlines() == [
+        f"wsiseg: error: cannot write {out / 'manifest.csv'}: no space left on the device; free "
+        f"some space or write elsewhere; the batch stopped (finished results stay in {out}: run "
+        "the same command again to do the rest)"]
+    # s0 is finished and kept; s1 was never begun; nothing half-written, no claim left.
+    assert (out / "s0.wsiseg.zarr" / "labels" / "zarr.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [".wsiseg.lock", "manifest.csv",
+                                                     "s0.wsiseg.zarr"]
+    assert [r.status for r in read_manifest(out / "manifest.csv")] == ["started", "pending",
+                                                                       "pending"]
+    monkeypatch.undo()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert [r.status for r in read_manifest(out / "manifest.csv")] == ["skipped", "done", "done"]

@@ -1,34 +1,42 @@
 """Many slides into one folder of results, in this process or on a dask.distributed cluster.
 
-``discovery`` finds the slides, ``manifest`` records each one in ``manifest.csv``, ``runner``
-predicts them (resuming what an earlier run left) and ``cluster`` connects to dask.
+``discovery`` finds the slides, ``manifest`` records each one in ``manifest.csv``, ``claims``
+lets several batch processes share one output folder, ``runner`` predicts them (resuming what an
+earlier run left) and ``cluster`` connects to dask. The names below load their module on first
+use, so that the manifest and the claims can be used without loading torch.
 """
 
 from __future__ import annotations
 
-from wsiseg.batch.cluster import dask_client
-from wsiseg.batch.discovery import find_slides, is_batch, output_for
-from wsiseg.batch.manifest import Manifest, SlideRecord, read_manifest, write_manifest
-from wsiseg.batch.runner import (
-    BatchConfig,
-    BatchResult,
-    predict_slides,
-    run_slide,
-    summary_table,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "BatchConfig",
-    "BatchResult",
-    "Manifest",
-    "SlideRecord",
-    "dask_client",
-    "find_slides",
-    "is_batch",
-    "output_for",
-    "predict_slides",
-    "read_manifest",
-    "run_slide",
-    "summary_table",
-    "write_manifest",
-]
+_WHERE = {
+    "dask_client": "cluster",
+    "find_slides": "discovery",
+    "is_batch": "discovery",
+    "output_for": "discovery",
+    "Manifest": "manifest",
+    "SlideRecord": "manifest",
+    "read_manifest": "manifest",
+    "write_manifest": "manifest",
+    "BatchConfig": "runner",
+    "BatchResult": "runner",
+    "predict_slides": "runner",
+    "run_slide": "runner",
+    "summary_table": "runner",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

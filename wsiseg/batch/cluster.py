@@ -115,20 +115,40 @@ def _keep_large_blocks_on_the_heap() -> None:
         pass
 
 
+def _current_worker() -> Any:
+    """The dask worker running this code, or None outside a dask task."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def worker_name() -> str:
+    """Who predicts here, as the manifest's ``worker`` column says it: ``NAME@HOST`` on a dask
+    worker, ``pid-PID@HOST`` in a plain process (several may share a host and a folder)."""
+    worker = _current_worker()
+    if worker is None:
+        return f"pid-{os.getpid()}@{socket.gethostname()}"
+    return f"{worker.name}@{_worker_host(worker)}"
+
+
+def _worker_host(worker: Any) -> str:
+    return worker.address.split("://")[-1].rsplit(":", 1)[0]
+
+
 def _worker_setup(config: PredictConfig, per_host: dict[str, int] | None
                   ) -> tuple[PredictConfig, str]:
     """On a dask worker: its name, its share of the host's cores for torch, and a GPU of its
     own when the host has several."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return config, socket.gethostname()
+    worker = _current_worker()
+    if worker is None:
+        return config, worker_name()
     import torch
 
     _keep_large_blocks_on_the_heap()
-    host = worker.address.split("://")[-1].rsplit(":", 1)[0]
+    host = _worker_host(worker)
     sharing = (per_host or {}).get(host, 1)
     share = max(1, usable_cores() // sharing)
     torch.set_num_threads(share)
@@ -139,4 +159,4 @@ def _worker_setup(config: PredictConfig, per_host: dict[str, int] | None
         except ValueError:
             index = abs(hash(worker.address))
         config = replace(config, device=f"cuda:{index % torch.cuda.device_count()}")
-    return config, f"{worker.name}@{host}"
+    return config, worker_name()

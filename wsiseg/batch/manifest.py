@@ -1,25 +1,41 @@
 """``OUT/manifest.csv``: one row per slide of a batch's output folder.
 
-A row holds the slide, its status (pending, started, done, skipped or failed), the error, the
-output, the patches predicted, the seconds taken and the worker. The file is rewritten whole
-(through :func:`wsiseg.atomic.atomic_write`) every time a slide starts or finishes, and keeps
-the rows of slides that earlier batches into the same folder left there.
+A row holds the slide, its status, the error, the output, the patches predicted, the seconds
+taken and the worker. Status is ``pending``, ``started``, ``done``, ``skipped`` (a complete
+result was there already) or ``failed``; a batch also reports ``elsewhere`` for a slide that
+another process predicted (or is predicting) meanwhile, but never writes that status: the row of
+such a slide is the other process's.
+
+Several batch processes may share one output folder, so the file is updated read-merge-write
+under the folder's exclusive lock (``fcntl.lockf``, which NFS honours too, on
+``OUT/.wsiseg.lock``): a process re-reads the file under the lock and replaces only the rows of
+the slides it changed, so rows that other processes wrote are never lost. The file is written
+whole through :func:`wsiseg.atomic.atomic_write` (readers see the old file or the new one), and
+rows of slides that earlier batches into the same folder left there are kept. A write that
+fails raises a one-line :class:`~wsiseg.errors.OutputError` and leaves the earlier file, and
+no temporary file, behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from wsiseg.atomic import atomic_write
+from wsiseg.atomic import PARTIAL_SUFFIX, atomic_write
+from wsiseg.batch.claims import claim_path, folder_lock, is_held
+from wsiseg.batch.discovery import output_for
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
 FIELDS = ("slide", "status", "error", "output", "patches", "seconds", "worker")
+#: Reported for a slide that another process predicts; never written to the file.
+ELSEWHERE = "elsewhere"
 
 
 @dataclass
@@ -27,7 +43,7 @@ class SlideRecord:
     """One manifest row."""
 
     slide: str
-    status: str = "pending"  # pending, started, done, skipped or failed
+    status: str = "pending"  # pending, started, done, skipped, failed (or elsewhere, unwritten)
     error: str = ""
     output: str = ""
     patches: int | None = None
@@ -36,30 +52,69 @@ class SlideRecord:
 
 
 class Manifest:
-    """``manifest.csv`` of an output folder: this batch's ``records`` (updated in place by the
-    batch) after the rows of other slides that earlier batches left there."""
+    """``manifest.csv`` of an output folder, and this batch's ``records`` (updated in place by
+    the batch; :meth:`update` writes the rows it changed)."""
 
     def __init__(self, path: Path, records: list[SlideRecord]) -> None:
-        self.path, self.records = path, records
-        earlier: list[SlideRecord] = []
-        if path.is_file():
-            try:
-                earlier = read_manifest(path)
-            except (OSError, KeyError, ValueError, csv.Error) as err:
-                logger.warning("%s cannot be read (%s); a new one is written", path, err)
+        self.path, self.records = Path(path), records
         # One result per stem in a folder, so a stem names a slide's row whatever the path.
-        ours = {Path(r.slide).stem for r in records}
-        self._earlier = {Path(r.slide).stem: r for r in earlier}
-        self.others = [r for r in earlier if Path(r.slide).stem not in ours]
+        self._earlier = {_stem(r): r for r in self._read()}
 
     def died_in(self, slide: Path) -> bool:
-        """Whether an earlier run ended while predicting ``slide``."""
+        """Whether an earlier run ended while predicting ``slide``: its row says ``started``
+        and no live process holds the slide's claim (a live one is predicting it now)."""
         row = self._earlier.get(slide.stem)
-        return row is not None and row.status == "started"
+        return (row is not None and row.status == "started"
+                and not is_held(claim_path(output_for(slide, self.path.parent))))
 
     def save(self) -> None:
-        """Write the earlier rows and this batch's rows, replacing the file whole."""
-        write_manifest(self.path, self.others + self.records)
+        """Merge all of this batch's rows into the file, except that a ``pending`` row does
+        not replace a ``started`` one (a slide another process is predicting, or the mark of a
+        run that died in it)."""
+        self._merge(range(len(self.records)), initial=True)
+
+    def update(self, *indices: int) -> None:
+        """Merge the rows ``records[i]`` for ``indices`` into the file, replacing theirs."""
+        self._merge(indices, initial=False)
+
+    def _merge(self, indices: Iterable[int], initial: bool) -> None:
+        with manifest_lock(self.path):
+            rows = {_stem(r): r for r in self._read()}
+            for i in indices:
+                record = self.records[i]
+                there = rows.get(_stem(record))
+                if record.status == ELSEWHERE or (
+                        initial and record.status == "pending" and there is not None
+                        and there.status == "started"):
+                    continue
+                rows[_stem(record)] = replace(record)
+            write_manifest(self.path, list(rows.values()))
+
+    def _read(self) -> list[SlideRecord]:
+        if not self.path.is_file():
+            return []
+        try:
+            return read_manifest(self.path)
+        except (OSError, KeyError, ValueError, csv.Error) as err:
+            logger.warning("%s cannot be read (%s); a new one is written", self.path, err)
+            return []
+
+
+def _stem(record: SlideRecord) -> str:
+    return Path(record.slide).stem
+
+
+@contextlib.contextmanager
+def manifest_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of the folder of the manifest ``path`` (:func:`~wsiseg.batch.claims.
+    folder_lock`) in this block. Temporary files that a writer killed in the middle of a write
+    left are removed under it (a live writer holds the lock while its file exists)."""
+    path = Path(path)
+    with folder_lock(path.parent):
+        for left in path.parent.glob(f"{path.name}.*{PARTIAL_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                left.unlink()
+        yield
 
 
 def write_manifest(path: str | os.PathLike, records: list[SlideRecord]) -> None:
