@@ -114,6 +114,24 @@ def test_a_result_from_other_settings_is_not_taken_for_this_batch(slides, pixel_
     assert record.status == "done"
 
 
+def test_a_map_with_skipped_damage_is_kept_only_by_a_batch_that_skips_damage(
+        slides, pixel_model, tmp_path):
+    def batch(skip: bool) -> BatchConfig:
+        return BatchConfig(out_dir=str(tmp_path), progress=False, predict=PredictConfig(
+            model=str(pixel_model[0]), skip_damaged=skip))
+
+    (record,) = predict_slides([slides / "bad.svs"], batch(True)).records
+    assert record.status == "done"
+    (record,) = predict_slides([slides / "bad.svs"], batch(True)).records
+    assert record.status == "skipped"
+    (record,) = predict_slides([slides / "bad.svs"], batch(False)).records
+    assert record.status == "failed" and "skip_damaged" in record.error
+    # A clean slide's map is the same with or without the flag: it is kept either way.
+    predict_slides([slides / "s0.svs"], batch(True))
+    (record,) = predict_slides([slides / "s0.svs"], batch(False)).records
+    assert record.status == "skipped"
+
+
 def test_sigkill_mid_slide_then_rerun_finishes_identical_to_an_uninterrupted_run(
         slides, slow_model, tmp_path):
     inputs = [str(slides / f"s{i}.svs") for i in range(3)]

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-
 from wsiseg.cli.main import main
+
 from wsiseg.errors import DamagedSlideError, SlideError
 from wsiseg.slide.reader import GLASS, open_slide
 from wsiseg.slide.tiff_extent import tiff_extent
 from wsiseg.testing import synthetic_tissue, write_generic_tiff, write_svs
+from wsiseg.testing.cli import error_line
 
 TILE = 256
 BAD = (4, 3)  # tile column and row of level 0 overwritten with garbage
@@ -143,10 +144,5 @@ def test_cli_names_the_damaged_tile_and_a_cut_file(slides, pixel_model, tmp_path
         result = CliRunner().invoke(main, ["predict", str(slide), "--model", str(pixel_model[0]),
                                            "--out", str(tmp_path / "out.zarr"), "--reader",
                                            "tifffile", "--quiet"])
-        assert result.exit_code == 1
-        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("wsiseg: error: "), result.stderr
-        assert "Traceback" not in result.stderr
-        for word in words:
-            assert word in lines[0], (word, lines[0])
+        error_line(result, *words)
         assert not (tmp_path / "out.zarr").exists()

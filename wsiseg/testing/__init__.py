@@ -14,7 +14,8 @@ users' own tests can make slides with known content and known metadata:
 - :func:`write_annotated_folder` writes small H&E-like PNGs with gland masks and grades, for
   training;
 - :func:`write_result` writes a finished result store holding a given map, for testing what
-  reads results.
+  reads results;
+- :func:`wsiseg.testing.cli.error_line` checks that a failed command said one line.
 
 Every pyramid level written here is the area average of level 0 (the mean over ``d x d``
 blocks, rounded to the nearest integer, blocks cut by the image edge averaging the pixels they
