@@ -25,6 +25,9 @@ def export_options(func):
                           "0 keeps exact pixel outlines)."),
         click.option("--min-area", "min_area_um2", type=click.FloatRange(min=0), default=0.0,
                      show_default=True, help="geojson: drop polygons smaller than this, in um^2."),
+        click.option("--class-names", metavar="CLASS=NAME,...", callback=_class_names,
+                     help="geojson: give classes the names of your QuPath classes, e.g. "
+                          "'tumour=Tumor,normal=Stroma'."),
         click.option("--tiff-overlay", is_flag=True,
                      help="tiff: also write a colour overlay TIFF (background transparent)."),
         click.option("--png-size", type=click.IntRange(min=16), default=2048, show_default=True,
@@ -35,11 +38,24 @@ def export_options(func):
     return func
 
 
-def build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size):
+def _class_names(ctx, param, value):
+    """``"a=A,b=B"`` as ``(("a", "A"), ("b", "B"))``."""
+    if not value:
+        return ()
+    pairs = []
+    for item in value.split(","):
+        name, sep, new = (part.strip() for part in item.partition("="))
+        if not sep or not name or not new:
+            raise click.BadParameter(f"{item.strip()!r} is not CLASS=NAME, e.g. tumour=Tumor")
+        pairs.append((name, new))
+    return tuple(pairs)
+
+
+def build_export_options(origin, simplify_um, min_area_um2, class_names, tiff_overlay, png_size):
     from wsiseg.export import ExportOptions
 
     return ExportOptions(png_size=png_size, simplify_um=simplify_um, min_area_um2=min_area_um2,
-                         origin=origin, tiff_overlay=tiff_overlay)
+                         origin=origin, tiff_overlay=tiff_overlay, class_names=class_names)
 
 
 @click.command()
@@ -48,13 +64,15 @@ def build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_si
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the files (default: beside RESULT).")
 @export_options
 @handle_errors
-def export(result, formats, out, origin, simplify_um, min_area_um2, tiff_overlay, png_size):
+def export(result, formats, out, origin, simplify_um, min_area_um2, class_names, tiff_overlay,
+           png_size):
     """Export RESULT.zarr to files people open: QuPath annotations, a pyramidal TIFF, a
     thumbnail, a report."""
     from wsiseg.export import check_formats, export_result
 
     names = [f.strip() for f in formats.split(",") if f.strip()]
     check_formats(names)
-    options = build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size)
+    options = build_export_options(origin, simplify_um, min_area_um2, class_names, tiff_overlay,
+                                   png_size)
     for path in export_result(result, names, out, options):
         click.echo(str(path))

@@ -90,8 +90,8 @@ def _positive(kind):
 @handle_errors
 def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, patch_size, stride,
             sigma, target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads,
-            reader, skip_damaged, compile_, quiet, exports, workers, scheduler, origin, simplify_um, min_area_um2, tiff_overlay,
-            png_size):
+            reader, skip_damaged, compile_, quiet, exports, workers, scheduler, origin,
+            simplify_um, min_area_um2, class_names, tiff_overlay, png_size):
     """Segment SLIDES into zarr diagnostic maps.
 
     SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or text files that
@@ -119,7 +119,8 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
     if workers is not None and scheduler is not None:
         raise click.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
     formats = [f.strip() for f in (exports or "").split(",") if f.strip()]
-    options = build_export_options(origin, simplify_um, min_area_um2, tiff_overlay, png_size)
+    options = build_export_options(origin, simplify_um, min_area_um2, class_names, tiff_overlay,
+                                   png_size)
     if formats:
         from wsiseg.export import check_formats
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,53 @@ def test_export_command_writes_geojson(cmu_result, tmp_path):
     assert result.exit_code == 0, result.output
     collection = json.loads((tmp_path / "cmu.geojson").read_text())
     assert collection["features"] and collection["wsiseg"]["origin"] == "bounds"
+
+
+def test_features_keep_their_ids_across_exports_and_carry_their_origin(tricky, tmp_path):
+    path, _ = tricky
+    first = json.loads(write_geojson(path, tmp_path, "a")[0].read_text())["features"]
+    again = json.loads(write_geojson(path, tmp_path, "b")[0].read_text())["features"]
+    ids = [f["id"] for f in first]
+    # One UUID per region, the same at every export of the result, so QuPath replaces the
+    # objects of an earlier import instead of adding copies.
+    assert len(set(ids)) == len(ids) and ids == [f["id"] for f in again]
+    assert all(uuid.UUID(i).version == 5 for i in ids)
+    # Another outline tolerance makes other regions: other ids.
+    coarse = json.loads(write_geojson(path, tmp_path, "c", simplify_um=8.0)[0]
+                        .read_text())["features"]
+    assert {f["id"] for f in coarse} != set(ids)
+    # QuPath keeps only properties: what made the annotation is in each one's metadata.
+    _, info = _info(path)
+    for feature in first:
+        metadata = feature["properties"]["metadata"]
+        assert metadata["wsiseg_model"] == info.model.name
+        assert metadata["wsiseg_version"] == info.version
+        assert all(isinstance(v, str) for v in metadata.values())
+
+
+def _info(path):
+    from wsiseg.result.store import open_result
+
+    return open_result(path)
+
+
+def test_class_names_rename_classes_for_qupath(cmu_result, tmp_path):
+    _, info = _info(cmu_result)
+    present = {f["properties"]["classification"]["name"] for f in json.loads(
+        write_geojson(cmu_result, tmp_path, "plain")[0].read_text())["features"]}
+    old = sorted(present)[0]
+    result = CliRunner().invoke(main, ["export", str(cmu_result), "--to", "geojson", "--out",
+                                       str(tmp_path / "named"), "--class-names",
+                                       f"{old}=Tumor"])
+    assert result.exit_code == 0, result.output
+    names = {f["properties"]["classification"]["name"] for f in json.loads(
+        (tmp_path / "named" / "cmu.geojson").read_text())["features"]}
+    assert names == (present - {old}) | {"Tumor"}
+    # A class the result does not have, or a pair that is not CLASS=NAME: one line, no file.
+    for value, words in (("glands=Tumor", ["'glands'", info.classes[1].name]),
+                         ("Tumor", ["is not CLASS=NAME"])):
+        bad = CliRunner().invoke(main, ["export", str(cmu_result), "--to", "geojson", "--out",
+                                        str(tmp_path / "bad"), "--class-names", value])
+        assert bad.exit_code in (1, 2) and "Traceback" not in bad.output
+        assert all(w in bad.output for w in words), bad.output
+        assert not (tmp_path / "bad" / "cmu.geojson").exists()

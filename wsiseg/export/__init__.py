@@ -33,6 +33,7 @@ class ExportOptions:
     min_area_um2: float = 0.0  # geojson: polygons smaller than this are dropped
     origin: str = "bounds"
     tiff_overlay: bool = False  # tiff: also write a colour overlay beside the labels
+    class_names: tuple[tuple[str, str], ...] = ()  # geojson: (class, name in QuPath) pairs
 
     def __post_init__(self) -> None:
         if self.origin not in ORIGINS:
@@ -64,7 +65,8 @@ def _geojson(result, out_dir, stem, options):
     from .geojson import write_geojson
 
     return write_geojson(result, out_dir, stem, simplify_um=options.simplify_um,
-                         min_area_um2=options.min_area_um2, origin=options.origin)
+                         min_area_um2=options.min_area_um2, origin=options.origin,
+                         class_names=dict(options.class_names))
 
 
 def _tiff(result, out_dir, stem, options):

@@ -31,6 +31,14 @@ Regions smaller than ``min_area_um2`` (their exact pixel area) are dropped first
 Coordinates are level-0 pixels, rounded to 0.01: ``origin="level0"`` is the full level-0 frame
 of OpenSlide and ASAP, ``origin="bounds"`` starts at the slide's bounds offset, the frame
 QuPath shows OpenSlide slides in.
+
+Every Feature has an ``id``, a UUID that QuPath takes as the object's own: it is derived from
+the slide, the model, the class and the region's outline, so exporting the same result again
+gives the same ids and QuPath replaces the objects it imported before instead of adding copies.
+QuPath keeps only ``properties`` (it drops the FeatureCollection's other members), so what
+made the annotations (the model and its weights' sha256, wsiseg's version, the result) is repeated in each
+Feature's ``properties.metadata``, which QuPath shows as the object's metadata. ``class_names``
+renames classes to a lab's own QuPath classes (e.g. ``tumour`` to ``Tumor``).
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 ORIGINS = ("bounds", "level0")
 DECIMALS = 2
+#: The namespace of the features' UUIDs (uuid5 of the region's identity within it).
+FEATURE_NAMESPACE = uuid.UUID("6f1d0c8e-5b7a-4d2e-9a3c-2f8b1e4d7c60")
 
 
 def _bands(labels: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
@@ -262,12 +273,14 @@ def _simplified(polygons: np.ndarray, tolerance: float, sx: float, sy: float) ->
 @reads_result
 def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
                   simplify_um: float | None = None, min_area_um2: float = 0.0,
-                  origin: str = "bounds") -> list[Path]:
+                  origin: str = "bounds", class_names: Mapping[str, str] | None = None
+                  ) -> list[Path]:
     """Write ``STEM.geojson``: one QuPath annotation per connected region of each class.
 
     ``simplify_um`` is the outline tolerance in um (None: half an analysis pixel, 0: exact
     pixel edges); regions smaller than ``min_area_um2`` are dropped; ``origin`` is
-    ``"bounds"`` or ``"level0"`` (see the module's docstring).
+    ``"bounds"`` or ``"level0"``; ``class_names`` maps the result's class names to the names
+    the annotations get (see the module's docstring).
     """
     if origin not in ORIGINS:
         raise ConfigError(f"unknown origin {origin!r}; choose from {', '.join(ORIGINS)}")
@@ -276,6 +289,12 @@ def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
     if not min_area_um2 >= 0:
         raise ConfigError(f"minimum area must be 0 or more um^2, got {min_area_um2}")
     labels, info = open_result(result)
+    renamed = dict(class_names or {})
+    unknown = sorted(set(renamed) - {c.name for c in info.classes})
+    if unknown:
+        raise ConfigError(
+            f"--class-names renames {', '.join(map(repr, unknown))}, which {result} does not "
+            f"have; its classes are {', '.join(c.name for c in info.classes)}")
     sx, sy = (float(v) for v in info.scale_to_level0)
     ox, oy = (float(v) for v in info.offset_level0)
     x0, y0 = (ox, oy) if origin == "level0" else (0.0, 0.0)  # where map pixel (0, 0) starts
@@ -316,6 +335,13 @@ def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
     polygons, indices = polygons[present], indices[present]
     geometries = shapely.to_geojson(polygons)
     areas = shapely.area(polygons) * level0_um2
+    metadata = {  # QuPath takes string values only
+        "wsiseg_model": info.model.name,
+        "wsiseg_model_weights_sha256": info.model.weights_sha256 or "",
+        "wsiseg_version": info.version,
+        "wsiseg_result": Path(result).name,
+    }
+    identity = f"{info.slide.path.name}|{info.model.name}|{info.model.weights_sha256}|{origin}"
     with atomic_write(path) as f:
         f.write(dump(header)[:-1] + ',"features":[')
         for k, (geometry, c, area) in enumerate(zip(geometries, indices, areas)):
@@ -324,12 +350,16 @@ def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
                             else (f"class{int(c)}", (128, 128, 128)))
             properties = {
                 "objectType": "annotation",
-                "classification": {"name": str(name), "color": [int(v) for v in colour]},
+                "classification": {"name": renamed.get(str(name), str(name)),
+                                   "color": [int(v) for v in colour]},
                 "isLocked": False,
                 "measurements": {"Area um^2": float(area)},
+                "metadata": metadata,
             }
-            f.write(f'{"," if k else ""}{{"type":"Feature","geometry":{geometry},'
-                    f'"properties":{dump(properties)}}}')
+            # The same region of the same result gets the same id at every export.
+            feature_id = uuid.uuid5(FEATURE_NAMESPACE, f"{identity}|{int(c)}|{k}|{geometry}")
+            f.write(f'{"," if k else ""}{{"type":"Feature","id":"{feature_id}",'
+                    f'"geometry":{geometry},"properties":{dump(properties)}}}')
         f.write("]}\n")
     logger.info("wrote %d regions of %d classes to %s", len(polygons), len(by_class), path)
     return [path]
