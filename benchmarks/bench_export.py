@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, machine, peak_rss, synthetic_slide  # noqa: E402
+from bench_read import OUT, colour_model, machine, peak_rss, synthetic_slide  # noqa: E402
 
 
 def measure(result: str, fmt: str, out_dir: str) -> dict:
@@ -56,9 +56,7 @@ def main() -> None:
     slide = synthetic_slide(args.width, args.height)
     result = OUT / f"{slide.stem}.colour.wsiseg.zarr"
     if not is_complete(result):
-        model = OUT / "colour.pt"
-        subprocess.run([sys.executable, str(HERE.parent / "examples" / "colour_model.py"),
-                        str(model)], check=True)
+        model = colour_model()
         t = time.perf_counter()
         predict_slide(slide, PredictConfig(model=str(model), out=str(result), overwrite=True,
                                            progress=False))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, peak_rss, synthetic_slide  # noqa: E402
+from bench_read import OUT, colour_model, peak_rss, synthetic_slide  # noqa: E402
 
 
 def measure(slide: str, model: str, out: str, batch_size: int | None,
@@ -62,10 +62,7 @@ def main() -> None:
         return
     model = args.model
     if model is None:
-        OUT.mkdir(exist_ok=True)
-        model = str(OUT / "colour.pt")
-        subprocess.run([sys.executable, str(HERE.parent / "examples" / "colour_model.py"), model],
-                       check=True)
+        model = colour_model()
     results = []
     for w, h in ((args.width, args.height), (args.width * 2, args.height * 2)):
         slide = synthetic_slide(w, h)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, machine  # noqa: E402
+from bench_read import OUT, colour_model, machine  # noqa: E402
 
 
 def flat_slide(width: int, height: int, seed: int = 0) -> Path:
@@ -63,10 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     model = args.model
     if model is None:
-        OUT.mkdir(exist_ok=True)
-        model = str(OUT / "colour.pt")
-        subprocess.run([sys.executable, str(HERE.parent / "examples" / "colour_model.py"), model],
-                       check=True)
+        model = colour_model()
     print(machine(), flush=True)
     results = []
     for w, h in [*args.also, (args.width, args.height)]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, machine, synthetic_slide  # noqa: E402
+from bench_read import OUT, colour_model, machine, synthetic_slide  # noqa: E402
 
 
 def run_wsiseg(slide: str, model: str, batch_size: int, reader: str) -> dict:
@@ -112,10 +112,7 @@ def main() -> None:
         else:
             print(json.dumps(run_monai(slide, model, args.batch_size, side == "monai-cl")))
         return
-    OUT.mkdir(exist_ok=True)
-    model = str(OUT / "colour.pt")
-    subprocess.run([sys.executable, str(HERE.parent / "examples" / "colour_model.py"), model],
-                   check=True, capture_output=True)
+    model = colour_model()
     slide = str(synthetic_slide(args.width, args.height))
     results = {"machine": machine(), "slide": slide, "batch_size": args.batch_size,
                "reader": args.reader}

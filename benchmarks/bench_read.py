@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import subprocess
 import platform
 import statistics
 import time
@@ -69,6 +71,16 @@ def peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def colour_model() -> str:
+    """The free per-pixel model of examples/colour_model.py, written to bench-out/colour.pt."""
+    OUT.mkdir(exist_ok=True)
+    model = OUT / "colour.pt"
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" /
+                                        "colour_model.py"), str(model)],
+                   check=True, capture_output=True)
+    return str(model)
 
 
 def machine() -> str:
