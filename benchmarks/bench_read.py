@@ -166,7 +166,7 @@ def main() -> None:
         geometry = plan_geometry(slide.level_downsamples, slide.bounds, slide.mpp, 1.0)
         grid = PatchGrid(geometry.width, geometry.height, 400, 100)
         factor = mask_factor(400, 100, geometry.mpp[0])
-        tissue, _ = read_tissue(slide, geometry, factor)
+        tissue, _, _ = read_tissue(slide, geometry, factor)
         kept = window_tissue_fractions(tissue, factor, grid) >= 0.2
         recorder = _Recorder(slide, geometry)
         for _ in BandLoader(recorder, grid, kept, batch_size=16, threads=1):

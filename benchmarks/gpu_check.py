@@ -39,6 +39,7 @@ from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 from wsiseg.models import LoadedModel, create_model, default_card, load_model
 from wsiseg.models.loading import default_model_name
+from wsiseg.result.store import result_array
 from wsiseg.testing import write_large_svs
 
 AGREEMENT = 0.995  # labels, device default precision against CPU float32
@@ -82,12 +83,12 @@ def correctness(path: Path, folder: Path, model: LoadedModel, device: str) -> di
     cpu = zarr.open_group(str(folder / "cpu.zarr"), mode="r")
     default = zarr.open_group(str(folder / "default.zarr"), mode="r")
     fp32 = zarr.open_group(str(folder / "fp32.zarr"), mode="r")
-    labels = cpu["labels"][...]
-    agreement = float((default["labels"][...] == labels).mean())
-    diff = np.abs(fp32["probabilities"][...].astype(np.int16)
-                  - cpu["probabilities"][...].astype(np.int16))
+    labels = result_array(cpu, "labels")[...]
+    agreement = float((result_array(default, "labels")[...] == labels).mean())
+    diff = np.abs(result_array(fp32, "probabilities")[...].astype(np.int16)
+                  - result_array(cpu, "probabilities")[...].astype(np.int16))
     return {"windows": reference["patches_predicted"], "labels_agree": agreement,
-            "labels_agree_fp32": float((fp32["labels"][...] == labels).mean()),
+            "labels_agree_fp32": float((result_array(fp32, "labels")[...] == labels).mean()),
             "max_prob_diff_255": int(diff.max())}
 
 

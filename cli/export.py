@@ -15,23 +15,26 @@ FORMATS_HELP = ("geojson (QuPath annotations), tiff (pyramidal label TIFF), png 
 def export_options(func):
     """The export settings, shared by ``wsiseg export`` and ``wsiseg predict --export``."""
     options = [
-        click.option("--origin", type=click.Choice(["bounds", "level0"]), default="bounds",
-                     show_default=True,
+        click.option("--origin", type=click.Choice(["bounds", "level0"]), default=None,
                      help="Frame of geojson and tiff: 'bounds' starts at the slide's bounds "
                           "offset, as QuPath shows OpenSlide slides; 'level0' is the full "
-                          "level-0 frame of OpenSlide and ASAP."),
+                          "level-0 frame of OpenSlide and ASAP. Default: each format's own "
+                          "viewer's, geojson 'bounds' (QuPath), tiff 'level0' (ASAP)."),
         click.option("--simplify", "simplify_um", type=click.FloatRange(min=0),
                      help="geojson: vertex tolerance in um (default half an analysis pixel; "
                           "0 keeps exact pixel outlines)."),
         click.option("--min-area", "min_area_um2", type=click.FloatRange(min=0), default=0.0,
-                     show_default=True, help="geojson: drop polygons smaller than this, in um^2."),
+                     show_default=True,
+                     help="geojson: drop regions smaller than this, in um^2 (the report "
+                          "counts the same regions)."),
         click.option("--class-names", metavar="CLASS=NAME,...", callback=_class_names,
                      help="geojson: give classes the names of your QuPath classes, e.g. "
                           "'tumour=Tumor,normal=Stroma'."),
         click.option("--tiff-overlay", is_flag=True,
                      help="tiff: also write a colour overlay TIFF (background transparent)."),
         click.option("--png-size", type=click.IntRange(min=16), default=2048, show_default=True,
-                     help="png: longest side of the thumbnail in pixels."),
+                     help="png: longest side of the slide's thumbnail in pixels (title, "
+                          "legend and scale bar go below it)."),
     ]
     for option in reversed(options):
         func = option(func)

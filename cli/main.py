@@ -95,7 +95,8 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
     """Segment SLIDES into zarr diagnostic maps.
 
     SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or text files that
-    list one slide per line. One slide gives one result; several give a batch: one result per
+    list one slide per line. A folder of the .dcm files of one DICOM series is one slide (a
+    folder of such folders, a batch of them). One slide gives one result; several give a batch: one result per
     slide in --out, a manifest.csv, complete results kept on a rerun, and a failing slide
     recorded without stopping the others (exit code 1 if any failed).
     """
@@ -148,10 +149,10 @@ def _predict_batch(slides, out, config, formats, options, overwrite, workers, sc
 
     from wsiseg.batch import BatchConfig, dask_client, find_slides, predict_slides, summary_table
 
+    paths = find_slides(slides)  # a folder without slides says so before --out is asked for
     if out is None:
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
                                  param_hint="--out")
-    paths = find_slides(slides)
     batch_config = BatchConfig(
         out_dir=str(out), predict=replace(config, overwrite=False), overwrite=overwrite,
         exports=tuple(formats), export_options=options, progress=not quiet,
@@ -182,12 +183,17 @@ def _summary(info: ResultInfo) -> str:
 @click.argument("slide", type=click.Path(path_type=Path))
 @handle_errors
 def info(slide: Path):
-    """Show a slide's vendor, levels, resolution and associated images."""
+    """Show a slide's vendor, levels, resolution and associated images.
+
+    SLIDE is a slide file, or a folder holding the .dcm files of one DICOM series.
+    """
     from wsiseg.slide.reader import open_slide
 
     with open_slide(slide) as s:
         i = s.info()
     click.echo(f"file:            {i.path} ({i.size_bytes / 1e6:.1f} MB)")
+    if i.files > 1 or (i.opened and i.opened != i.path):
+        click.echo(f"series:          {i.files} DICOM files, opened through {Path(i.opened).name}")
     click.echo(f"vendor:          {i.vendor}")
     mpp = f"{i.mpp[0]:.4g} x {i.mpp[1]:.4g} um/px" if i.mpp else "unknown (pass --slide-mpp to predict)"
     click.echo(f"mpp (level 0):   {mpp}")

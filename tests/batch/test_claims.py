@@ -282,7 +282,8 @@ def test_three_processes_share_one_folder_and_compute_each_slide_once(six_slides
         assert r.worker == f"pid-{done_by[Path(r.slide).name]}@{socket.gethostname()}"
     for i in range(6):
         result = out / f"t{i}.wsiseg.zarr"
-        assert is_complete(result) and (result / "labels" / "zarr.json").is_file()
+        assert is_complete(result)
+        assert (result / "labels" / "classes" / "0" / "zarr.json").is_file()
     # No claim and no temporary file left: the results, the manifest and its lock.
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"t{i}.wsiseg.zarr" for i in range(6)] + ["manifest.csv", ".wsiseg.lock"])

@@ -28,10 +28,11 @@ from wsiseg.batch.runner import BatchConfig, predict_slides
 from wsiseg.cli.main import main
 from wsiseg.errors import ConfigError
 from wsiseg.inference.pipeline import PredictConfig
+from wsiseg.result.store import result_array
 
 
 def _labels(result: Path) -> np.ndarray:
-    return zarr.open_group(str(result), mode="r")["labels"][:]
+    return result_array(zarr.open_group(str(result), mode="r"), "labels")[:]
 
 
 def _mtimes(folder: Path) -> dict[str, float]:
@@ -171,7 +172,8 @@ def test_a_worker_killed_mid_run_does_not_stop_the_batch(slides, slow_model, clu
     result = outcome["result"]
     assert [r.status for r in result.records] == ["done"] * 3, result.records
     for p in paths:
-        assert (out / f"{p.stem}.wsiseg.zarr" / "labels" / "zarr.json").is_file()
+        labels = out / f"{p.stem}.wsiseg.zarr" / "labels" / "classes" / "0"
+        assert (labels / "zarr.json").is_file()
     # The killed worker's claim went stale and its slide's retry took it over; none is left.
     assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))
 

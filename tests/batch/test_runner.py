@@ -24,10 +24,11 @@ from wsiseg.batch.manifest import SlideRecord, read_manifest, write_manifest
 from wsiseg.batch.runner import BatchConfig, predict_slides
 from wsiseg.cli.main import main
 from wsiseg.inference.pipeline import PredictConfig
+from wsiseg.result.store import result_array
 
 
 def _labels(result: Path) -> np.ndarray:
-    return zarr.open_group(str(result), mode="r")["labels"][:]
+    return result_array(zarr.open_group(str(result), mode="r"), "labels")[:]
 
 
 def _mtimes(folder: Path) -> dict[str, float]:
@@ -300,7 +301,7 @@ def test_a_manifest_that_cannot_be_written_stops_the_batch_and_keeps_what_is_fin
         f"some space or write elsewhere; the batch stopped (finished results stay in {out}: run "
         "the same command again to do the rest)"]
     # s0 is finished and kept; s1 was never begun; nothing half-written, no claim left.
-    assert (out / "s0.wsiseg.zarr" / "labels" / "zarr.json").is_file()
+    assert (out / "s0.wsiseg.zarr" / "labels" / "classes" / "0" / "zarr.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == [".wsiseg.lock", "manifest.csv",
                                                      "s0.wsiseg.zarr"]
     assert [r.status for r in read_manifest(out / "manifest.csv")] == ["started", "pending",

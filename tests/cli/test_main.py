@@ -12,6 +12,7 @@ import zarr
 from click.testing import CliRunner
 
 from wsiseg.cli.main import main
+from wsiseg.result.store import result_array
 
 
 def run(*args):
@@ -42,12 +43,13 @@ def test_predict_real_svs_end_to_end(slides, pixel_model, tmp_path):
     g = zarr.open_group(str(out), mode="r")
     attrs = g.attrs["wsiseg"]
     # 2220 x 2967 at 0.499 um/px -> ceil(2220 * 0.499) x ceil(2967 * 0.499) at 1.0 um/px
-    assert g["labels"].shape == (1481, 1108) and g["probabilities"].shape == (4, 1481, 1108)
+    assert result_array(g, "labels").shape == (1481, 1108)
+    assert result_array(g, "probabilities").shape == (4, 1481, 1108)
     assert attrs["slide"]["vendor"] == "aperio" and attrs["slide"]["mpp"] == [0.499, 0.499]
     assert attrs["scale_to_level0"][0] == pytest.approx(1 / 0.499)
     assert attrs["offset_level0"] == [0, 0]
     assert 0 < attrs["patches_kept"] < attrs["patches_total"]
-    labels = g["labels"][:]
+    labels = result_array(g, "labels")[:]
     tissue_share = (labels > 0).mean()
     assert 0.05 < tissue_share < 0.6  # the region is partly glass
     for key in ("version", "level", "level_downsample", "analysis_mpp", "classes", "model",
@@ -99,7 +101,7 @@ def test_slide_smaller_than_one_patch_works(slides, pixel_model, tmp_path):
     code, _, stderr = run("predict", slides / "tiny" / "small.svs", "--model", pixel_model[0],
                           "--out", out, "--tissue-threshold", "0", "--quiet")
     assert code == 0, stderr
-    labels = zarr.open_group(str(out), mode="r")["labels"][:]
+    labels = result_array(zarr.open_group(str(out), mode="r"), "labels")[:]
     assert labels.shape == (8, 8)  # 16 px at 0.499 um/px -> 8 px at 1.0 um/px
 
 
@@ -115,7 +117,7 @@ def test_no_tissue_gives_all_background_map_and_a_warning(tmp_path, pixel_model)
     assert "no tissue found" in stderr
     g = zarr.open_group(str(out), mode="r")
     assert g.attrs["wsiseg"]["patches_kept"] == 0
-    assert not g["labels"][:].any()
+    assert not result_array(g, "labels")[:].any()
 
 
 def test_existing_output_is_refused(slides, pixel_model, tmp_path):

@@ -54,33 +54,33 @@ def assert_one_line(run, *words: str) -> str:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_result_that_lost_a_chunk_is_not_exported(result, tmp_path, fmt):
-    (result / "labels" / "c" / "2" / "1").unlink()
+    (result / "labels" / "classes" / "0" / "c" / "2" / "1").unlink()
     exports = tmp_path / "exports"
     assert_one_line(export(result, fmt, exports), str(result), "is damaged",
-                    "labels: 1 of 16 chunks missing (labels/c/2/1)",
+                    "labels/classes/0: 1 of 16 chunks missing (labels/classes/0/c/2/1)",
                     "run wsiseg predict again with --overwrite")
     assert os.listdir(exports) == []
 
 
-@pytest.mark.parametrize("fmt,chunk", [(f, "labels/c/1/2") for f in FORMATS]
-                         + [("tiff", "labels_1/c/0/0")])
+@pytest.mark.parametrize("fmt,chunk", [(f, "labels/classes/0/c/1/2") for f in FORMATS]
+                         + [("tiff", "labels/classes/1/c/0/0")])
 def test_a_chunk_whose_bytes_changed_is_one_line(result, tmp_path, fmt, chunk):
     path = result / chunk
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     exports = tmp_path / "exports"
-    array = chunk.split("/")[0]
+    array = chunk.split("/c/")[0]
     assert_one_line(export(result, fmt, exports), str(result), "is damaged",
                     f"a chunk of {array} does not decode", "--overwrite")
     assert os.listdir(exports) == []
 
 
 def test_evaluating_a_damaged_result_is_one_line(result, tmp_path):
-    (result / "labels" / "c" / "3" / "3").write_bytes(b"not zstd")
+    (result / "labels" / "classes" / "0" / "c" / "3" / "3").write_bytes(b"not zstd")
     mask = tmp_path / "truth.png"
     Image.fromarray(np.zeros((400, 504), np.uint8)).save(mask)
-    with pytest.raises(ResultError, match="is damaged: a chunk of labels does not decode"):
+    with pytest.raises(ResultError, match="is damaged: a chunk of labels/classes/0 does not decode"):
         evaluate_result(result, mask)
 
 

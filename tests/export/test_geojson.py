@@ -17,6 +17,7 @@ from wsiseg.cli.main import main
 from wsiseg.errors import ConfigError
 from wsiseg.export.geojson import write_geojson
 from wsiseg.models.card import ClassInfo
+from wsiseg.result.store import result_array
 from wsiseg.testing import result as testing_result
 
 CLASSES = [{"index": i, "name": name, "color": colour} for i, (name, colour) in enumerate(
@@ -200,7 +201,7 @@ def test_unknown_origin_is_refused(tricky, tmp_path):
 def test_real_slide_outlines_match_the_map(cmu_result, tmp_path):
     group = zarr.open_group(str(cmu_result), mode="r")
     attrs = group.attrs["wsiseg"]
-    labels = group["labels"][...]
+    labels = result_array(group, "labels")[...]
     _, features, geometries = read_features(write_geojson(cmu_result, tmp_path, "cmu")[0])
     assert shapely.is_valid(geometries).all()
     index_of = {c["name"]: c["index"] for c in attrs["classes"]}

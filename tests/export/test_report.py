@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,11 +14,17 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 from wsiseg.cli.main import main
-from wsiseg.export.report import class_statistics
+from wsiseg.export import ExportOptions, export_result
+from wsiseg.export.report import class_statistics, intended_use, region_sizes
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
+from wsiseg.models.card import ClassInfo
+from wsiseg.models.loading import CARDS_DIR, DEFAULT_MODEL
+from wsiseg.result.store import result_array
+from wsiseg.testing.result import write_result
 
 
-def test_streamed_statistics_equal_whole_map_labelling():
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_streamed_statistics_equal_whole_map_labelling(connectivity):
     rng = np.random.default_rng(1)
     labels = (ndimage.zoom(rng.random((30, 41)), 8, order=1) * 4).astype(np.uint8)
     # A diagonal chain crossing band edges (bands of 16 rows) is one region.
@@ -26,10 +34,61 @@ def test_streamed_statistics_equal_whole_map_labelling():
     array = zarr.create_array(store=zarr.storage.MemoryStore(), shape=labels.shape,
                               chunks=(16, 64), dtype="uint8")
     array[:] = labels
-    counts, regions = class_statistics(array, 4)
+    counts, regions = class_statistics(array, 4, connectivity)
     assert counts.tolist() == np.bincount(labels.ravel(), minlength=4).tolist()
-    expected = [ndimage.label(labels == c, structure=np.ones((3, 3)))[1] for c in range(4)]
-    assert regions.tolist() == expected and regions[3] == 1
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    expected = [ndimage.label(labels == c, structure=structure)[1] for c in range(4)]
+    assert regions.tolist() == expected and regions[3] == (1 if connectivity == 8 else 60)
+    _, sizes = region_sizes(array, 4, connectivity)
+    for c in range(4):
+        found, _ = ndimage.label(labels == c, structure=structure)
+        assert sorted(sizes[c].tolist()) == sorted(np.bincount(found.ravel())[1:].tolist())
+
+
+def test_report_counts_the_regions_the_geojson_writes(tmp_path):
+    """Same rule both ways: pixels touching at a corner are two regions, and --min-area drops
+    the same small ones; the CSV says units and frame, rounds, totals, and ends with the use."""
+    labels = np.zeros((40, 50), dtype=np.uint8)
+    labels[2:4, 2:4] = 1  # 4 pixels
+    labels[4:6, 4:6] = 1  # touches the first at a corner only: another region
+    labels[10:30, 10:30] = 2  # 400 pixels less a hole of class 1 (one pixel)
+    labels[15, 15] = 1
+    labels[35:38, 40:49] = 2  # 27 pixels
+    classes = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "a", (0, 170, 230)),
+               ClassInfo(2, "b", (128, 0, 128))]
+    # Map pixels of 2 x 2 level-0 pixels at 0.5 um: 1 um^2 each.
+    result = write_result(tmp_path / "r.wsiseg.zarr", labels, classes, scale=(2, 2),
+                          slide_mpp=(0.5, 0.5))
+    for min_area, expected in ((0.0, {"a": 3, "b": 2}), (4.0, {"a": 2, "b": 2}),
+                               (30.0, {"a": 0, "b": 1})):
+        out = tmp_path / f"min{min_area:g}"
+        export_result(result, ["report", "geojson"], out, ExportOptions(min_area_um2=min_area))
+        features = json.loads((out / "r.geojson").read_text())["features"]
+        drawn = Counter(f["properties"]["classification"]["name"] for f in features)
+        report = json.loads((out / "r.report.json").read_text())
+        counted = {r["name"]: r["regions"] for r in report["classes"] if r["index"] > 0}
+        assert counted == expected and {k: drawn[k] for k in counted} == expected
+        assert report["tissue_regions"] == len(features) and report["min_area_um2"] == min_area
+    lines = (out / "r.report.csv").read_text().splitlines()
+    assert lines[0] == ("slide,model,class,area_mm2,share_of_tissue_percent,regions,map_pixels,"
+                        "map_mpp")
+    rows = list(csv.reader(lines[1:]))
+    assert [r[2] for r in rows[:-1]] == ["background", "a", "b", "total tissue"]
+    tissue = 9 + 426
+    # Areas in mm^2 to 4 decimals, shares in percent to 0.01, pixels of the 1 um/px map.
+    assert rows[1][3:] == ["0.0000", f"{100 * 9 / tissue:.2f}", "0", "9", "1"]
+    assert rows[2][3:] == ["0.0004", f"{100 * 426 / tissue:.2f}", "1", "426", "1"]
+    assert rows[3][3:] == ["0.0004", "100.00", "1", str(tissue), "1"]
+    assert rows[-1] == ["# intended use", "intended use not stated by the model card"]
+
+
+def test_intended_use_is_the_cards_statement_of_use():
+    card = json.loads((CARDS_DIR / f"{DEFAULT_MODEL}.json").read_text())
+    assert intended_use(card) == ("Demonstration model, research use only. Not a cervical (CIN) "
+                                  "model and not for diagnosis.")
+    assert intended_use({"description": "A U-Net. For research use only."}) == (
+        "For research use only.")
+    assert "not stated" in intended_use({"description": "test model"})
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +110,25 @@ def _check_report(cmu_result, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "cmu.report.json").read_text())
     group = zarr.open_group(str(cmu_result), mode="r")
-    labels = group["labels"][...]
+    labels = result_array(group, "labels")[...]
     mpp = group.attrs["wsiseg"]["analysis_mpp"]
     counts = np.bincount(labels.ravel(), minlength=len(report["classes"]))
     for row in report["classes"]:
-        assert row["pixels"] == counts[row["index"]]
+        assert row["map_pixels"] == counts[row["index"]]
         assert row["area_mm2"] == pytest.approx(counts[row["index"]] * mpp[0] * mpp[1] / 1e6)
-    shares = [r["share_of_tissue"] for r in report["classes"] if r["index"] > 0]
-    assert sum(shares) == pytest.approx(1.0)
+    shares = [r["share_of_tissue_percent"] for r in report["classes"] if r["index"] > 0]
+    assert sum(shares) == pytest.approx(100.0)
+    assert report["tissue_map_pixels"] == counts[1:].sum()
     assert report["slide"] == group.attrs["wsiseg"]["slide"]["path"] and report["seconds"] > 0
     with (tmp_path / "cmu.report.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["class"] for r in rows] == [c["name"] for c in report["classes"]]
+    assert [r["class"] for r in rows[:-1]] == [c["name"] for c in report["classes"]] + [
+        "total tissue"]
+    assert rows[-1]["slide"] == "# intended use" and rows[-1]["model"] == report["intended_use"]
+    assert "seconds" not in rows[0]  # the run time is in the JSON, once
+    for r in rows[:-1]:
+        assert re.fullmatch(r"\d+\.\d{4}", r["area_mm2"])
+        assert re.fullmatch(r"(\d+\.\d{2})?", r["share_of_tissue_percent"])
     assert not list(tmp_path.glob("*.partial"))
 
 
@@ -98,9 +164,10 @@ def test_png_overlay_paints_the_mapped_classes(cmu_result, shared_data, tmp_path
     th, tw = thumb.shape[:2]
     group = zarr.open_group(str(cmu_result), mode="r")
     classes = group.attrs["wsiseg"]["classes"]
-    assert png.shape[1] == tw and png.shape[0] == th + 18 * (len(classes) - 1) + 8
+    assert png.shape[1] == tw and png.shape[0] > th  # the caption goes below the thumbnail
+    assert (png[th:] == classes[1]["color"]).all(axis=-1).any()  # a legend swatch
     painted = np.any(png[:th] != thumb, axis=-1)
-    labels = group["labels"][...]
+    labels = result_array(group, "labels")[...]
     # This slide has no bounds offset and the map covers it all: the painted share of the
     # thumbnail is the non-background share of the map.
     assert painted.mean() == pytest.approx((labels > 0).mean(), abs=0.02)

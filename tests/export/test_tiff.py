@@ -135,3 +135,49 @@ def test_cli_export_tiff_with_overlay_and_origin(synthetic_result, tmp_path):
     bad = CliRunner().invoke(main, ["export", str(synthetic_result), "--to", "tiff",
                                     "--origin", "corner", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "corner" in bad.output
+
+
+def test_description_holds_file_names_and_no_word_asap_refuses(tmp_path):
+    folder = tmp_path / "DICOM exports" / "xml"
+    labels = np.zeros((40, 60), dtype=np.uint8)
+    labels[5:9, 5:9] = 2
+    result = _fake_result(folder / "run.wsiseg.zarr", labels, (0, 0), (2, 2), (120, 80))
+    group = zarr.open_group(str(result), mode="r+")
+    attrs = group.attrs["wsiseg"]
+    attrs["slide"]["path"] = "/data/DICOM/xml/DICOM_slide.xml.tiff"
+    group.attrs["wsiseg"] = attrs
+    (path,) = export_result(result, ["tiff"], folder / "out")
+    with tifffile.TiffFile(path) as tif:
+        raw = tif.pages[0].tags["ImageDescription"].value
+    assert "/" not in raw
+    assert "DICOM" not in raw and "xml" not in raw.lower() and "dicom" not in raw.lower()
+    description = json.loads(raw)  # escaped, not altered: JSON gives the names back
+    assert description["slide"] == "DICOM_slide.xml.tiff" and description["model"] == "test-model"
+    assert description["classes"] == {str(c["index"]): c["name"] for c in CLASSES}
+
+
+def test_tiff_defaults_to_the_level0_frame_and_geojson_to_bounds(tmp_path):
+    labels = np.zeros((300, 280), dtype=np.uint8)
+    labels[10:20, 30:50] = 2
+    offset, scale, dimensions = (1000, 600), (4, 4), (3000, 2000)
+    result = _fake_result(tmp_path / "off.wsiseg.zarr", labels, offset, scale, dimensions)
+    level0_shape = (math.ceil(2000 / 4), math.ceil(3000 / 4))
+
+    def frames(out):
+        with tifffile.TiffFile(out / "off.labels.tif") as tif:
+            page = tif.pages[0]
+            tiff = (page.shape, json.loads(page.description)["origin"])
+        geojson = json.loads((out / "off.geojson").read_text())["wsiseg"]["origin"]
+        return tiff, geojson
+
+    export_result(result, ["tiff", "geojson"], tmp_path / "api")
+    assert frames(tmp_path / "api") == ((level0_shape, "level0"), "bounds")
+    runner = CliRunner()
+    for origin, expected in ((None, ((level0_shape, "level0"), "bounds")),
+                             ("bounds", ((labels.shape, "bounds"), "bounds")),
+                             ("level0", ((level0_shape, "level0"), "level0"))):
+        out = tmp_path / f"cli-{origin}"
+        args = ["export", str(result), "--to", "tiff,geojson", "--out", str(out)]
+        run = runner.invoke(main, args + (["--origin", origin] if origin else []))
+        assert run.exit_code == 0, run.output
+        assert frames(out) == expected, origin

@@ -14,7 +14,7 @@ from wsiseg.inference.grid import PatchGrid
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.slide.region import RegionReader
 from wsiseg.slide.reader import open_slide
-from wsiseg.result.store import partial_path
+from wsiseg.result.store import partial_path, result_array
 
 
 def reference(slide_path, model, slide_mpp=None, target_mpp=1.0):
@@ -39,8 +39,8 @@ def coverage(attrs, kept_windows):
 
 def check_invariance(result, ref, attrs_cover=None):
     g = zarr.open_group(str(result), mode="r")
-    labels = g["labels"][:]
-    probs = g["probabilities"][:]
+    labels = result_array(g, "labels")[:]
+    probs = result_array(g, "probabilities")[:]
     assert labels.shape == ref.shape[1:]
     cover = np.ones(labels.shape, dtype=bool) if attrs_cover is None else attrs_cover
     # float32 blending cannot resolve classes closer than ~1e-6: leave exact ties out.
@@ -89,7 +89,7 @@ def test_resampled_slide_with_tissue_filter(svs_x20, pixel_model, tmp_path):
 
     h, w = attrs["shape"]
     grid = PatchGrid(w, h, 128, 32)
-    kept = window_tissue_fractions(g["tissue"][:].astype(bool), attrs["tissue"]["factor"], grid) >= 0.2
+    kept = window_tissue_fractions(result_array(g, "tissue")[:].astype(bool), attrs["tissue"]["factor"], grid) >= 0.2
     assert kept.sum() == attrs["patches_kept"]
     cover = coverage(attrs, zip(*np.nonzero(kept)))
     check_invariance(result, reference(svs_x20.path, module), cover)
@@ -108,8 +108,8 @@ def test_constant_model_gives_constant_map(svs_x40, constant_model, tmp_path):
     cfg = PredictConfig(model=str(constant_model), out=str(out), probabilities=True,
                         progress=False, tissue_threshold=0.0, patch_size=200, stride=50)
     g = zarr.open_group(str(predict_slide(svs_x40.path, cfg).path), mode="r")
-    probs = g["probabilities"][:]
-    assert (g["labels"][:] == 2).all()
+    probs = result_array(g, "probabilities")[:]
+    assert (result_array(g, "labels")[:] == 2).all()
     for c, expected in enumerate(np.rint(255 * torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).numpy())):
         assert np.abs(probs[c].astype(int) - int(expected)).max() <= 1
 
@@ -168,6 +168,6 @@ def test_column_stripes_give_the_same_map(svs_x40, pixel_model, tmp_path):
     a, b = zarr.open_group(str(whole), mode="r"), zarr.open_group(str(striped), mode="r")
     assert b.attrs["wsiseg"]["stripes"] == 4 and a.attrs["wsiseg"]["stripes"] == 1
     assert b.attrs["wsiseg"]["patches_predicted"] > b.attrs["wsiseg"]["patches_kept"]
-    assert b["labels"].chunks == (64, 64)
-    assert np.array_equal(a["labels"][:], b["labels"][:])
-    assert np.array_equal(a["probabilities"][:], b["probabilities"][:])
+    assert result_array(b, "labels").chunks == (64, 64)
+    assert np.array_equal(result_array(a, "labels")[:], result_array(b, "labels")[:])
+    assert np.array_equal(result_array(a, "probabilities")[:], result_array(b, "probabilities")[:])

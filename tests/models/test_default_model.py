@@ -15,6 +15,7 @@ from wsiseg.models import load_model
 from wsiseg.models.loading import DEFAULT_MODEL
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.inference.predictor import Normalisation, Predictor, segment_image
+from wsiseg.result.store import result_array
 
 SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
 
@@ -57,5 +58,5 @@ def test_predict_without_a_model_uses_the_default(svs_x20, tmp_path):
     group = zarr.open_group(str(out), mode="r")
     attrs = group.attrs["wsiseg"]
     assert attrs["model"]["name"] == DEFAULT_MODEL
-    labels = group["labels"][...]
+    labels = result_array(group, "labels")[...]
     assert labels.max() <= 3 and set(np.unique(labels)) - {0} != set()

@@ -43,6 +43,7 @@ def _publish(out: Path, labels: np.ndarray, chunk: int = 64) -> Path:
     h, w = labels.shape
     writer = OutputWriter(out, h, w, len(CLASSES), probabilities=False, chunk=chunk)
     writer.write_tissue((labels[::8, ::8] > 0).astype(np.uint8))
+    writer.write_image(np.full((*labels[::8, ::8].shape, 3), 230, np.uint8))
     writer.write_rows(FinishedRows(y=0, labels=labels, probabilities=None))
     return writer.publish(info, overwrite=False)
 
@@ -62,20 +63,29 @@ def _flip_a_byte(chunk: Path) -> None:
 def test_every_chunk_is_stored_and_recorded_background_ones_too(tmp_path):
     out = _publish(tmp_path / "r.wsiseg.zarr", _map())
     group = zarr.open_group(str(out), mode="r")
-    # 300 x 200 in chunks of 64: 5 x 4; its pyramid level 150 x 100: 3 x 2; tissue: 1.
-    assert dict(group.attrs[CHUNKS_ATTR]) == {"labels": 20, "labels_1": 6, "tissue": 1}
-    assert (out / "labels" / "c" / "0" / "0").is_file()  # all background, stored all the same
-    assert sorted(p.name for p in (out / "labels" / "c" / "4").iterdir()) == ["0", "1", "2", "3"]
+    # 300 x 200 in chunks of 64: 5 x 4; its pyramid level 150 x 100: 3 x 2; the slide's
+    # picture and the tissue mask, 38 x 25 and 19 x 13: 1 each.
+    assert dict(group.attrs[CHUNKS_ATTR]) == {
+        "0": 1, "1": 1, "labels/classes/0": 20, "labels/classes/1": 6, "labels/tissue/0": 1,
+        "labels/tissue/1": 1}
+    labels0 = out / "labels" / "classes" / "0"
+    assert (labels0 / "c" / "0" / "0").is_file()  # all background, stored all the same
+    assert sorted(p.name for p in (labels0 / "c" / "4").iterdir()) == ["0", "1", "2", "3"]
     labels, info = open_result(out)
     assert np.array_equal(labels[...], _map()) and info.shape == (300, 200)
     assert is_complete(out) and missing_chunks(out, group) is None
 
 
 @pytest.mark.parametrize("lost,words", [
-    (["labels/c/1/1"], ["labels: 1 of 20 chunks missing (labels/c/1/1)"]),  # the tumour's chunk
-    (["labels/c/0/0", "labels/c/4/3"], ["labels: 2 of 20 chunks missing (labels/c/0/0, labels/c/4/3)"]),
-    (["labels_1/c/0/1"], ["labels_1: 1 of 6 chunks missing (labels_1/c/0/1)"]),
-    (["tissue"], ["tissue: the whole array is missing"]),
+    (["labels/classes/0/c/1/1"],  # the tumour's chunk
+     ["labels/classes/0: 1 of 20 chunks missing (labels/classes/0/c/1/1)"]),
+    (["labels/classes/0/c/0/0", "labels/classes/0/c/4/3"],
+     ["labels/classes/0: 2 of 20 chunks missing (labels/classes/0/c/0/0, "
+      "labels/classes/0/c/4/3)"]),
+    (["labels/classes/1/c/0/1"],
+     ["labels/classes/1: 1 of 6 chunks missing (labels/classes/1/c/0/1)"]),
+    (["labels/tissue/0"], ["labels/tissue/0: the whole array is missing"]),
+    (["1/c/0/0/0"], ["1: 1 of 1 chunks missing (1/c/0/0/0)"]),  # the slide's picture
 ])
 def test_a_result_that_lost_chunks_is_refused_in_one_line(tmp_path, caplog, lost, words):
     out = _publish(tmp_path / "r.wsiseg.zarr", _map())
@@ -94,7 +104,8 @@ def test_a_result_that_lost_chunks_is_refused_in_one_line(tmp_path, caplog, lost
 def test_a_result_written_without_a_record_still_opens(tmp_path, caplog):
     out = write_result(tmp_path / "old.wsiseg.zarr", _map(), CLASSES, chunk=64)
     assert CHUNKS_ATTR not in zarr.open_group(str(out), mode="r").attrs
-    (out / "labels" / "c" / "0" / "0").unlink(missing_ok=True)  # nothing can tell it from empty
+    # Nothing can tell it from empty.
+    (out / "labels" / "classes" / "0" / "c" / "0" / "0").unlink(missing_ok=True)
     labels, info = open_result(out)
     assert np.array_equal(labels[...], _map()) and is_complete(out)
     assert not [r for r in caplog.records if r.levelno >= 30]
@@ -102,17 +113,18 @@ def test_a_result_written_without_a_record_still_opens(tmp_path, caplog):
 
 def test_a_chunk_whose_bytes_changed_is_one_line_where_it_is_read(tmp_path):
     out = _publish(tmp_path / "r.wsiseg.zarr", _map())
-    _flip_a_byte(out / "labels" / "c" / "1" / "1")
+    _flip_a_byte(out / "labels" / "classes" / "0" / "c" / "1" / "1")
     labels, _ = open_result(out)  # the files are all there: only reading tells
     with pytest.raises(ResultError) as caught, result_reads(out):
         np.asarray(labels[...])
-    _one_line(str(caught.value), str(out), "is damaged", "a chunk of labels does not decode",
-              "--overwrite")
+    _one_line(str(caught.value), str(out), "is damaged",
+              "a chunk of labels/classes/0 does not decode", "--overwrite")
     # A chunk that cannot be read (here: a folder in its place) is the result's too.
-    (out / "labels_1" / "c" / "0" / "0").unlink()
-    (out / "labels_1" / "c" / "0" / "0").mkdir()
-    (out / "labels_1" / "c" / "0" / "0" / "x").write_bytes(b"")
-    with pytest.raises(ResultError, match="labels_1: 1 of 6 chunks missing"):
+    level_1 = out / "labels" / "classes" / "1" / "c" / "0" / "0"
+    level_1.unlink()
+    level_1.mkdir()
+    (level_1 / "x").write_bytes(b"")
+    with pytest.raises(ResultError, match="labels/classes/1: 1 of 6 chunks missing"):
         open_result(out)
 
 
@@ -122,9 +134,9 @@ def test_only_errors_of_the_result_itself_become_its_damage(tmp_path):
         raise ValueError("a bug")
     # A damaged store that is not this result is not blamed on it.
     other = _publish(tmp_path / "other.wsiseg.zarr", _map())
-    _flip_a_byte(other / "labels" / "c" / "1" / "1")
+    _flip_a_byte(other / "labels" / "classes" / "0" / "c" / "1" / "1")
     with pytest.raises(RuntimeError, match="Zstd"), result_reads(out):
-        zarr.open_group(str(other), mode="r")["labels"][...]
+        open_result(other)[0][...]
 
 
 def _small_slide(folder: Path) -> Path:
@@ -139,8 +151,8 @@ def test_a_batch_predicts_a_damaged_result_again(tmp_path, pixel_model):
     first = predict_slides([slide], config)
     out = tmp_path / "maps" / "s0.wsiseg.zarr"
     assert [r.status for r in first.records] == ["done"]
-    before = zarr.open_group(str(out), mode="r")["labels"][...]
-    (out / "labels" / "c" / "1" / "1").unlink()
+    before = open_result(out)[0][...]
+    (out / "labels" / "classes" / "0" / "c" / "1" / "1").unlink()
     assert not is_complete(out)
 
     again = predict_slides([slide], config)
@@ -168,9 +180,10 @@ NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
 
 @pytest.mark.parametrize("where,fails", [
     ("creating the store", lambda p, data: p.name == "zarr.json"),
-    ("tissue", lambda p, data: p.parts[-4:] == ("tissue", "c", "0", "0")),
-    ("labels, mid-way", lambda p, data: p.parts[-4:] == ("labels", "c", "1", "0")),
-    ("pyramid", lambda p, data: "labels_1" in p.parts and p.name != "zarr.json"),
+    ("tissue", lambda p, data: p.parts[-5:] == ("tissue", "0", "c", "0", "0")),
+    ("slide picture", lambda p, data: p.parts[-6:-4] == ("s0.wsiseg.zarr.partial", "1")),
+    ("labels, mid-way", lambda p, data: p.parts[-5:] == ("classes", "0", "c", "1", "0")),
+    ("pyramid", lambda p, data: p.parts[-5:-3] == ("classes", "1") and p.name != "zarr.json"),
     ("attributes", lambda p, data: p.name == "zarr.json" and b'"wsiseg"' in data),
 ])
 def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, pixel_model, monkeypatch, where,
@@ -193,6 +206,7 @@ def test_a_folder_that_refuses_the_final_rename_keeps_the_old_result(tmp_path, m
     out = _publish(tmp_path / "r.wsiseg.zarr", _map())
     info = open_result(out)[1]
     writer = OutputWriter(out, 300, 200, len(CLASSES), probabilities=False, chunk=64)
+    writer.write_image(np.zeros((30, 20, 3), np.uint8))
     writer.write_rows(FinishedRows(y=0, labels=np.zeros((300, 200), np.uint8), probabilities=None))
     real = os.replace
 

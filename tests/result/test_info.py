@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import zarr
 
 from wsiseg.errors import ResultError
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.models import load_model
+from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import LAYOUT, ResultInfo
 from wsiseg.result.store import open_result
+from wsiseg.testing import write_result
+
+CLASSES = (ClassInfo(0, "background", (255, 255, 255)), ClassInfo(1, "tissue", (0, 128, 0)))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +47,7 @@ def test_round_trip_through_json_is_equal(predicted):
 def test_prediction_returns_what_the_result_stores(predicted, svs_x40, pixel_model):
     labels, info = open_result(predicted.path)
     assert info == predicted
-    assert zarr.open_group(str(predicted.path), mode="r").attrs["wsiseg"]["layout"] == LAYOUT == 1
+    assert zarr.open_group(str(predicted.path), mode="r").attrs["wsiseg"]["layout"] == LAYOUT == 2
     card = load_model(str(pixel_model[0])).card
     assert info.slide.path == svs_x40.path.resolve()
     assert info.slide.dimensions == (2000, 1600) and info.slide.mpp == (0.25, 0.25)
@@ -66,15 +71,27 @@ def test_a_newer_layout_is_refused_naming_it(predicted, tmp_path):
     assert str(copy) in message and "layout 99" in message and f"reads layout {LAYOUT}" in message
     assert "upgrade wsiseg" in message and "\n" not in message
     # The layout is read first: a newer one may have renamed everything else.
-    with pytest.raises(ResultError, match="layout 2, .* upgrade wsiseg"):
-        ResultInfo.from_attrs({"layout": 2}, tmp_path / "new.wsiseg.zarr")
+    with pytest.raises(ResultError, match="layout 3, .* upgrade wsiseg"):
+        ResultInfo.from_attrs({"layout": 3}, tmp_path / "new.wsiseg.zarr")
 
 
-def test_a_result_written_before_layouts_were_recorded_opens_as_layout_1(predicted, tmp_path):
+def test_a_result_written_before_layouts_were_recorded_opens_as_layout_1(tmp_path):
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 2
+    old = write_result(tmp_path / "old.wsiseg.zarr", labels, CLASSES, layout=1)
+    group = zarr.open_group(str(old), mode="r+")
+    attrs = group.attrs["wsiseg"]
+    attrs.pop("layout")
+    group.attrs["wsiseg"] = attrs
+    array, info = open_result(old)
+    assert info.layout == 1 and info.path == old and np.array_equal(array[:], labels)
+    assert info.to_attrs() == {**attrs, "layout": 1}
+
+
+def test_a_layout_2_store_that_claims_layout_1_is_refused_in_one_line(predicted, tmp_path):
     copy = edited_copy(predicted, tmp_path, lambda a: a.pop("layout"))
-    _, info = open_result(copy)
-    assert info.layout == 1 and info.path == copy
-    assert info.to_attrs() == predicted.to_attrs()
+    with pytest.raises(ResultError, match=r"not a finished wsiseg result of layout 1 \(labels "
+                                          r"is no array\)"):
+        open_result(copy)
 
 
 def _remove(path):

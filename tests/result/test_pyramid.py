@@ -7,7 +7,8 @@ import pytest
 import zarr
 
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.result.pyramid import level_shapes, mode_downsample, pyramid_paths, write_pyramid
+from wsiseg.result.pyramid import (level_shapes, max_downsample, mean_downsample,
+                                   mode_downsample, pyramid_paths, write_pyramid)
 
 
 def _reference_mode(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -47,14 +48,42 @@ def test_streamed_pyramid_equals_downsampling_the_whole_map():
     labels = np.kron(rng.integers(0, 4, size=(40, 53)), np.ones((7, 7), dtype=np.int64))
     labels = labels.astype(np.uint8)[:275, :370]
     group = zarr.open_group(store=zarr.storage.MemoryStore(), mode="w", zarr_format=3)
-    base = group.create_array("labels", shape=labels.shape, chunks=(32, 64), dtype="uint8")
+    base = group.create_array("labels/classes/0", shape=labels.shape, chunks=(32, 64),
+                              dtype="uint8")
     base[:] = labels
     paths = write_pyramid(base, group, 4, min_size=40)
+    assert paths[:2] == ["labels/classes/0", "labels/classes/1"]
     expected = labels
     for path in paths[1:]:
         expected = mode_downsample(expected, 4)
         assert np.array_equal(group[path][:], expected), path
     assert max(group[paths[-1]].shape) <= 40 < max(group[paths[-2]].shape)
+
+
+def test_a_pyramid_of_a_given_number_of_levels_and_reduction():
+    mask = np.zeros((9, 7), dtype=np.uint8)
+    mask[4, 5] = 1
+    group = zarr.open_group(store=zarr.storage.MemoryStore(), mode="w", zarr_format=3)
+    base = group.create_array("m/0", shape=mask.shape, chunks=(4, 4), dtype="uint8")
+    base[:] = mask
+    paths = write_pyramid(base, group, 2, path=lambda k: f"m/{k}", levels=5,
+                          reduce=max_downsample)
+    assert [group[p].shape for p in paths] == [(9, 7), (5, 4), (3, 2), (2, 1), (1, 1)]
+    assert [int(group[p][:].sum()) for p in paths] == [1] * 5  # one damaged pixel stays
+    assert group["m/1"][2, 2] == 1 and mode_downsample(mask, 2).sum() == 0
+
+
+def test_level_shapes_of_a_given_number_of_levels_never_go_below_a_pixel():
+    assert level_shapes(5, 3, levels=4) == [(5, 3), (3, 2), (2, 1), (1, 1)]
+    assert level_shapes(1000, 300, levels=1) == [(1000, 300)]
+
+
+def test_mean_downsample_rounds_the_mean_of_each_block():
+    image = np.array([[[0, 1, 255], [2, 2, 255], [9, 9, 9]]], dtype=np.uint8)  # (1, 3, 3)
+    out = mean_downsample(image)
+    assert out.shape == (1, 2, 2)
+    assert out[0, 0, 0] == 1 and out[0, 0, 1] == 255  # (0 + 1 + 2 + 2) / 4 = 1.25
+    assert out[0, 1, 0] == 9  # the odd last row repeats itself
 
 
 @pytest.fixture(scope="module")
@@ -67,22 +96,27 @@ def result(svs_x40, pixel_model, tmp_path_factory):
 def test_result_carries_ngff_metadata_consistent_with_its_arrays(result):
     group = zarr.open_group(str(result), mode="r")
     attrs = group.attrs["wsiseg"]
-    ome = group.attrs["ome"]
+    assert "multiscales" in group.attrs["ome"]  # the root: the picture of the slide
+    assert group["labels"].attrs["ome"] == {"version": "0.5", "labels": ["classes", "tissue"]}
+    ome = group["labels/classes"].attrs["ome"]
     assert ome["version"] == "0.5"
     (multiscale,) = ome["multiscales"]
     axes = [a["name"] for a in multiscale["axes"]]
     assert axes == ["y", "x"] and all(a["unit"] == "micrometer" for a in multiscale["axes"])
+    assert multiscale["type"] == "mode" and "higher" in multiscale["metadata"]["method"]
     paths = pyramid_paths(group)
-    assert paths[0] == "labels" and len(paths) == len(level_shapes(*group["labels"].shape))
+    assert paths[0] == "labels/classes/0"
+    assert len(paths) == len(level_shapes(*group[paths[0]].shape))
     mpp0 = attrs["slide"]["mpp"]
     sx, sy = attrs["scale_to_level0"]
     ox, oy = attrs["offset_level0"]
-    labels = group["labels"][:]
+    labels = group[paths[0]][:]
     num_classes = len(attrs["classes"])
     expected = labels
     extent = None
     for level, dataset in enumerate(multiscale["datasets"]):
-        array = group[dataset["path"]]
+        assert dataset["path"] == str(level)
+        array = group[f"labels/classes/{dataset['path']}"]
         assert list(array.metadata.dimension_names) == axes
         if level:
             expected = mode_downsample(expected, num_classes)
@@ -92,9 +126,10 @@ def test_result_carries_ngff_metadata_consistent_with_its_arrays(result):
         f = 2 ** level
         assert scale["scale"] == pytest.approx([f * sy * mpp0[1], f * sx * mpp0[0]])
         assert scale["scale"] == pytest.approx([f * m for m in attrs["analysis_mpp"][::-1]])
-        # Pixel centres: the first pixel's top-left corner is the map's origin at every level.
+        # Pixel centres, with the centre of the slide's level-0 pixel (0, 0) at the origin:
+        # the first pixel's top-left corner is the map's origin at every level.
         corner = [t - s / 2 for t, s in zip(translation["translation"], scale["scale"])]
-        assert corner == pytest.approx([oy * mpp0[1], ox * mpp0[0]])
+        assert corner == pytest.approx([(oy - 0.5) * mpp0[1], (ox - 0.5) * mpp0[0]])
         # Each level spans the map's extent, give or take the last (padded) pixel.
         span = [n * s for n, s in zip(array.shape, scale["scale"])]
         if extent is None:
@@ -104,3 +139,4 @@ def test_result_carries_ngff_metadata_consistent_with_its_arrays(result):
     assert [c["label-value"] for c in label_meta["colors"]] == list(range(num_classes))
     assert [p["name"] for p in label_meta["properties"]] == [c["name"] for c in attrs["classes"]]
     assert label_meta["colors"][0]["rgba"][3] == 0  # background transparent
+    assert label_meta["source"] == {"image": "../../"}

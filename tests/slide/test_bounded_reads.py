@@ -20,6 +20,7 @@ import zarr
 
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
+from wsiseg.result.store import result_array
 from wsiseg.slide import region
 from wsiseg.slide.geometry import Geometry, overview_geometry, plan_geometry
 from wsiseg.slide.reader import Slide, open_slide
@@ -69,7 +70,7 @@ def test_tissue_image_is_the_whole_level_averaged_at_once(flat_svs, read_sizes):
         blocked = read_grid(slide, geometry, threads=2)
         bound = region.MAX_READ_PIXELS
         sizes = list(read_sizes)
-        mask, _ = read_tissue(slide, analysis_geometry(slide), factor)
+        mask, _, _ = read_tissue(slide, analysis_geometry(slide), factor)
         level0 = slide.read_level(0, 0, 0, WIDTH, HEIGHT)
     assert len(sizes) > 1 and max(w * h for _, w, h in sizes) <= bound
     # Each level-0 pixel decoded about once (block edges share a pixel when 40 does not fall
@@ -93,10 +94,10 @@ def test_mask_does_not_depend_on_the_block_size(flat_svs, svs_x40, monkeypatch, 
         with open_slide(path) as slide:
             analysis = analysis_geometry(slide)
             monkeypatch.setattr(region, "MAX_READ_PIXELS", 1 << 40)
-            one, geometry = read_tissue(slide, analysis, 10)
+            one, geometry, _ = read_tissue(slide, analysis, 10)
             monkeypatch.setattr(region, "MAX_READ_PIXELS", bound)
             read_sizes.clear()
-            many, _ = read_tissue(slide, analysis, 10, threads=3)
+            many, _, _ = read_tissue(slide, analysis, 10, threads=3)
             assert len(read_sizes) > 2 and max(w * h for _, w, h in read_sizes) <= bound
             assert np.array_equal(one, many) and one.any()
             # The pyramid's level is used where there is one: no level-0 read at all.
@@ -197,10 +198,10 @@ def test_a_whole_run_on_a_wide_flat_slide_reads_in_blocks_and_is_complete(
     info = predict_slide(flat_svs, cfg)
     assert max(w * h for _, w, h in read_sizes) <= region.MAX_READ_PIXELS
     g = zarr.open_group(str(info.path), mode="r")
-    labels, attrs = g["labels"][:], g.attrs["wsiseg"]
+    labels, attrs = result_array(g, "labels")[:], g.attrs["wsiseg"]
     assert labels.shape == (HEIGHT // 4, WIDTH // 4) and attrs["stripes"] == 3
     grid = PatchGrid(WIDTH // 4, HEIGHT // 4, 400, 100)
-    kept = window_tissue_fractions(g["tissue"][:].astype(bool), 10, grid) >= 0.2
+    kept = window_tissue_fractions(result_array(g, "tissue")[:].astype(bool), 10, grid) >= 0.2
     assert 0 < kept.sum() == attrs["patches_kept"] < kept.size
     cover = np.zeros(labels.shape, dtype=bool)
     for r, c in zip(*np.nonzero(kept)):
@@ -260,7 +261,7 @@ def status(key):
 slide = open_slide(sys.argv[1])
 g = plan_geometry(slide.level_downsamples, slide.bounds, slide.mpp, 1.0)
 before = status("VmRSS:")
-mask, _ = read_tissue(slide, g, 10, threads=2)
+mask, _, _ = read_tissue(slide, g, 10, threads=2)
 print(json.dumps({"before": before, "peak": status("VmHWM:"), "shape": mask.shape}))
 """
 

@@ -10,6 +10,7 @@ import zarr
 
 from wsiseg.errors import ConfigError
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
+from wsiseg.result.store import result_array
 from wsiseg.slide.reader import open_slide
 from wsiseg.testing import synthetic_tissue, write_scn
 
@@ -74,7 +75,7 @@ def test_the_map_is_the_same_with_either_reader(svs_x40, pixel_model, tmp_path):
         info = predict_slide(svs_x40.path, PredictConfig(
             model=model, out=str(tmp_path / f"{reader}.zarr"), reader=reader, progress=False))
         assert info.config["reader"] == reader
-        maps.append(zarr.open_group(str(info.path), mode="r")["labels"][...])
+        maps.append(result_array(zarr.open_group(str(info.path), mode="r"), "labels")[...])
     assert np.array_equal(*maps)
 
 

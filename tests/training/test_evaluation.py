@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import wsiseg.cli.main  # noqa: F401  (it registers the commands of wsiseg.cli on import)
 from wsiseg.cli.evaluate import evaluate
 from wsiseg.models.card import ClassInfo
+from wsiseg.result.store import result_array
 from wsiseg.testing import result as testing_result
 from wsiseg.training.evaluation import evaluate_result
 from wsiseg.training.metrics import confusion_matrix
@@ -122,7 +123,7 @@ def test_real_prediction_against_its_level0_mask(svs_x20, pixel_model, tmp_path)
     cfg = PredictConfig(model=str(pixel_model[0]), out=str(tmp_path / "x20.wsiseg.zarr"),
                         patch_size=128, stride=64, tissue_threshold=0.0, progress=False)
     result = predict_slide(svs_x20.path, cfg).path
-    labels = zarr.open_group(str(result), mode="r")["labels"][:]
+    labels = result_array(zarr.open_group(str(result), mode="r"), "labels")[:]
     assert labels.shape == (400, 504) and len(np.unique(labels)) >= 3
     # The map drawn at level 0, every 2 x 2 block one map pixel; the pixels of each block
     # off its centre (the top-left one) hold another class, and must not be sampled.

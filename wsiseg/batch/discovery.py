@@ -4,6 +4,9 @@ Inputs are slide files, folders of slides, glob patterns and list files (one pat
 :func:`find_slides` turns them into slide paths, :func:`output_for` names each slide's result
 (``OUT/STEM.wsiseg.zarr``) and :func:`refuse_clashes` stops two slides from sharing one.
 :func:`is_batch` says whether inputs name a batch or a single slide.
+
+A folder holding ``.dcm`` files is one DICOM slide (its series, see
+:mod:`wsiseg.slide.dicom_series`), not a batch; a folder of such folders is a batch of them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from wsiseg.errors import ConfigError
+from wsiseg.errors import ConfigError, SlideError
+from wsiseg.slide.dicom_series import DICOM_SUFFIX, dicom_files, series_file, slide_stem
 
 #: File name endings taken from a folder (OpenSlide's formats).
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
@@ -25,12 +29,15 @@ LIST_SUFFIXES = (".txt", ".lst", ".list")
 def is_batch(inputs: Sequence[str | os.PathLike]) -> bool:
     """Whether ``inputs`` name a batch: several inputs, a folder, a list file or a pattern.
 
-    One slide file is not a batch; its result goes beside it or to the file ``--out`` names.
+    One slide file, or one folder of DICOM instances (a DICOM slide), is not a batch; its
+    result goes beside it or to the file ``--out`` names.
     """
     if len(inputs) != 1:
         return True
     text = os.fspath(inputs[0])
     path = Path(text)
+    if path.is_dir() and dicom_files(path):
+        return False
     return (path.is_dir() or (path.suffix.lower() in LIST_SUFFIXES and path.is_file())
             or (any(ch in text for ch in "*?[") and not path.exists()))
 
@@ -38,8 +45,11 @@ def is_batch(inputs: Sequence[str | os.PathLike]) -> bool:
 def find_slides(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Slides named by ``inputs``: files, folders (their slide files), globs and list files.
 
-    A list file (``.txt``) holds one path per line, relative to the list's folder; blank lines
-    and lines starting with ``#`` are skipped. A listed file that does not exist is kept, so
+    A folder holding ``.dcm`` files is one slide, the DICOM series in it (an error when they
+    belong to several series); in a folder of slides, each sub-folder holding ``.dcm`` files is
+    one slide too (checked when it is opened, so that one bad series fails alone). A list file
+    (``.txt``) holds one path per line, relative to the list's folder; blank lines and lines
+    starting with ``#`` are skipped. A listed file that does not exist is kept, so
     that it is recorded as failed; a folder, glob or list that finds nothing is an error.
     """
     found: list[Path] = []
@@ -48,17 +58,14 @@ def find_slides(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(text).expanduser()
         if any(ch in text for ch in "*?[") and not path.exists():
             matches = [Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
-            matches = [p for p in matches if p.is_file()]
+            # A DICOM instance stands for its series: the folder it is in.
+            matches = [p.parent if p.suffix.lower() == DICOM_SUFFIX else p
+                       for p in matches if p.is_file() or (p.is_dir() and dicom_files(p))]
             if not matches:
                 raise ConfigError(f"{text}: the pattern matches no slide; check the path")
             found += matches
         elif path.is_dir():
-            matches = sorted(p for p in path.iterdir()
-                             if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
-            if not matches:
-                raise ConfigError(f"{path}: folder holds no slide ({', '.join(SLIDE_SUFFIXES)}); "
-                                  "give the folder of slides or the files themselves")
-            found += matches
+            found += _folder_slides(path)
         elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
             listed = _read_list(path)
             if not listed:
@@ -72,6 +79,34 @@ def find_slides(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for p in found:
         unique.setdefault(p.resolve(), p)
     return list(unique.values())
+
+
+def _folder_slides(path: Path) -> list[Path]:
+    """The slides a folder names: itself when it holds DICOM instances, else its slide files
+    and its sub-folders of DICOM instances."""
+    if dicom_files(path):
+        others = [p.name for p in path.iterdir()
+                  if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES
+                  and p.suffix.lower() != DICOM_SUFFIX]
+        if others:
+            raise ConfigError(
+                f"{path}: holds DICOM instances (.dcm, read together as one slide) and other "
+                f"slides ({', '.join(sorted(others)[:3])}{', ...' if len(others) > 3 else ''}); "
+                "move the DICOM series into a folder of its own")
+        try:
+            series_file(path)  # one series, or one line saying what is wrong
+        except SlideError as err:
+            raise ConfigError(str(err)) from None
+        return [path]
+    matches = sorted(p for p in path.iterdir()
+                     if (p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+                     or (p.is_dir() and dicom_files(p)))
+    if not matches:
+        raise ConfigError(
+            f"{path}: folder holds no slide (no {', '.join(SLIDE_SUFFIXES)} file, and no "
+            "sub-folder of .dcm files); give the folder that holds the slides, a DICOM series "
+            "folder, or the slide files themselves")
+    return matches
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -90,7 +125,7 @@ def _read_list(path: Path) -> list[Path]:
 
 def output_for(slide: Path, out_dir: Path) -> Path:
     """Where the result of ``slide`` goes in the batch's folder ``out_dir``."""
-    return out_dir / f"{slide.stem}.wsiseg.zarr"
+    return out_dir / f"{slide_stem(slide)}.wsiseg.zarr"
 
 
 def refuse_clashes(slides: list[Path], outputs: list[Path]) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from wsiseg.atomic import PARTIAL_SUFFIX, atomic_write
 from wsiseg.batch.claims import claim_path, folder_lock, is_held
 from wsiseg.batch.discovery import output_for
+from wsiseg.slide.dicom_series import slide_stem
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Manifest:
     def died_in(self, slide: Path) -> bool:
         """Whether an earlier run ended while predicting ``slide``: its row says ``started``
         and no live process holds the slide's claim (a live one is predicting it now)."""
-        row = self._earlier.get(slide.stem)
+        row = self._earlier.get(slide_stem(slide))
         return (row is not None and row.status == "started"
                 and not is_held(claim_path(output_for(slide, self.path.parent))))
 
@@ -101,7 +102,7 @@ class Manifest:
 
 
 def _stem(record: SlideRecord) -> str:
-    return Path(record.slide).stem
+    return slide_stem(Path(record.slide))
 
 
 @contextlib.contextmanager

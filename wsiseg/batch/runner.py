@@ -47,6 +47,7 @@ from wsiseg.export import ExportOptions, check_formats, export_result, exports_c
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.progress import progress_bar
 from wsiseg.result.store import is_complete, open_result
+from wsiseg.slide.dicom_series import slide_size_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +263,8 @@ def _skip(record: SlideRecord, slide: Path, out: Path, config: BatchConfig) -> N
     if info.damaged_count and not config.predict.skip_damaged:
         changed.append("skip_damaged")
     # Name and size, not the full path: a share mounted elsewhere is still the same slide.
-    same_slide = (info.slide.path.name == slide.name and slide.is_file()
-                  and info.slide.size_bytes == slide.stat().st_size)
+    same_slide = (info.slide.path.name == slide.name
+                  and info.slide.size_bytes == slide_size_bytes(slide))
     if changed or not same_slide:
         what = f"other settings ({', '.join(changed)})" if changed else "another slide file"
         record.status = "failed"

@@ -16,6 +16,8 @@ from wsiseg.atomic import output_error
 from wsiseg.errors import ConfigError
 
 ORIGINS = ("bounds", "level0")
+#: The frame of each format when ``ExportOptions.origin`` is None.
+DEFAULT_ORIGINS = {"geojson": "bounds", "tiff": "level0"}
 
 
 @dataclass(frozen=True)
@@ -25,18 +27,20 @@ class ExportOptions:
     ``origin`` is the frame of the vector and raster exports: ``"bounds"`` puts (0, 0) at the
     slide's bounds offset (``openslide.bounds-x/-y``), the frame QuPath shows OpenSlide slides
     in, since it crops them to their bounds; ``"level0"`` is the full level-0 frame that
-    OpenSlide and ASAP use. Both are the same for slides without a bounds offset.
+    OpenSlide and ASAP use. Both are the same for slides without a bounds offset. None, the
+    default, gives each format the frame of the viewer it is made for (:data:`DEFAULT_ORIGINS`:
+    geojson ``bounds`` for QuPath, tiff ``level0`` for ASAP).
     """
 
-    png_size: int = 2048
+    png_size: int = 2048  # png: longest side of the thumbnail part, in pixels
     simplify_um: float | None = None  # geojson vertex tolerance; None: half an analysis pixel
-    min_area_um2: float = 0.0  # geojson: polygons smaller than this are dropped
-    origin: str = "bounds"
+    min_area_um2: float = 0.0  # geojson and report: regions smaller than this are left out
+    origin: str | None = None
     tiff_overlay: bool = False  # tiff: also write a colour overlay beside the labels
     class_names: tuple[tuple[str, str], ...] = ()  # geojson: (class, name in QuPath) pairs
 
     def __post_init__(self) -> None:
-        if self.origin not in ORIGINS:
+        if self.origin is not None and self.origin not in ORIGINS:
             raise ConfigError(f"unknown origin {self.origin!r}; choose from {', '.join(ORIGINS)}")
         if not self.png_size >= 16:
             raise ConfigError(f"png size must be at least 16 px, got {self.png_size}")
@@ -52,7 +56,7 @@ Exporter = Callable[[str | os.PathLike, Path, str, ExportOptions], list[Path]]
 def _report(result, out_dir, stem, options):
     from .report import write_report
 
-    return write_report(result, out_dir, stem)
+    return write_report(result, out_dir, stem, min_area_um2=options.min_area_um2)
 
 
 def _png(result, out_dir, stem, options):
@@ -65,14 +69,16 @@ def _geojson(result, out_dir, stem, options):
     from .geojson import write_geojson
 
     return write_geojson(result, out_dir, stem, simplify_um=options.simplify_um,
-                         min_area_um2=options.min_area_um2, origin=options.origin,
+                         min_area_um2=options.min_area_um2,
+                         origin=options.origin or DEFAULT_ORIGINS["geojson"],
                          class_names=dict(options.class_names))
 
 
 def _tiff(result, out_dir, stem, options):
     from .tiff import write_tiff
 
-    return write_tiff(result, out_dir, stem, overlay=options.tiff_overlay, origin=options.origin)
+    return write_tiff(result, out_dir, stem, overlay=options.tiff_overlay,
+                      origin=options.origin or DEFAULT_ORIGINS["tiff"])
 
 
 EXPORTERS: dict[str, Exporter] = {

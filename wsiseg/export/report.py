@@ -1,8 +1,16 @@
 """Per-class numbers of a result: area in mm^2, share of the tissue, number of regions.
 
-The labels are read in bands of chunk rows, never whole. Regions are 8-connected pixels of one
-class: each band is labelled on its own and the pieces that touch across band edges are joined
-with one connected-components pass over the graph of touching pieces.
+The labels are read in bands of chunk rows, never whole. Regions are the ones the GeoJSON export
+writes as annotations: 4-connected pixels of one class (pixels that touch only at a corner are
+separate regions, as a valid polygon cannot pinch to a point), of at least ``min_area_um2``.
+Each band is labelled on its own and the pieces that touch across band edges are joined with
+one connected-components pass over the graph of touching pieces.
+
+``STEM.report.json`` is for programs: exact numbers, the run's settings and time once. The CSV
+is for people: one row per class with unit and frame in the column names (``area_mm2``,
+``share_of_tissue_percent``, ``map_pixels`` at ``map_mpp`` um/px), areas to 4 decimals and
+percents to 0.01, a ``total tissue`` row, a ``damaged (not read)`` row when parts of the slide
+could not be read, and last a ``# intended use`` line from the model card.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +30,34 @@ from scipy.sparse import csgraph
 from wsiseg.atomic import atomic_write
 from wsiseg.result.store import open_result, reads_result
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+_STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 #: The ``class`` of the CSV row (only present when there were some) that gives the area and the
 #: number of regions of the slide that could not be decoded.
 DAMAGED_ROW = "damaged (not read)"
+#: The ``class`` of the CSV row with the whole tissue (all classes but background).
+TOTAL_ROW = "total tissue"
+#: How the report counts regions, as its JSON says.
+REGIONS_RULE = ("4-connected pixels of one class (touching only at a corner: separate regions) "
+                "of at least min_area_um2, the annotations the geojson export writes with the "
+                "same --min-area; the total tissue row sums the classes")
+_USE_WORDS = re.compile(r"\b(use|research|diagnos\w*|clinical|demonstration)\b", re.IGNORECASE)
+
+
+def intended_use(card: Mapping[str, Any]) -> str:
+    """The model card's statement of what the model is for, as one line.
+
+    The parts of the card's ``description`` (its first clause before a colon, and its sentences)
+    that speak of use, research, diagnosis or demonstration; a card that says none of that gets
+    a line saying so, so that a reader is never left to assume.
+    """
+    description = " ".join(str(card.get("description") or "").split())
+    parts = re.split(r"(?<=[.!?])\s+", description)
+    if parts and ":" in parts[0]:
+        parts = [parts[0].split(":", 1)[0].strip() + "."] + parts[1:]
+    kept = [p if p.endswith((".", "!", "?")) else p + "." for p in parts if _USE_WORDS.search(p)]
+    if not kept:
+        return "intended use not stated by the model card"
+    return " ".join(kept)
 
 
 def _band_rows(labels: Any) -> int:
@@ -31,14 +65,28 @@ def _band_rows(labels: Any) -> int:
     return int(chunks[0]) if chunks else 512
 
 
-def class_statistics(labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pixel count per class, number of 8-connected regions per class) of a 2-D label array.
+def class_statistics(labels: Any, num_classes: int, connectivity: int = 4
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel count per class, number of connected regions per class) of a 2-D label array.
 
     ``labels`` may be a zarr array; it is read one band of chunk rows at a time.
     """
+    counts, sizes = region_sizes(labels, num_classes, connectivity)
+    return counts, np.array([len(s) for s in sizes], dtype=np.int64)
+
+
+def region_sizes(labels: Any, num_classes: int, connectivity: int = 4
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(pixel count per class, pixel count of each connected region, per class).
+
+    ``connectivity`` is 4 (edge neighbours, the GeoJSON export's regions) or 8 (corners too).
+    """
+    structure = _STRUCTURES[connectivity]
+    shifts = (0,) if connectivity == 4 else (-1, 0, 1)  # diagonal neighbours touch with 8
     height, width = labels.shape
     counts = np.zeros(num_classes, dtype=np.int64)
     pieces = np.zeros(num_classes, dtype=np.int64)  # labels given so far, per class
+    piece_pixels: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     edges: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     previous: list[np.ndarray | None] = [None] * num_classes
     step = _band_rows(labels)
@@ -46,12 +94,13 @@ def class_statistics(labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndar
         band = np.asarray(labels[y0:min(height, y0 + step)])
         counts += np.bincount(band.ravel(), minlength=num_classes)[:num_classes]
         for c in range(num_classes):
-            found, n = ndimage.label(band == c, structure=_EIGHT)
+            found, n = ndimage.label(band == c, structure=structure)
+            piece_pixels[c].append(np.bincount(found.ravel(), minlength=n + 1)[1:])
             found = np.where(found > 0, found + pieces[c], 0)
             above = previous[c]
             if above is not None:
                 first = found[0]
-                for shift in (-1, 0, 1):  # diagonal neighbours touch too
+                for shift in shifts:
                     a = above[max(0, shift):width + min(0, shift)]
                     b = first[max(0, -shift):width + min(0, -shift)]
                     touching = (a > 0) & (b > 0)
@@ -59,51 +108,66 @@ def class_statistics(labels: Any, num_classes: int) -> tuple[np.ndarray, np.ndar
                         edges[c].append(np.stack([a[touching], b[touching]]))
             pieces[c] += n
             previous[c] = found[-1].copy()
-    regions = np.zeros(num_classes, dtype=np.int64)
+    sizes: list[np.ndarray] = []
     for c in range(num_classes):
         n = int(pieces[c])
-        if n == 0:
-            continue
-        if edges[c]:
+        pixels = (np.concatenate(piece_pixels[c]) if piece_pixels[c]
+                  else np.zeros(0, dtype=np.int64))
+        if n and edges[c]:
             pairs = np.concatenate(edges[c], axis=1) - 1
             graph = sparse.coo_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])), shape=(n, n))
-            regions[c] = csgraph.connected_components(graph, directed=False)[0]
-        else:
-            regions[c] = n
-    return counts, regions
+            region = csgraph.connected_components(graph, directed=False)[1]
+            pixels = np.bincount(region, weights=pixels).astype(np.int64)
+        sizes.append(pixels)
+    return counts, sizes
 
 
 @reads_result
-def build_report(result: str | os.PathLike) -> dict[str, Any]:
-    """The report of a result: per-class rows plus slide, model, settings and run time."""
+def build_report(result: str | os.PathLike, min_area_um2: float = 0.0) -> dict[str, Any]:
+    """The report of a result: per-class rows, the total tissue, slide, model, settings, time.
+
+    Regions smaller than ``min_area_um2`` are not counted (their pixels still are, in areas).
+    """
     labels, info = open_result(result)
-    counts, regions = class_statistics(labels, len(info.classes))
-    mpp_x, mpp_y = info.analysis_mpp
+    counts, sizes = region_sizes(labels, len(info.classes))
+    mpp_x, mpp_y = (float(v) for v in info.analysis_mpp)
     pixel_mm2 = mpp_x * mpp_y / 1e6
+    # A region's area as the GeoJSON export measures it, so both keep the same regions.
+    sx, sy = (float(v) for v in info.scale_to_level0)
+    region_um2 = sx * sy * float(info.slide.mpp[0]) * float(info.slide.mpp[1])
+    regions = [int((s * region_um2 >= min_area_um2).sum()) for s in sizes]
     tissue = int(counts[1:].sum())
     rows = []
     for c in info.classes:
         i = c.index
         background = i == 0
         rows.append({
-            "index": i, "name": c.name, "pixels": int(counts[i]),
+            "index": i, "name": c.name, "map_pixels": int(counts[i]),
             "area_mm2": float(counts[i] * pixel_mm2),
-            "share_of_tissue": None if background or tissue == 0 else float(counts[i] / tissue),
-            "regions": None if background else int(regions[i]),
+            "share_of_tissue_percent": (None if background or tissue == 0
+                                        else float(100 * counts[i] / tissue)),
+            "regions": None if background else regions[i],
         })
     return {
         "result": str(result),
         "slide": str(info.slide.path),
+        "slide_name": Path(str(info.slide.path)).name,
         "model": info.model.name,
+        "intended_use": intended_use(info.model.card),
+        "model_description": str(info.model.card.get("description") or ""),
         "weights_sha256": info.model.weights_sha256,
         "wsiseg_version": info.version,
-        "analysis_mpp": [mpp_x, mpp_y],
+        "analysis_mpp": [mpp_x, mpp_y],  # um/px of the map: the frame of map_pixels
         "pixel_area_mm2": pixel_mm2,
         "settings": {"patch_size": info.patch_size, "stride": info.stride, "sigma": info.sigma,
                      "tissue_threshold": info.tissue_threshold,
                      "device": info.config.get("device")},
-        "seconds": info.seconds,
+        "seconds": info.seconds,  # the prediction's run time
+        "min_area_um2": min_area_um2,
+        "regions_rule": REGIONS_RULE,
+        "tissue_map_pixels": tissue,
         "tissue_area_mm2": float(tissue * pixel_mm2),
+        "tissue_regions": sum(r["regions"] for r in rows if r["regions"] is not None),
         # Parts of the slide that could not be decoded and were not predicted (--skip-damaged).
         "damaged_regions": info.damaged_count,
         "damaged_area_mm2": info.damaged_area_mm2,
@@ -111,26 +175,39 @@ def build_report(result: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: str) -> list[Path]:
+CSV_COLUMNS = ["slide", "model", "class", "area_mm2", "share_of_tissue_percent", "regions",
+               "map_pixels", "map_mpp"]
+
+
+def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: str,
+                 min_area_um2: float = 0.0) -> list[Path]:
     """Write ``STEM.report.json`` and ``STEM.report.csv`` (one row per class) into ``out_dir``."""
-    report = build_report(result)
+    report = build_report(result, min_area_um2)
     out_dir = Path(out_dir)
     json_path = out_dir / f"{stem}.report.json"
     csv_path = out_dir / f"{stem}.report.csv"
     with atomic_write(json_path) as f:
         f.write(json.dumps(report, indent=2) + "\n")
+    mpp_x, mpp_y = report["analysis_mpp"]
+    map_mpp = f"{mpp_x:g}" if mpp_x == mpp_y else f"{mpp_x:g} x {mpp_y:g}"
     with atomic_write(csv_path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["slide", "model", "class", "area_mm2", "share_of_tissue", "regions",
-                         "pixels", "seconds"])
-        for row in report["classes"]:
-            share = "" if row["share_of_tissue"] is None else f"{row['share_of_tissue']:.6f}"
-            writer.writerow([report["slide"], report["model"], row["name"],
-                             f"{row['area_mm2']:.6f}", share,
-                             "" if row["regions"] is None else row["regions"], row["pixels"],
-                             report["seconds"]])
+        writer.writerow(CSV_COLUMNS)
+
+        def row(name, area_mm2, percent, regions, pixels):
+            writer.writerow([report["slide"], report["model"], name, f"{area_mm2:.4f}",
+                             "" if percent is None else f"{percent:.2f}",
+                             "" if regions is None else regions,
+                             "" if pixels is None else pixels,
+                             "" if pixels is None else map_mpp])
+
+        for r in report["classes"]:
+            row(r["name"], r["area_mm2"], r["share_of_tissue_percent"], r["regions"],
+                r["map_pixels"])
+        row(TOTAL_ROW, report["tissue_area_mm2"], 100.0 if report["tissue_map_pixels"] else None,
+            report["tissue_regions"], report["tissue_map_pixels"])
         if report["damaged_regions"]:  # one more row: what could not be read, not a class
-            writer.writerow([report["slide"], report["model"], DAMAGED_ROW,
-                             f"{report['damaged_area_mm2']:.6f}", "", report["damaged_regions"],
-                             "", report["seconds"]])
+            row(DAMAGED_ROW, report["damaged_area_mm2"], None, report["damaged_regions"], None)
+        # Last, a comment line (pandas: comment="#"): what the model may be used for.
+        writer.writerow(["# intended use", report["intended_use"]])
     return [json_path, csv_path]

@@ -1,12 +1,20 @@
-"""A PNG a person can look at: the slide's thumbnail with the class colours over it and a legend.
+"""A PNG a person can look at: the slide's thumbnail with the class colours over it, and below
+it a title, a legend, a scale bar and the model's intended use.
 
-Each thumbnail pixel takes the class of the map pixel under its centre (level-0 coordinates,
-bounds offset applied), so the overlay lands where the map says; background stays unpainted.
+The thumbnail part is ``size`` pixels on its longest side (the slide's own size when that is
+smaller) and sits at the top left, so the image's first rows are the slide itself. Each
+thumbnail pixel takes the class of the map pixel under its centre (level-0 coordinates, bounds
+offset applied), so the overlay lands where the map says; background stays unpainted. Text and
+swatches scale with the thumbnail (a scalable font when Pillow has one), so the legend reads at
+a glance whether the PNG is 512 or 4096 pixels wide. The scale bar is a round length
+(1, 2 or 5 times a power of ten um) of about a fifth of the width. The title, the scale bar's
+length and the intended use are also in the PNG's text chunks.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +23,7 @@ import numpy as np
 
 from wsiseg.atomic import atomic_write
 from wsiseg.errors import ResultError, SlideError
+from wsiseg.export.report import intended_use
 from wsiseg.result.store import open_result, reads_result
 from wsiseg.slide.geometry import overview_geometry
 from wsiseg.slide.reader import open_slide
@@ -34,10 +43,58 @@ def _map_indices(thumb_size: int, step: float, offset: float, scale: float,
     return np.clip(index, 0, map_size - 1), inside
 
 
+def thumbnail_shape(dimensions: tuple[int, int], size: int) -> tuple[int, int]:
+    """(width, height) of the thumbnail part: ``size`` on the longest side, never enlarged."""
+    w0, h0 = dimensions
+    f = max(1.0, max(w0, h0) / size)
+    return max(1, round(w0 / f)), max(1, round(h0 / f))
+
+
+def scale_bar_um(um_per_px: float, width_px: int) -> float:
+    """The longest round length (1, 2 or 5 x 10^k um) no longer than a fifth of ``width_px``."""
+    most = max(um_per_px, width_px * um_per_px / 5)
+    power = 10.0 ** math.floor(math.log10(most))
+    return max(m * power for m in (1, 2, 5) if m * power <= most * (1 + 1e-9))
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: scalable
+    except (TypeError, AttributeError, OSError, ImportError):
+        pass
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        logger.info("no scalable font: the png's text is in Pillow's small bitmap font")
+        return ImageFont.load_default()
+
+
+def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` (a single long word gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _line_height(font: Any) -> int:
+    """The height of a line of ``font``, spacing included."""
+    return round(getattr(font, "size", 11) * 1.3)
+
+
+def _um(value: float) -> str:
+    return f"{value:g} um" if value < 1000 else f"{value / 1000:g} mm"
+
+
 @reads_result
 def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
                   opacity: float = OPACITY) -> Any:
-    """The overlay as a PIL image (thumbnail, colours blended, legend below)."""
+    """The overlay as a PIL image: thumbnail with the colours blended, the caption below it."""
     from PIL import Image, ImageDraw
 
     labels, info = open_result(result)
@@ -56,10 +113,14 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
         if slide.damaged_regions():
             logger.warning("%s: %d damaged region(s) of the slide show as glass in the png",
                            slide_path, len(slide.damaged_regions()))
-    th, tw = thumb.shape[:2]
+        w0, h0 = slide.dimensions
+    tw, th = thumbnail_shape((w0, h0), size)
+    if thumb.shape[:2] != (th, tw):  # a pyramid level read as it is: near the size, not on it
+        thumb = np.asarray(Image.fromarray(thumb).resize((tw, th), Image.Resampling.BOX))
+    step_x, step_y = w0 / tw, h0 / th
     (sx, sy), (ox, oy) = info.scale_to_level0, info.offset_level0
-    rows, rows_in = _map_indices(th, geometry.scale[1], oy, sy, labels.shape[0])
-    cols, cols_in = _map_indices(tw, geometry.scale[0], ox, sx, labels.shape[1])
+    rows, rows_in = _map_indices(th, step_y, oy, sy, labels.shape[0])
+    cols, cols_in = _map_indices(tw, step_x, ox, sx, labels.shape[1])
     classes = info.classes
     colours = np.array([c.color for c in classes], dtype=np.float32)
     small = np.asarray(labels.get_orthogonal_selection((rows, cols))
@@ -69,24 +130,70 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
     out[paint] = (1 - opacity) * out[paint] + opacity * colours[small[paint]]
     image = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
-    line = 18
-    legend = Image.new("RGB", (tw, line * (len(classes) - 1) + 8), "white")
-    draw = ImageDraw.Draw(legend)
-    for k, c in enumerate(classes[1:]):
-        y = 4 + k * line
-        draw.rectangle([6, y, 6 + 14, y + 12], fill=tuple(c.color), outline="black")
-        draw.text((26, y), c.name, fill="black")
-    canvas = Image.new("RGB", (tw, th + legend.height), "white")
+    # The caption: sizes in units of the text height, which follows the thumbnail's size.
+    unit = max(12, round(max(tw, th) / 64))
+    pad = max(4, unit // 2)
+    font, title_font, small_font = _font(unit), _font(round(unit * 1.25)), _font(
+        max(10, round(unit * 0.8)))
+    um_per_px = step_x * float(info.slide.mpp[0])
+    bar_um = scale_bar_um(um_per_px, tw)
+    bar_px = max(1, round(bar_um / um_per_px))
+    title = f"{Path(str(slide_path)).name} · model {info.model.name}"
+    use = f"Intended use: {intended_use(info.model.card)}"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_lines = _wrap(measure, title, title_font, tw - 2 * pad)
+    use_lines = _wrap(measure, use, small_font, tw - 2 * pad)
+    # Legend items flow left to right and wrap at the image's width.
+    items, x, y = [], pad, 0
+    for c in classes[1:]:
+        item_width = unit + pad + round(measure.textlength(c.name, font=font))
+        if x > pad and x + item_width > tw - pad:
+            x, y = pad, y + _line_height(font)
+        items.append((x, y, c))
+        x += item_width + 2 * unit
+    legend_height = y + _line_height(font)
+    bar_height = max(2, unit // 4)
+    height = (pad + _line_height(title_font) * len(title_lines) + pad + legend_height + pad
+              + _line_height(font) + bar_height + pad + _line_height(small_font) * len(use_lines) + pad)
+    canvas = Image.new("RGB", (tw, th + height), "white")
     canvas.paste(image, (0, 0))
-    canvas.paste(legend, (0, th))
+    draw = ImageDraw.Draw(canvas)
+    y = th + pad
+    for text in title_lines:
+        draw.text((pad, y), text, fill="black", font=title_font,
+                  stroke_width=max(0, unit // 24), stroke_fill="black")
+        y += _line_height(title_font)
+    y += pad
+    for x, dy, c in items:
+        top = y + dy + (_line_height(font) - unit) // 2
+        draw.rectangle([x, top, x + unit - 1, top + unit - 1], fill=tuple(c.color),
+                       outline="black", width=max(1, unit // 16))
+        draw.text((x + unit + pad, y + dy), c.name, fill="black", font=font)
+    y += legend_height + pad
+    draw.text((pad, y), _um(bar_um), fill="black", font=font)
+    y += _line_height(font)
+    draw.rectangle([pad, y, pad + bar_px - 1, y + bar_height - 1], fill="black")
+    y += bar_height + pad
+    for text in use_lines:
+        draw.text((pad, y), text, fill=(60, 60, 60), font=small_font)
+        y += _line_height(small_font)
+    canvas.info.update({"Title": title, "Description": use,
+                        "wsiseg scale bar": f"{bar_um:g} um = {bar_px} px",
+                        "wsiseg thumbnail": f"{tw} x {th} px, {um_per_px:.6g} um/px"})
     return canvas
 
 
 def write_thumbnail(result: str | os.PathLike, out_dir: Path, stem: str,
                     size: int = DEFAULT_SIZE) -> list[Path]:
-    """Write ``STEM.overlay.png`` (longest side of the slide part: ``size`` px)."""
+    """Write ``STEM.overlay.png`` (longest side of the thumbnail part: ``size`` px)."""
+    from PIL import PngImagePlugin
+
     path = out_dir / f"{stem}.overlay.png"
     image = overlay_image(result, size)
+    text = PngImagePlugin.PngInfo()
+    for key, value in image.info.items():
+        if isinstance(value, str):
+            text.add_itxt(key, value)
     with atomic_write(path, "wb") as f:
-        image.save(f, format="PNG")
+        image.save(f, format="PNG", pnginfo=text)
     return [path]

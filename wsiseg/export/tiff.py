@@ -6,11 +6,18 @@ a tiled, deflate-compressed directory of its own (reduced-resolution levels afte
 layout OpenSlide's generic TIFF reader and tifffile both read), with its physical pixel size in
 XResolution / YResolution (pixels per centimetre).
 
-The frame follows ``origin``: ``"bounds"`` covers exactly the map, which starts at the slide's
-bounds offset; ``"level0"`` covers the whole level-0 slide at the map's resolution, background
-outside the map, so the TIFF is a plain downsample of the slide (ASAP's overlay convention). The
-map sits there at the nearest whole pixel, so a bounds offset that is not a multiple of the map's
-pixel size shifts it by under half a map pixel.
+The frame follows ``origin``: ``"level0"``, the default, covers the whole level-0 slide at the
+map's resolution, background outside the map, so the TIFF is a plain downsample of the slide
+(ASAP's overlay convention: ASAP aligns an overlay to its slide by the ratio of their
+dimensions); ``"bounds"`` covers exactly the map, which starts at the slide's bounds offset. In
+the level-0 frame the map sits at the nearest whole pixel, so a bounds offset that is not a
+multiple of the map's pixel size shifts it by under half a map pixel.
+
+The ImageDescription is JSON with the class names, the pixel size, the frame, and the slide's
+and model's names: file names only, never a folder, and with ``DICOM`` and ``xml`` spelled with
+a JSON escape (``\\u0044ICOM``, ``\\u0078ml``), because ASAP refuses a TIFF whose description
+holds either word (it takes such files for DICOM or vendor XML TIFFs). JSON readers get the text
+back unchanged.
 
 Levels come from the result's label pyramid; a result written without one gets it built in a
 temporary folder first. Nothing is ever held whole: tiles are made one row of tiles at a time.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +45,10 @@ from wsiseg.result.pyramid import level_shapes, pyramid_paths, write_pyramid
 from wsiseg.result.store import open_result, read_error, reads_result, result_reads
 
 TILE = 256
+#: The frame a TIFF gets when none is asked for: the full level-0 frame, as ASAP expects.
+DEFAULT_ORIGIN = "level0"
+#: Words that make ASAP pass a TIFF to another reader when its description holds them.
+_ASAP_REFUSED = re.compile(r"dicom|xml", re.IGNORECASE)
 
 
 def _level_tiles(array: Any, frame: tuple[int, int], offset: tuple[int, int],
@@ -71,6 +83,18 @@ def _frame(info: ResultInfo, shape: tuple[int, int], origin: str
     return (math.ceil(h0 / sy), math.ceil(w0 / sx)), (round(oy / sy), round(ox / sx))
 
 
+def tiff_description(info: ResultInfo, origin: str, colours: bool) -> str:
+    """The level-0 ImageDescription: plain JSON metadata that every viewer accepts."""
+    text = json.dumps({
+        "wsiseg": "class colours" if colours else "class index per pixel",
+        "classes": {str(c.index): c.name for c in info.classes},
+        "mpp": [float(v) for v in info.analysis_mpp], "origin": origin,
+        "slide": Path(str(info.slide.path)).name, "model": Path(info.model.name).name,
+    }, ensure_ascii=True)
+    # Only inside JSON strings can the words occur; an escaped first letter reads back the same.
+    return _ASAP_REFUSED.sub(lambda m: f"\\u{ord(m.group()[0]):04x}" + m.group()[1:], text)
+
+
 def _colour_lut(classes: tuple[ClassInfo, ...]) -> np.ndarray:
     lut = np.zeros((256, 4), dtype=np.uint8)
     for c in classes:
@@ -82,8 +106,11 @@ def _colour_lut(classes: tuple[ClassInfo, ...]) -> np.ndarray:
 
 @reads_result
 def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: bool = False,
-               origin: str = "bounds") -> list[Path]:
-    """Write ``STEM.labels.tif`` (and ``STEM.overlay.tif`` with ``overlay``) into ``out_dir``."""
+               origin: str = DEFAULT_ORIGIN) -> list[Path]:
+    """Write ``STEM.labels.tif`` (and ``STEM.overlay.tif`` with ``overlay``) into ``out_dir``.
+
+    ``origin`` is the frame: ``"level0"`` (the whole slide, ASAP's) or ``"bounds"`` (the map).
+    """
     labels, info = open_result(result)
     group = zarr.open_group(str(result), mode="r")
     frame, offset = _frame(info, labels.shape, origin)
@@ -123,11 +150,7 @@ def _write(path: Path, levels: list[Any], frame: tuple[int, int], offset: tuple[
     channels = () if lut is None else (4,)
     fh, fw = frame
     bigtiff = fh * fw * (4 if lut is not None else 1) > 2**31
-    description = json.dumps({
-        "wsiseg": "class colours" if lut is not None else "class index per pixel",
-        "classes": {str(c.index): c.name for c in info.classes},
-        "mpp": [mpp_x, mpp_y], "origin": origin, "slide": str(info.slide.path),
-    })
+    description = tiff_description(info, origin, colours=lut is not None)
     # Tiles are read from the result while the file is written: a chunk that cannot be read
     # is the result's fault, told as such, not the file's.
     with (atomic_write(path, "wb") as out, tifffile.TiffWriter(out, bigtiff=bigtiff) as tif,

@@ -27,7 +27,7 @@ from wsiseg.result.store import OutputWriter, check_output, default_output_path
 from wsiseg.slide.geometry import Geometry, plan_geometry
 from wsiseg.slide.reader import READERS, Slide, open_slide
 from wsiseg.slide.region import RegionReader
-from wsiseg.slide.tissue import mask_factor, read_tissue
+from wsiseg.slide.tissue import colour_warnings, mask_factor, read_tissue
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
                 config.probabilities, chunk=config.chunk_size,
             )
             writer.write_tissue(tissue.mask)
+            writer.write_image(tissue.rgb)
             run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config)
             timings.update(run.timings)
             if run.damaged:
@@ -169,6 +170,8 @@ class _Tissue:
     geometry: Geometry  # of the mask
     factor: int  # analysis pixels per mask pixel
     kept: np.ndarray  # (rows, cols) of the grid: windows with enough tissue
+    rgb: np.ndarray  # uint8 (H, W, 3) image of the slide the mask was found on, same grid
+    warnings: tuple[str, ...] = ()  # what looks wrong with its colours (colour_warnings)
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
     t = time.perf_counter()
     # On a slide without a pyramid this decodes all of level 0: in bounded blocks, from
     # the reader threads, with a progress bar, and a Ctrl-C stops it between blocks.
-    mask, geometry = read_tissue(
+    mask, geometry, rgb = read_tissue(
         slide, plan.geometry, factor, threads=config.threads or usable_cores(),
         progress=lambda total: progress_bar(total, f"{slide.path.name} tissue", "px",
                                             config.progress, leave=False, unit_scale=True),
@@ -228,7 +231,10 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
             "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
             slide.path, 100 * config.tissue_threshold,
         )
-    return _Tissue(mask, geometry, factor, kept)
+    warnings = tuple(colour_warnings(rgb, mask))
+    for warning in warnings:
+        logger.warning("%s: %s", slide.path, warning)
+    return _Tissue(mask, geometry, factor, kept, rgb, warnings=warnings)
 
 
 def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Predictor,
@@ -305,7 +311,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         version=__version__,
         slide=SlideSource(
             path=slide.path.resolve(),
-            size_bytes=slide.path.stat().st_size,
+            size_bytes=slide.size_bytes,
             vendor=slide.vendor,
             dimensions=tuple(slide.dimensions),
             bounds=tuple(slide.bounds),
@@ -345,6 +351,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         timings={k: round(v, 3) for k, v in timings.items()},
         config={k: v for k, v in asdict(config).items() if k not in ("progress",)},
         damaged_regions=run.damaged,
+        warnings=tissue.warnings,
     )
 
 

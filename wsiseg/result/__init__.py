@@ -2,7 +2,8 @@
 
 - :mod:`~wsiseg.result.store`: writing a store that only ever appears complete, and opening one;
 - :mod:`~wsiseg.result.info`: :class:`ResultInfo`, what a result records, typed and validated;
-- :mod:`~wsiseg.result.pyramid`: the label pyramid and its OME-Zarr metadata.
+- :mod:`~wsiseg.result.pyramid`: the pyramids, where each layout keeps its arrays, and their
+  OME-Zarr (NGFF 0.5) metadata.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ line naming the result, what is wrong and the way out.
 ``layout`` is the version of the on-disk layout. A wsiseg refuses results of a layout newer than
 :data:`LAYOUT` rather than misread them. Results written before the layout was recorded have no
 ``layout`` key; their content is that of layout 1. ``damaged_regions`` (and ``damaged_count``)
-came later within layout 1: a result without them had none.
+came later within layout 1: a result without them had none. ``warnings`` (what looked wrong
+with the slide's colours) came later still: a result without them had none. Layout 2 made the
+store an OME-Zarr (NGFF 0.5) image with the map as a label image (see
+:mod:`wsiseg.result.store`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from wsiseg.errors import ResultError
 from wsiseg.models.card import ClassInfo
 
 #: The result layout this wsiseg writes and the newest it reads.
-LAYOUT = 1
+LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class ResultInfo:
     config: dict[str, Any]  # the PredictConfig as given (None: from the model card)
     layout: int = LAYOUT
     damaged_regions: tuple[DamagedArea, ...] = ()  # skipped, unreadable; see DamagedArea
+    warnings: tuple[str, ...] = ()  # what looked wrong with the slide (colour_warnings)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -177,6 +181,7 @@ class ResultInfo:
                 {"level": a.level, "box_level0": list(a.box_level0), "reason": a.reason}
                 for a in self.damaged_regions
             ],
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -244,6 +249,7 @@ class ResultInfo:
                 config=top.mapping("config"),
                 layout=layout,
                 damaged_regions=_damaged(top),
+                warnings=_warnings(top),
             )
         except _Invalid as err:
             raise ResultError(f"{path} is not a finished wsiseg result ({err}); give the .zarr "
@@ -355,6 +361,15 @@ def _damaged(top: _Fields) -> tuple[DamagedArea, ...]:
         raise _Invalid(f"'damaged_count' is {top.integer('damaged_count')} but "
                        f"'damaged_regions' lists {len(areas)}")
     return areas
+
+
+def _warnings(top: _Fields) -> tuple[str, ...]:
+    if "warnings" not in top:  # written before warnings were recorded
+        return ()
+    value = top.obj["warnings"]
+    if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        raise top._wrong("warnings", value, "a list of text")
+    return tuple(value)
 
 
 def _class(fields: _Fields) -> ClassInfo:

@@ -1,22 +1,33 @@
 """The zarr v3 output store: the diagnostic map and what it was made from.
 
-Layout (a contract for exports and other tools)::
+Layout 2 (a contract for exports and other tools), a valid OME-Zarr (NGFF 0.5) image whose
+label images are the map and its masks::
 
-    NAME.wsiseg.zarr/
-      labels          uint8 (H, W)     class index per analysis pixel
-      probabilities   uint8 (C, H, W)  round(255 p), only when asked for
-      labels_1, ...   uint8            the label pyramid: each level halves the one above
-      tissue          uint8 (h, w)     tissue mask at its own, coarser, resolution
-      damaged         uint8 (H, W)     1 where the slide could not be decoded (--skip-damaged);
-                                       only when some part could not
+    NAME.wsiseg.zarr/              the image: the slide at the tissue mask's resolution
+      0, 1, ...                    uint8 (3, h, w)  RGB, axes c, y, x; each level halves the
+                                                    one above (2 x 2 mean)
+      labels/                      NGFF's group of label images: ome.labels lists them
+        classes/0, 1, ...          uint8 (H, W)  class index per analysis pixel, then the
+                                                 label pyramid (2 x 2 mode, ties to the
+                                                 higher class)
+        tissue/0, 1, ...           uint8 (h, w)  tissue mask at its own, coarser, resolution
+        damaged/0, 1, ...          uint8 (H, W)  1 where the slide could not be decoded
+                                                 (--skip-damaged); only when some part could
+                                                 not; levels keep any damaged pixel
+      wsiseg/probabilities         uint8 (C, H, W)  round(255 p), only when asked for; no NGFF
+                                                    image
       attrs["wsiseg"] a ResultInfo (wsiseg.result.info): layout, version, slide, level,
                       scale_to_level0, offset_level0, classes, model, ...
-      attrs["ome"]    OME-Zarr 0.5 multiscales + image-label metadata of the label pyramid
-      attrs["wsiseg_chunks"]  {array name: number of chunk files}, for every array
+      attrs["ome"]    NGFF 0.5 multiscales (+ omero) of the image; every label image has its
+                      own multiscales and image-label (wsiseg.result.pyramid), with as many
+                      levels as the image, all in the same micrometre frame
+      attrs["wsiseg_chunks"]  {array path: number of chunk files}, for every array
 
-``layout`` in ``attrs["wsiseg"]`` is the version of this layout (1; results without it are
-layout 1 too). :func:`open_result` is the way to read a result: it validates the attributes
-and refuses a layout newer than this wsiseg reads.
+``layout`` in ``attrs["wsiseg"]`` is the version of this layout (2). Results of layout 1
+(and those without ``layout``) keep the map in the root array ``labels``, its levels in
+``labels_1``, ..., and ``tissue``, ``damaged``, ``probabilities`` beside it; they are read
+from there (:func:`result_array`). :func:`open_result` is the way to read a result: it
+validates the attributes and refuses a layout newer than this wsiseg reads.
 
 The store is written under a temporary sibling name and renamed only when every chunk and the
 attributes are in place, so an interrupted run never leaves an output that looks complete.
@@ -49,8 +60,11 @@ import zarr
 
 from wsiseg.atomic import os_error_in, output_error
 from wsiseg.errors import OutputError, ResultError, WsisegError
-from wsiseg.result.info import ResultInfo
-from wsiseg.result.pyramid import ngff_metadata, write_pyramid
+from wsiseg.result.info import LAYOUT, ResultInfo
+from wsiseg.result.pyramid import (CLASSES_LABEL, DAMAGED_LABEL, LABELS_GROUP, TISSUE_LABEL,
+                                   array_path, label_level_path, level_shapes, max_downsample,
+                                   mean_downsample, ngff_metadata, pyramid_paths, result_layout,
+                                   write_pyramid)
 from wsiseg.inference.stitcher import FinishedRows
 
 logger = logging.getLogger(__name__)
@@ -66,7 +80,9 @@ REDO = "run wsiseg predict again with --overwrite to redo it"
 
 def default_output_path(slide_path: Path) -> Path:
     """``slide.svs`` -> ``slide.wsiseg.zarr`` beside it."""
-    return slide_path.with_name(slide_path.stem + ".wsiseg.zarr")
+    from wsiseg.slide.dicom_series import slide_stem  # a DICOM folder keeps its whole name
+
+    return slide_path.with_name(slide_stem(slide_path) + ".wsiseg.zarr")
 
 
 def partial_path(out: Path) -> Path:
@@ -79,10 +95,12 @@ def is_complete(out: Path) -> bool:
     A result only ever appears once complete; one that lost chunks since (see the module's
     docstring) is not complete: it is logged, and a batch predicts it again.
     """
-    if not ((out / "zarr.json").is_file() and (out / "labels" / "zarr.json").is_file()):
+    if not (out / "zarr.json").is_file():
         return False
     try:
         group = zarr.open_group(str(out), mode="r")
+        if not (out / array_path("labels", result_layout(group)) / "zarr.json").is_file():
+            return False
         damage = missing_chunks(out, group)
     except Exception as err:  # unreadable: open_result says what is wrong with it
         logger.debug("%s: chunks not checked (%s)", out, err)
@@ -146,15 +164,21 @@ class OutputWriter:
         self.group = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
         ch = min(chunk, height)
         cw = min(chunk, width)
+        # Every multiscales of the store has the label pyramid's number of levels (NGFF).
+        self.levels = len(level_shapes(height, width))
+        self.image_written = self.damaged = False
+        for name in (CLASSES_LABEL, TISSUE_LABEL):
+            self.group.require_group(f"{LABELS_GROUP}/{name}")
         self.labels = create_result_array(
-            self.group, "labels", shape=(height, width), chunks=(ch, cw), dtype="uint8",
-            fill_value=0, dimension_names=("y", "x"),
+            self.group, array_path("labels", LAYOUT), shape=(height, width), chunks=(ch, cw),
+            dtype="uint8", fill_value=0, dimension_names=("y", "x"),
         )
         self.probabilities = None
         if probabilities:
             self.probabilities = create_result_array(
-                self.group, "probabilities", shape=(num_classes, height, width), chunks=(1, ch, cw),
-                dtype="uint8", fill_value=0, dimension_names=("c", "y", "x"),
+                self.group, array_path("probabilities", LAYOUT),
+                shape=(num_classes, height, width), chunks=(1, ch, cw), dtype="uint8",
+                fill_value=0, dimension_names=("c", "y", "x"),
             )
         self.num_classes = num_classes
         self.begin_stripe(0, width)
@@ -221,26 +245,53 @@ class OutputWriter:
             raise output_error(self.out, cause) from err
 
     def write_tissue(self, tissue: np.ndarray) -> None:
+        """The tissue mask (1 on tissue) and its pyramid: the label image ``labels/tissue``."""
         h, w = tissue.shape
         with self.writing():
             arr = create_result_array(
-                self.group, "tissue", shape=(h, w), chunks=(min(1024, h), min(1024, w)),
-                dtype="uint8", fill_value=0, dimension_names=("y", "x"),
+                self.group, array_path("tissue", LAYOUT), shape=(h, w),
+                chunks=(min(1024, h), min(1024, w)), dtype="uint8", fill_value=0,
+                dimension_names=("y", "x"),
             )
             arr[...] = tissue.astype(np.uint8)
+            write_pyramid(arr, self.group, 2, path=lambda k: label_level_path(TISSUE_LABEL, k),
+                          levels=self.levels)
+
+    def write_image(self, rgb: np.ndarray) -> None:
+        """The picture of the slide, a uint8 (h, w, 3) RGB image on the tissue mask's grid, and
+        its pyramid (2 x 2 means): the arrays ``0``, ``1``, ... of the root image, (3, h, w)."""
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"the slide's image must be uint8 (h, w, 3), got {rgb.dtype} "
+                             f"{rgb.shape}")
+        level = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        with self.writing():
+            for k in range(self.levels):
+                if k:
+                    level = mean_downsample(level)
+                _, h, w = level.shape
+                arr = create_result_array(
+                    self.group, str(k), shape=level.shape, chunks=(3, min(1024, h), min(1024, w)),
+                    dtype="uint8", fill_value=0, dimension_names=("c", "y", "x"),
+                )
+                arr[...] = level
+        self.image_written = True
 
     def write_damaged(self, boxes: list[tuple[int, int, int, int]]) -> None:
         """The ``damaged`` mask: uint8, the shape and chunks of ``labels``, 1 on the map pixels
         ``(x, y, width, height)`` of ``boxes`` (parts of the slide that could not be decoded),
-        0 elsewhere. Chunks without damage are never stored."""
+        0 elsewhere, and its pyramid (any damaged pixel of a 2 x 2 block marks it): the label
+        image ``labels/damaged``. Chunks without damage are never stored."""
         ch, cw = min(self.chunk, self.height), min(self.chunk, self.width)
         with self.writing():
             arr = self.group.create_array(
-                "damaged", shape=(self.height, self.width), chunks=(ch, cw), dtype="uint8",
-                fill_value=0, dimension_names=("y", "x"),
+                array_path("damaged", LAYOUT), shape=(self.height, self.width), chunks=(ch, cw),
+                dtype="uint8", fill_value=0, dimension_names=("y", "x"),
             )
             for x, y, w, h in boxes:
                 arr[y : y + h, x : x + w] = 1
+            write_pyramid(arr, self.group, 2, path=lambda k: label_level_path(DAMAGED_LABEL, k),
+                          levels=self.levels, reduce=max_downsample, store_empty=False)
+        self.damaged = True
 
     def publish(self, info: ResultInfo, overwrite: bool) -> Path:
         """Write the label pyramid, then the attributes, last (``info``, the NGFF metadata and
@@ -248,10 +299,16 @@ class OutputWriter:
         name."""
         if self._next != self.height:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
+        if not self.image_written:
+            raise RuntimeError("output incomplete: no image of the slide written (write_image)")
         with self.writing():
-            paths = write_pyramid(self.labels, self.group, self.num_classes)
+            write_pyramid(self.labels, self.group, self.num_classes, levels=self.levels)
+            ome = ngff_metadata(info, self.levels, damaged=self.damaged)
+            for name, attrs in ome.items():
+                if name:
+                    self.group[name].attrs.update({"ome": attrs})
             chunks = _chunk_record(self.group, self.partial)
-            self.group.attrs.update({"wsiseg": info.to_attrs(), "ome": ngff_metadata(paths, info),
+            self.group.attrs.update({"wsiseg": info.to_attrs(), "ome": ome[""],
                                      CHUNKS_ATTR: chunks})
             if self.out.exists():
                 if not overwrite:
@@ -368,9 +425,12 @@ def _count_chunk_files(folder: Path, grid: tuple[int, ...]) -> int:
 
 
 def _chunk_record(group: zarr.Group, root: Path) -> dict[str, int]:
-    """{array name: number of chunk files} of the arrays of ``group``, stored at ``root``."""
+    """{array path: number of chunk files} of the arrays in ``group`` and the groups below it,
+    stored at ``root``."""
     record = {}
-    for name, array in sorted(group.arrays()):
+    for name, array in sorted(group.members(max_depth=None)):
+        if not isinstance(array, zarr.Array):
+            continue
         grid = _chunk_grid(array)
         if grid is not None:
             record[name] = _count_chunk_files(root / name, grid)
@@ -516,9 +576,21 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
+def result_array(group: zarr.Group, what: str) -> zarr.Array:
+    """The ``labels`` (level 0 of the map), ``tissue``, ``damaged`` or ``probabilities`` array
+    of the result ``group``, wherever its layout keeps it (KeyError when it has none)."""
+    return group[array_path(what, result_layout(group))]
+
+
+def label_pyramid(group: zarr.Group) -> list[zarr.Array]:
+    """The levels of the label map of the result ``group``, level 0 first."""
+    return [group[p] for p in pyramid_paths(group)]
+
+
 def open_result(path: str | os.PathLike) -> tuple[zarr.Array, ResultInfo]:
-    """The ``labels`` array (lazily read zarr) and the validated :class:`ResultInfo` of a
-    finished result that lacks none of the chunk files it was published with.
+    """The label map's array (level 0, lazily read zarr) and the validated
+    :class:`ResultInfo` of a finished result that lacks none of the chunk files it was
+    published with, whatever its layout.
 
     Read the arrays inside :func:`result_reads` (or a function under :func:`reads_result`), so
     that a chunk damaged since is told in one line too.
@@ -541,9 +613,13 @@ def open_result(path: str | os.PathLike) -> tuple[zarr.Array, ResultInfo]:
     # The attributes first: a newer layout may keep its arrays elsewhere.
     info = ResultInfo.from_attrs(attrs, path)
     try:
-        labels = group["labels"]
+        labels = group[array_path("labels", info.layout)]
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise not_a_result(err) from err
+    if not isinstance(labels, zarr.Array):
+        raise ResultError(f"{path} is not a finished wsiseg result of layout {info.layout} "
+                          f"({array_path('labels', info.layout)} is no array); give the .zarr "
+                          "that wsiseg predict wrote")
     if labels.ndim != 2 or not info.classes:
         raise ResultError(f"{path} holds labels of shape {labels.shape} and "
                               f"{len(info.classes)} classes; it is not a wsiseg result")

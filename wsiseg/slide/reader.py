@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from wsiseg.errors import ConfigError, DamagedSlideError, ResolutionError, SlideError
+from wsiseg.slide.dicom_series import dicom_files, series_file, slide_size_bytes
 from wsiseg.slide.tiff_extent import check_complete
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class SlideInfo:
     objective_power: str | None
     bounds: tuple[int, int, int, int]
     associated_images: dict[str, tuple[int, int]]
+    opened: str = ""  # the file OpenSlide opened (differs from ``path`` for a DICOM folder)
+    files: int = 1  # files the slide is stored in (a DICOM folder's instances)
 
 
 def _import_openslide():
@@ -110,26 +113,27 @@ class Slide:
         self._damaged: dict[tuple[int, tuple[int, int, int, int]], DamagedRegion] = {}
         if not self.path.exists():
             raise SlideError(f"{self.path}: no such file; check the path")
-        if self.path.is_dir():
-            raise SlideError(f"{self.path}: is a folder, not a slide file; give a slide file")
+        #: The file OpenSlide opens: the slide file itself, or for a folder holding one DICOM
+        #: series, its level-0 instance (OpenSlide gathers the rest of the series from there).
+        self.file = series_file(self.path) if self.path.is_dir() else self.path
         try:
-            osr = openslide.OpenSlide(str(self.path))
+            osr = openslide.OpenSlide(str(self.file))
         except openslide.OpenSlideUnsupportedFormatError as err:
-            check_complete(self.path)
+            check_complete(self.file)
             raise SlideError(
-                f"{self.path}: not a whole-slide image OpenSlide can read (unsupported or "
+                f"{self.file}: not a whole-slide image OpenSlide can read (unsupported or "
                 "missing format); convert it to a tiled pyramidal TIFF/SVS"
             ) from err
         except openslide.OpenSlideError as err:
-            check_complete(self.path)
+            check_complete(self.file)
             raise SlideError(
-                f"{self.path}: OpenSlide cannot open it ({err}); the file may be damaged or use "
+                f"{self.file}: OpenSlide cannot open it ({err}); the file may be damaged or use "
                 "an unsupported compression"
             ) from err
         except OSError as err:
-            raise SlideError(f"{self.path}: cannot be read ({err})") from err
+            raise SlideError(f"{self.file}: cannot be read ({err})") from err
         try:
-            check_complete(self.path)
+            check_complete(self.file)
         except SlideError as err:
             if not skip_damaged:
                 osr.close()
@@ -180,7 +184,7 @@ class Slide:
     def _open_handle(self) -> _Handle:
         openslide = _import_openslide()
         try:
-            return self._handle_of(openslide.OpenSlide(str(self.path)))
+            return self._handle_of(openslide.OpenSlide(str(self.file)))
         except Exception as err:  # the file changed or vanished while being read
             raise SlideError(f"{self.path}: cannot be opened again after a failed read "
                              f"({err}); check the file is still there and unchanged") from err
@@ -191,7 +195,7 @@ class Slide:
             return None
         from wsiseg.slide.tiff_tiles import TiffTiles
 
-        tiles = TiffTiles.open(self.path, self.vendor, self.level_dimensions)
+        tiles = TiffTiles.open(self.file, self.vendor, self.level_dimensions)
         if tiles is None and reader == "tifffile":
             self.close()
             raise ConfigError(
@@ -237,11 +241,17 @@ class Slide:
     def objective_power(self) -> str | None:
         return self._osr.properties.get("openslide.objective-power")
 
+    @property
+    def size_bytes(self) -> int:
+        """The slide's bytes on disk: its file, or all the files of a DICOM series folder."""
+        size = slide_size_bytes(self.path)
+        return self.path.stat().st_size if size is None else size
+
     def info(self) -> SlideInfo:
         assoc = {name: img.size for name, img in self._osr.associated_images.items()}
         return SlideInfo(
             path=str(self.path),
-            size_bytes=self.path.stat().st_size,
+            size_bytes=self.size_bytes,
             vendor=self.vendor,
             level_count=self.level_count,
             level_dimensions=self.level_dimensions,
@@ -250,6 +260,8 @@ class Slide:
             objective_power=self.objective_power,
             bounds=self.bounds,
             associated_images=assoc,
+            opened=str(self.file),
+            files=len(dicom_files(self.path)) if self.path.is_dir() else 1,
         )
 
     # -- pixels -------------------------------------------------------------------------------

@@ -82,6 +82,84 @@ def tissue_mask(rgb: np.ndarray, pixel_um: float = MASK_MPP) -> np.ndarray:
     return drop_small_objects(mask, min_object_px)
 
 
+#: Colour sanity (:func:`colour_warnings`). The glass of a bright-field slide is near-white
+#: grey: on the real slides checked (CMU-1-Small-Region, TCGA-CR-7395) its mean colour's
+#: channel imbalance, (max - min) / max, is 0.008-0.010 and its brightness 242-248; frames
+#: of YCbCr read as RGB turn it salmon (about 215, 134, 154: imbalance 0.36-0.42). A scanner's
+#: slightly yellow or blue white balance stays well under the limit, a colour mix-up well over.
+MAX_GLASS_IMBALANCE = 0.15
+#: Mean channel value under which glass is too dark for a bright-field scan (dark-field,
+#: fluorescence, or a wrongly decoded image).
+MIN_GLASS_BRIGHTNESS = 180.0
+#: Tissue on this fraction of the slide or more is suspicious: glass taken for tissue.
+MAX_TISSUE_FRACTION = 0.95
+#: Below this fraction of glass pixels, the brightest :data:`BRIGHTEST_FRACTION` of the image
+#: stand for the glass (lumens, fat, gaps: the nearest the slide has to white).
+MIN_GLASS_FRACTION = 0.02
+BRIGHTEST_FRACTION = 0.02
+_CHECK_OVERLAY = "check the overlay (wsiseg export RESULT --to png)"
+
+
+def colour_warnings(rgb: np.ndarray, mask: np.ndarray) -> list[str]:
+    """What looks wrong with the colours of a slide's low-resolution RGB image and its tissue
+    ``mask`` (same height and width), as one-line messages; empty when nothing does.
+
+    Warns when the glass (the pixels outside the mask, or the brightest few percent when there
+    is almost no glass) is not near-white and neutral, and when the mask covers at least
+    :data:`MAX_TISSUE_FRACTION` of the image. Pure; works through the image in row chunks, so
+    its memory is a few MB whatever the image's size.
+    """
+    if mask.size == 0:
+        return []
+    mask = mask.astype(bool, copy=False)
+    warnings = []
+    mean, where = _glass_colour(rgb, mask)
+    imbalance = float((mean.max() - mean.min()) / max(mean.max(), 1.0))
+    if imbalance > MAX_GLASS_IMBALANCE or mean.mean() < MIN_GLASS_BRIGHTNESS:
+        warnings.append(
+            f"glass is not white (mean RGB {mean[0]:.0f}, {mean[1]:.0f}, {mean[2]:.0f} of the "
+            f"{where}): the colours may be decoded wrongly (YCbCr read as RGB?) or the slide "
+            f"is not a bright-field H&E; {_CHECK_OVERLAY}")
+    fraction = float(np.count_nonzero(mask) / mask.size)
+    if fraction >= MAX_TISSUE_FRACTION:
+        warnings.append(
+            f"tissue covers {100 * fraction:.1f}% of the slide: glass may be taken for tissue "
+            "(wrongly decoded colours, a tinted or dark background) or the image is a crop "
+            f"inside the tissue; {_CHECK_OVERLAY}")
+    return warnings
+
+
+def _row_chunks(rgb: np.ndarray, mask: np.ndarray):
+    rows = max(1, SATURATION_CHUNK // max(1, rgb.shape[1]))
+    for y in range(0, rgb.shape[0], rows):
+        yield rgb[y : y + rows], mask[y : y + rows]
+
+
+def _glass_colour(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, str]:
+    """The mean colour of the glass, and which pixels stood for it."""
+    sums, count = np.zeros(3, dtype=np.int64), 0
+    for part, tissue in _row_chunks(rgb, mask):
+        glass = ~tissue
+        sums += part[glass].sum(axis=0, dtype=np.int64)
+        count += int(np.count_nonzero(glass))
+    if count >= max(1, MIN_GLASS_FRACTION * mask.size):
+        return sums / count, "glass"
+    # Almost no glass: the brightest pixels (R + G + B at or above the cut that leaves
+    # BRIGHTEST_FRACTION of them, from a histogram rather than a sort).
+    hist = np.zeros(3 * 255 + 1, dtype=np.int64)
+    for part, _ in _row_chunks(rgb, mask):
+        hist += np.bincount(part.sum(axis=2, dtype=np.uint16).ravel(), minlength=hist.size)
+    wanted = max(1, int(BRIGHTEST_FRACTION * mask.size))
+    cut = hist.size - 1 - int(np.searchsorted(np.cumsum(hist[::-1]), wanted))
+    sums[:], count = 0, 0
+    for part, _ in _row_chunks(rgb, mask):
+        bright = part.sum(axis=2, dtype=np.uint16) >= cut
+        sums += part[bright].sum(axis=0, dtype=np.int64)
+        count += int(np.count_nonzero(bright))
+    where = f"brightest {100 * BRIGHTEST_FRACTION:.0f}% of the slide, as it has almost no glass"
+    return sums / count, where
+
+
 def _disk(radius: int) -> np.ndarray:
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return xx**2 + yy**2 <= radius**2
@@ -135,8 +213,9 @@ def tissue_geometry(slide: Slide, analysis: Geometry, factor: int) -> Geometry:
 def read_tissue(
     slide: Slide, analysis: Geometry, factor: int, threads: int = 1,
     progress: Callable[[int], ContextManager[Any]] | None = None,
-) -> tuple[np.ndarray, Geometry]:
-    """The tissue mask on the grid of ``factor x factor`` analysis pixels.
+) -> tuple[np.ndarray, Geometry, np.ndarray]:
+    """The tissue mask on the grid of ``factor x factor`` analysis pixels, that grid, and the
+    low-resolution uint8 (H, W, 3) RGB image the mask was found on.
 
     Its low-resolution image is assembled block by block (:func:`~wsiseg.slide.region.read_grid`:
     each block of the read level is area-averaged into place and dropped), so memory is that
@@ -151,4 +230,4 @@ def read_tissue(
         geometry.level, blocks.level_pixels / 1e6, len(blocks),
     )
     rgb = read_grid(slide, geometry, threads=threads, progress=progress)
-    return tissue_mask(rgb, pixel_um=geometry.mpp[0]), geometry
+    return tissue_mask(rgb, pixel_um=geometry.mpp[0]), geometry, rgb

@@ -9,6 +9,9 @@ users' own tests can make slides with known content and known metadata:
   vendor ``aperio``; :func:`write_generic_tiff` writes a tiled TIFF that it opens as
   ``generic-tiff``; :func:`write_scn` writes a Leica SCN that it opens as ``leica``, with the
   image placed in a larger scan, so that OpenSlide reports ``openslide.bounds-*``;
+- :func:`write_dicom_wsi` writes a DICOM whole-slide image series (one ``.dcm`` file per
+  level, in a folder) that OpenSlide opens with vendor ``dicom``; it needs ``pydicom``;
+  :func:`ycbcr_read_as_rgb` gives an image the colours of YCbCr frames taken for RGB;
 - :func:`write_large_svs` writes a gigapixel SVS tile by tile, in memory that does not grow
   with the slide, for benchmarks;
 - :func:`write_annotated_folder` writes small H&E-like PNGs with gland masks and grades, for
@@ -33,8 +36,8 @@ The modules:
 
 - :mod:`~wsiseg.testing.tissue`: the painting and :func:`area_downsample` (no I/O);
 - :mod:`~wsiseg.testing.common`: :data:`COMPRESSIONS` and what the writers share;
-- :mod:`~wsiseg.testing.aperio`, :mod:`~wsiseg.testing.generic`, :mod:`~wsiseg.testing.leica`:
-  one slide format each;
+- :mod:`~wsiseg.testing.aperio`, :mod:`~wsiseg.testing.generic`, :mod:`~wsiseg.testing.leica`,
+  :mod:`~wsiseg.testing.dicom`: one slide format each;
 - :mod:`~wsiseg.testing.annotated`: image folders with masks, for training;
 - :mod:`~wsiseg.testing.result`: result stores with a known map.
 """
@@ -44,6 +47,7 @@ from __future__ import annotations
 from wsiseg.testing.annotated import write_annotated_folder
 from wsiseg.testing.aperio import write_large_svs, write_svs
 from wsiseg.testing.common import COMPRESSIONS
+from wsiseg.testing.dicom import DICOM_COMPRESSIONS, write_dicom_wsi, ycbcr_read_as_rgb
 from wsiseg.testing.generic import write_generic_tiff
 from wsiseg.testing.leica import write_scn
 from wsiseg.testing.result import write_result
@@ -51,12 +55,15 @@ from wsiseg.testing.tissue import area_downsample, synthetic_tissue
 
 __all__ = [
     "COMPRESSIONS",
+    "DICOM_COMPRESSIONS",
     "area_downsample",
     "synthetic_tissue",
     "write_annotated_folder",
+    "write_dicom_wsi",
     "write_generic_tiff",
     "write_large_svs",
     "write_result",
     "write_scn",
     "write_svs",
+    "ycbcr_read_as_rgb",
 ]

@@ -10,7 +10,8 @@ import numpy as np
 import zarr
 
 from wsiseg.models.card import ClassInfo
-from wsiseg.result.info import ModelInfo, ResultInfo, SlideSource, TissueSampling
+from wsiseg.result.info import LAYOUT, ModelInfo, ResultInfo, SlideSource, TissueSampling
+from wsiseg.result.pyramid import CLASSES_LABEL, LABELS_GROUP, array_path, ngff_metadata
 
 
 def write_result(
@@ -22,8 +23,11 @@ def write_result(
     slide_mpp: tuple[float, float] = (0.25, 0.25),
     dimensions: tuple[int, int] | None = None,
     chunk: int = 64,
+    layout: int = LAYOUT,
 ) -> Path:
-    """A finished result holding ``labels``, as ``wsiseg predict`` lays it out (no pyramid).
+    """A finished result holding ``labels``, where ``wsiseg predict`` puts it in a result of
+    ``layout``, with the label image's metadata in layout 2 (no pyramid, no picture of the
+    slide, no tissue mask).
 
     Map pixel (x, y) covers level-0 pixels from ``offset + (x, y) * scale``; the slide's level 0
     is ``dimensions`` (width, height), by default just large enough to hold the map.
@@ -33,11 +37,12 @@ def write_result(
     if dimensions is None:
         dimensions = (offset[0] + math.ceil(w * scale[0]), offset[1] + math.ceil(h * scale[1]))
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    array = group.create_array("labels", shape=(h, w), chunks=(min(h, chunk), min(w, chunk)),
-                               dtype="uint8", fill_value=0, dimension_names=("y", "x"))
+    array = group.create_array(array_path("labels", layout), shape=(h, w),
+                               chunks=(min(h, chunk), min(w, chunk)), dtype="uint8",
+                               fill_value=0, dimension_names=("y", "x"))
     array[...] = labels
     analysis_mpp = (slide_mpp[0] * scale[0], slide_mpp[1] * scale[1])
-    group.attrs["wsiseg"] = ResultInfo(
+    info = ResultInfo(
         path=path, version="0.0", slide=SlideSource(
             path=Path("slide.svs"), size_bytes=0, vendor="test",
             dimensions=tuple(dimensions),
@@ -51,6 +56,11 @@ def write_result(
         tissue=TissueSampling(factor=1, mpp=analysis_mpp, scale_to_level0=tuple(scale),
                               offset_level0=tuple(offset)),
         patches_total=0, patches_kept=0, patches_predicted=0, stripes=1, seconds=0.0,
-        timings={}, config={},
-    ).to_attrs()
+        timings={}, config={}, layout=layout,
+    )
+    group.attrs["wsiseg"] = info.to_attrs()
+    if layout >= 2:
+        classes_group = f"{LABELS_GROUP}/{CLASSES_LABEL}"
+        group[classes_group].attrs["ome"] = ngff_metadata(info, 1)[classes_group]
+        group[LABELS_GROUP].attrs["ome"] = {"version": "0.5", "labels": [CLASSES_LABEL]}
     return path
