@@ -240,10 +240,12 @@ def _register_commands() -> None:
     from .evaluate import evaluate
     from .export import export
     from .train import train
+    from .view import view
 
     main.add_command(train)
     main.add_command(evaluate)
     main.add_command(export)
+    main.add_command(view)
 
 
 _register_commands()

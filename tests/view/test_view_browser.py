@@ -1,0 +1,100 @@
+"""The viewer's page in headless Chromium: tiles render, the overlay shows and hides."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None)
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+if CHROMIUM is None or not shutil.os.path.exists(CHROMEDRIVER):
+    pytest.skip("chromium and chromedriver are not installed "
+                "(apt-get install chromium chromium-driver)", allow_module_level=True)
+
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--window-size=1000,800",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _fully_loaded(driver) -> bool:
+    return driver.execute_script(
+        "const v = window.wsisegViewer;"
+        "return !!v && v.world.getItemCount() === 2 &&"
+        " v.world.getItemAt(0).getFullyLoaded() && v.world.getItemAt(1).getFullyLoaded() &&"
+        " !v.world.needsDraw();")
+
+
+def _canvas(driver) -> np.ndarray:
+    """The viewer's canvas as (H, W, 3) pixels."""
+    import io
+
+    from PIL import Image
+
+    element = driver.find_element("css selector", "#viewer .openseadragon-canvas")
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"),
+                      dtype=np.int16)
+
+
+def test_the_page_shows_the_map_over_the_slide_and_hides_it(browser, view_server):
+    url, viewer = view_server
+    browser.get(url)
+    WebDriverWait(browser, 15).until(_fully_loaded)
+    legend = browser.find_element("id", "legend").text
+    assert "class1" in legend and "mm²" in legend
+    shown = _canvas(browser)
+    browser.find_element("id", "overlay").click()
+    # The picture without the overlay, once it has been drawn again.
+    WebDriverWait(browser, 5).until(lambda d: d.execute_script(
+        "return window.wsisegViewer.world.getItemAt(1).getOpacity() === 0") and _fully_loaded(d)
+        and (np.abs(_canvas(d) - shown).sum(axis=2) > 30).mean() > 0.05)
+    hidden = _canvas(browser)
+    assert shown.shape == hidden.shape
+    changed = np.abs(shown - hidden).sum(axis=2) > 30
+    # Where the picture changed, it moved toward the class colours (green/red-ish, not grey).
+    info = viewer.single.stats()
+    colours = np.array([c["color"] for c in info["classes"] if c["index"] > 0], dtype=np.int16)
+
+    def distance(picture):
+        px = picture[changed][:, None, :]
+        return np.abs(px - colours[None]).sum(axis=2).min(axis=1).mean()
+    assert distance(shown) < distance(hidden)
+    browser.find_element("id", "overlay").click()
+    WebDriverWait(browser, 5).until(lambda d: d.execute_script(
+        "return window.wsisegViewer.world.getItemAt(1).getOpacity() > 0"))
+
+
+def test_the_status_line_names_the_class_and_position_under_the_cursor(browser, view_server):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, viewer = view_server
+    browser.get(url)
+    WebDriverWait(browser, 15).until(_fully_loaded)
+    canvas = browser.find_element("css selector", "#viewer .openseadragon-canvas")
+    ActionChains(browser).move_to_element(canvas).move_by_offset(3, 2).perform()
+    WebDriverWait(browser, 5).until(
+        lambda d: "level 0 px" in d.find_element("id", "status").text)
+    text = browser.find_element("id", "status").text
+    x0, y0 = (int(v) for v in text.split("level 0 px ")[1].split(", "))
+    name = {c.index: c.name for c in viewer.single.info.classes}[viewer.single.class_at(x0, y0)]
+    assert text.splitlines()[0] == name
+    assert f"{x0 * 0.25:.1f}, {y0 * 0.25:.1f} um" in text
