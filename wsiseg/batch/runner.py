@@ -258,6 +258,8 @@ def _skip(record: SlideRecord, slide: Path, out: Path, config: BatchConfig) -> N
     made_with = info.config
     now = asdict(config.predict)
     changed = [k for k in SAME_SETTINGS if made_with.get(k) != now.get(k)]
+    if info.tta != config.predict.tta:  # a result from before tta was recorded had none
+        changed.append("tta")
     # A map with holes where the slide could not be read is this batch's only if it skips
     # damaged regions too; without damage, the flag changes nothing.
     if info.damaged_count and not config.predict.skip_damaged:

@@ -160,7 +160,7 @@ def build_report(result: str | os.PathLike, min_area_um2: float = 0.0) -> dict[s
         "analysis_mpp": [mpp_x, mpp_y],  # um/px of the map: the frame of map_pixels
         "pixel_area_mm2": pixel_mm2,
         "settings": {"patch_size": info.patch_size, "stride": info.stride, "sigma": info.sigma,
-                     "tissue_threshold": info.tissue_threshold,
+                     "tissue_threshold": info.tissue_threshold, "tta": info.tta,
                      "device": info.config.get("device")},
         "seconds": info.seconds,  # the prediction's run time
         "min_area_um2": min_area_um2,

@@ -3,6 +3,7 @@
 - :mod:`~wsiseg.inference.grid`: where the windows are and which hold tissue (pure);
 - :mod:`~wsiseg.inference.loader`: bands of the analysis image read once, cut into batches;
 - :mod:`~wsiseg.inference.predictor`: batches of patches to class probabilities;
+- :mod:`~wsiseg.inference.tta`: the flips and turns averaged at test time (pure);
 - :mod:`~wsiseg.inference.stitcher`: streamed Gaussian blending into finished rows;
 - :mod:`~wsiseg.inference.pipeline`: :func:`predict_slide`, which joins the stages.
 """

@@ -21,6 +21,7 @@ from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 from wsiseg.inference.stitcher import Stitcher
+from wsiseg.inference.tta import check_tta
 from wsiseg.progress import progress_bar
 from wsiseg.result.info import DamagedArea, ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.store import OutputWriter, check_output, default_output_path
@@ -57,6 +58,7 @@ class PredictConfig:
     stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
     chunk_size: int = 512  # edge of the output's zarr chunks
     amp: str = "auto"
+    tta: str = "none"  # test-time augmentation: none, flip (4 views) or d4 (8 views)
     progress: bool = True
 
     def validate(self) -> None:
@@ -82,6 +84,7 @@ class PredictConfig:
             raise ConfigError(f"sigma must be positive, got {self.sigma}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        check_tta(self.tta)
 
 
 def load_configured_model(config: PredictConfig):
@@ -131,7 +134,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
         predictor = Predictor(
             plan.loaded.module, card.num_classes,
             Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
-            device, amp=config.amp, compile=config.compile,
+            device, amp=config.amp, compile=config.compile, tta=config.tta,
         )
         writer = None
         try:
@@ -337,6 +340,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         stride=grid.stride,
         sigma=plan.sigma,
         tissue_threshold=config.tissue_threshold,
+        tta=config.tta,
         tissue=TissueSampling(
             factor=tissue.factor,
             mpp=tuple(tissue.geometry.mpp),

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from wsiseg.errors import ConfigError, ModelError
+from wsiseg.inference.tta import TTA_VIEWS, check_tta, unview, view_of
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class Predictor:
     stream while the network works on the batch before) and are normalised there; the network
     runs under ``torch.inference_mode`` (and bf16/fp16 autocast on CUDA); the result is the
     softmax over classes in float32, (n, C, P, P), left on the device for the stitcher.
+
+    ``tta`` (one of :data:`~wsiseg.inference.tta.TTA_MODES`) runs the network on each view
+    of the batch in turn (4 for ``flip``, 8 for ``d4``: that many times the network's time)
+    and returns the mean of their probabilities, each mapped back onto the patches.
     """
 
     def __init__(
@@ -98,7 +103,11 @@ class Predictor:
         device: torch.device,
         amp: str | None = "auto",
         compile: bool = False,
+        tta: str = "none",
     ) -> None:
+        check_tta(tta)
+        self.tta = tta
+        self._views = TTA_VIEWS[tta]
         self.device = device
         self.num_classes = num_classes
         self.module = module.to(device).eval()
@@ -133,6 +142,16 @@ class Predictor:
                 pad = np.zeros((self._compiled_batch - n, *patches.shape[1:]), patches.dtype)
                 patches = np.concatenate([patches, pad])
         x = self._normalise(self.to_device(patches))
+        probs = self._probabilities(x, n)  # the first view is the patches as they are
+        for turns, mirrored in self._views[1:]:
+            # Quarter turns leave a channels_last tensor strided neither way; convolutions
+            # want it channels_last again.
+            view = view_of(x, turns, mirrored).contiguous(memory_format=torch.channels_last)
+            probs += unview(self._probabilities(view, n), turns, mirrored)
+        return probs if len(self._views) == 1 else probs.div_(len(self._views))
+
+    def _probabilities(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Softmax of the network on normalised ``x``, float32 (n, C, H, W), contiguous."""
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 logits = self._network(x)

@@ -12,7 +12,8 @@ line naming the result, what is wrong and the way out.
 came later within layout 1: a result without them had none. ``warnings`` (what looked wrong
 with the slide's colours) came later still: a result without them had none. Layout 2 made the
 store an OME-Zarr (NGFF 0.5) image with the map as a label image (see
-:mod:`wsiseg.result.store`).
+:mod:`wsiseg.result.store`). ``tta`` (the test-time augmentation) came later within layout 2:
+a result without it was predicted without (``none``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class ResultInfo:
     layout: int = LAYOUT
     damaged_regions: tuple[DamagedArea, ...] = ()  # skipped, unreadable; see DamagedArea
     warnings: tuple[str, ...] = ()  # what looked wrong with the slide (colour_warnings)
+    tta: str = "none"  # test-time augmentation: none, flip or d4 (views averaged per window)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -163,6 +165,7 @@ class ResultInfo:
             "stride": self.stride,
             "sigma": self.sigma,
             "tissue_threshold": self.tissue_threshold,
+            "tta": self.tta,
             "tissue": {
                 "factor": t.factor,
                 "mpp": list(t.mpp),
@@ -250,6 +253,8 @@ class ResultInfo:
                 layout=layout,
                 damaged_regions=_damaged(top),
                 warnings=_warnings(top),
+                # Written before test-time augmentation was recorded: there was none.
+                tta=top.text("tta") if "tta" in top else "none",
             )
         except _Invalid as err:
             raise ResultError(f"{path} is not a finished wsiseg result ({err}); give the .zarr "
