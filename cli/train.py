@@ -41,6 +41,9 @@ def _key_values(ctx, param, values):
 @click.option("--batch-size", type=click.IntRange(min=2), default=8, show_default=True)
 @click.option("--crop-size", type=click.IntRange(min=8), help="Crop size in px (default: the card's patch size, or less for small images).")
 @click.option("--crops-per-image", type=click.IntRange(min=1), default=1, show_default=True, help="Random crops drawn from each image per epoch.")
+@click.option("--on-glass", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of crops drawn over the image laid on glass, glass labelled background, so the network learns tissue edges as a slide shows them; held-out images are then scored on glass (e.g. 0.5).")
+@click.option("--stain-jitter", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True, help="Stain augmentation: each of H, E and DAB scaled by 1 +- this and shifted by +- this optical density (0.05 light, 0.2 strong).")
+@click.option("--init", help="Start from the weights of this model (installed name or checkpoint) of the same network and arguments.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True, help="Learning rate of the decoder and head.")
 @click.option("--encoder-lr-scale", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Encoder learning rate = lr x this.")
@@ -59,7 +62,7 @@ def _key_values(ctx, param, values):
 def train(model, data, out, name, classes, attributes, attributes_key, image_mpp, val_data,
           val_fraction, split_by, epochs, batch_size, crop_size, crops_per_image, optimizer, lr,
           encoder_lr_scale, weight_decay, warmup_epochs, arguments, loss_options, select_by,
-          seed, device, amp, threads, resume, quiet):
+          seed, device, amp, threads, resume, quiet, on_glass, stain_jitter, init):
     """Train MODEL (a registered network) on DATA, a folder of NAME.jpg + NAME_mask.png."""
     import logging
 
@@ -73,7 +76,7 @@ def train(model, data, out, name, classes, attributes, attributes_key, image_mpp
         attributes=attributes, attributes_key=attributes_key, image_mpp=image_mpp,
         val_data=val_data, val_fraction=val_fraction, split_by=split_by, epochs=epochs,
         batch_size=batch_size, crop_size=crop_size, crops_per_image=crops_per_image,
-        optimizer=optimizer, lr=lr, encoder_lr_scale=encoder_lr_scale,
+        on_glass=on_glass, stain_jitter=stain_jitter, init=init, optimizer=optimizer, lr=lr, encoder_lr_scale=encoder_lr_scale,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, loss_options=loss_options,
         select_by=select_by, seed=seed, device=device, amp=amp, threads=threads, resume=resume,
         progress=not quiet and sys.stderr.isatty(),

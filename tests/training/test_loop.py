@@ -170,6 +170,8 @@ def test_a_valid_config_passes_validation(data, tmp_path):
     ("amp", "half", r"precision 'half'; use auto, bf16, fp16 or fp32"),
     ("threads", 0, r"threads 0.*--threads"),
     ("seed", -1, r"seed -1.*--seed"),
+    ("on_glass", 1.5, r"on-glass share 1.5.*--on-glass"),
+    ("stain_jitter", -0.1, r"stain jitter -0.1.*--stain-jitter"),
 ])
 def test_validate_refuses_each_bad_value_naming_it(data, tmp_path, field, value, named):
     config = tiny_config(data, tmp_path / "run", **{field: value})

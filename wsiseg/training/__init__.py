@@ -5,7 +5,9 @@
 - :mod:`~wsiseg.training.sampling`: the held-out split, augmented crops and batches (pure);
 - :mod:`~wsiseg.training.loop`: :func:`train` and :func:`export_model`;
 - :mod:`~wsiseg.training.metrics`: confusion matrices and scores (pure);
-- :mod:`~wsiseg.training.evaluation`: results and models scored against ground truth.
+- :mod:`~wsiseg.training.evaluation`: results and models scored against ground truth;
+- :mod:`~wsiseg.training.on_glass`: models scored through the whole pipeline, on annotated
+  images placed on glass as slides.
 """
 
 from __future__ import annotations

@@ -5,24 +5,31 @@ values are the map's class indices: a mask of the map's size is compared pixel b
 of the slide's level-0 size is sampled at each map pixel's centre (level-0 pixels outside the
 map's bounds are not scored). Both are read in bands of rows, so neither is ever whole in
 memory when it is a TIFF. ``evaluate_folders`` runs a model over folders of image / mask pairs,
-whole image by whole image at the model's resolution, with the same label scheme as training.
+whole image by whole image at the model's resolution, with the same label scheme as training;
+:mod:`wsiseg.training.on_glass` runs it over the same folders through the whole pipeline. Both
+load the images and pool their confusion matrices through :class:`AnnotatedModel` and report an
+:class:`Evaluation`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wsiseg.errors import ConfigError, ResultError, WsisegError
-from wsiseg.training.metrics import IGNORE_INDEX, MetricsError, Scores, confusion_matrix
 from wsiseg.result.info import ResultInfo
 from wsiseg.result.store import open_result, reads_result
+from wsiseg.training.datasets import LabelScheme, Sample, load_folder, read_attributes
+from wsiseg.training.metrics import IGNORE_INDEX, MetricsError, Scores, confusion_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +91,17 @@ def _single_channel(band: np.ndarray, path: Path) -> np.ndarray:
     return colour[..., 0]
 
 
-def _sampling(info: ResultInfo, shape: tuple[int, int],
-              mask_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Level-0 row and column under the centre of each map row and column."""
+def level0_sampling(info: ResultInfo, shape: tuple[int, int],
+                    level0_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Level-0 row and column under the centre of each row and column of a map of ``shape``
+    (height, width), within a level-0 image of ``level0_shape``. Pure."""
     # Map pixel x covers level-0 [ox + x * sx, ox + (x + 1) * sx): see wsiseg.slide.geometry.
     sx, sy = (float(v) for v in info.scale_to_level0)
     ox, oy = (float(v) for v in info.offset_level0)
     rows = np.floor(oy + (np.arange(shape[0]) + 0.5) * sy).astype(np.int64)
     cols = np.floor(ox + (np.arange(shape[1]) + 0.5) * sx).astype(np.int64)
     # The last map pixel may reach past the slide's edge by less than one map pixel.
-    return (np.clip(rows, 0, mask_shape[0] - 1), np.clip(cols, 0, mask_shape[1] - 1))
+    return (np.clip(rows, 0, level0_shape[0] - 1), np.clip(cols, 0, level0_shape[1] - 1))
 
 
 @reads_result
@@ -117,7 +125,7 @@ def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
         if mask_shape == (height, width):
             rows = cols = None
         elif mask_shape == level0:
-            rows, cols = _sampling(info, (height, width), mask_shape)
+            rows, cols = level0_sampling(info, (height, width), mask_shape)
             logger.info("%s is at level 0: sampling it at the centres of the %d x %d map "
                         "pixels", mask, width, height)
         else:
@@ -158,32 +166,117 @@ def _check_values(truth: np.ndarray, k: int, ignore_index: int, names: Sequence[
             f"{ignore_index} (--ignore) where not scored")
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """The scores of a model on annotated images, and how they were obtained.
+
+    ``mode`` says how the images were segmented: ``"whole image"`` (each image in one pass at
+    the model's resolution) or ``"on glass, margin 200 um, through the pipeline"`` (each image
+    placed on glass as a slide and mapped by :func:`wsiseg.predict_slide`).
+    """
+
+    scores: Scores
+    model: str
+    mode: str
+    tta: str
+    images: int
+    image_mpp: float
+    margin_um: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: how the scores were obtained, then the scores (see :class:`Scores`)."""
+        return {"mode": self.mode, "model": self.model, "tta": self.tta, "images": self.images,
+                "image_mpp": self.image_mpp, "margin_um": self.margin_um,
+                **self.scores.to_dict()}
+
+    def format_report(self) -> str:
+        """One line saying how the scores were obtained, then :meth:`Scores.format_table`."""
+        images = f"{self.images} image{'' if self.images == 1 else 's'}"
+        return (f"{self.model} on {images} at {self.image_mpp:g} um/px: {self.mode}; "
+                f"tta {self.tta}\n{self.scores.format_table()}")
+
+
+@dataclass(frozen=True)
+class AnnotatedModel:
+    """A model loaded for scoring annotated images, with the label scheme that turns their
+    masks into its classes and the per-image attributes that scheme reads."""
+
+    loaded: Any  # wsiseg.models.LoadedModel
+    scheme: LabelScheme
+    attributes: Mapping[str, Mapping[str, str]] | None
+
+    @classmethod
+    def load(cls, model: str, classes: str | os.PathLike | None = None,
+             attributes: str | os.PathLike | None = None) -> AnnotatedModel:
+        """Load ``model``; ``classes`` is a label scheme JSON (default: mask values are the
+        model's class indices), ``attributes`` a CSV of per-image attributes."""
+        from wsiseg.models import load_model
+
+        loaded = load_model(model)
+        card = loaded.card
+        scheme = (LabelScheme.from_file(classes) if classes else
+                  LabelScheme.identity([(c.index, c.name, c.color) for c in card.classes]))
+        names = [c.name for c in card.classes]
+        if [n for _, n, _ in scheme.classes()] != names:
+            raise ConfigError(f"the label scheme's classes {[n for _, n, _ in scheme.classes()]} "
+                              f"differ from the model's {names}; use the scheme it was trained "
+                              "with")
+        return cls(loaded, scheme, read_attributes(attributes) if attributes else None)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.loaded.card.classes]
+
+    def score(self, folders: Sequence[str | os.PathLike], image_mpp: float, sample_mpp: float,
+              segment: Callable[[Sample], tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[np.ndarray, int]:
+        """The confusion matrix pooled over every image of ``folders``, and how many there were.
+
+        Each image is loaded at ``sample_mpp`` (with its class map, 255 where not scored) and
+        ``segment`` gives its (truth, predicted class) maps on one grid.
+        """
+        k = len(self.class_names)
+        matrix = np.zeros((k, k), dtype=np.int64)
+        count = 0
+        for folder in folders:
+            samples = load_folder(folder, self.scheme, image_mpp, sample_mpp, self.attributes)
+            for n, sample in enumerate(samples, 1):
+                started = time.perf_counter()
+                truth, predicted = segment(sample)
+                confusion = confusion_matrix(truth, predicted, k)
+                matrix += confusion
+                count += 1
+                scored = int(confusion.sum())
+                logger.info("%s (%d of %d in %s): %d pixels scored, %.1f%% right, %.1f s",
+                            sample.name, n, len(samples), folder, scored,
+                            100 * np.trace(confusion) / scored if scored else math.nan,
+                            time.perf_counter() - started)
+        return matrix, count
+
+
 def evaluate_folders(model: str, folders: Sequence[str | os.PathLike], image_mpp: float,
                      classes: str | os.PathLike | None = None,
                      attributes: str | os.PathLike | None = None,
                      mean_over: Sequence[int] | None = None,
                      groups: Mapping[str, Sequence[int]] | None = None,
-                     device: str = "auto") -> Scores:
-    """Run ``model`` over the image / mask pairs of ``folders`` and score all pixels together."""
-    from wsiseg.training.datasets import LabelScheme, load_folder, read_attributes
-    from wsiseg.models import load_model
+                     device: str = "auto", tta: str = "none") -> Evaluation:
+    """Run ``model`` over the image / mask pairs of ``folders``, each image whole at the
+    model's resolution, and score all pixels together.
+
+    ``classes`` and ``attributes`` are as in :meth:`AnnotatedModel.load`, ``mean_over`` and
+    ``groups`` as in :meth:`Scores.from_matrix`; ``tta`` is the test-time augmentation.
+    """
     from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device, segment_image
 
-    loaded = load_model(model)
-    card = loaded.card
-    scheme = (LabelScheme.from_file(classes) if classes else
-              LabelScheme.identity([(c.index, c.name, c.color) for c in card.classes]))
-    names = [c.name for c in card.classes]
-    if [n for _, n, _ in scheme.classes()] != names:
-        raise ConfigError(f"the label scheme's classes {[n for _, n, _ in scheme.classes()]} "
-                          f"differ from the model's {names}; use the scheme it was trained with")
-    table = read_attributes(attributes) if attributes else None
-    predictor = Predictor(loaded.module, card.num_classes,
+    annotated = AnnotatedModel.load(model, classes, attributes)
+    card = annotated.loaded.card
+    predictor = Predictor(annotated.loaded.module, card.num_classes,
                           Normalisation(card.mean, card.std, card.channel_order),
-                          resolve_device(device))
-    matrix = np.zeros((len(names), len(names)), dtype=np.int64)
-    for folder in folders:
-        for sample in load_folder(folder, scheme, image_mpp, card.mpp, table):
-            predicted = segment_image(predictor, sample.image).argmax(axis=0)
-            matrix += confusion_matrix(sample.target, predicted, len(names))
-    return Scores.from_matrix(matrix, names, mean_over, groups)
+                          resolve_device(device), tta=tta)
+
+    def segment(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        return sample.target, segment_image(predictor, sample.image).argmax(axis=0)
+
+    matrix, count = annotated.score(folders, image_mpp, card.mpp, segment)
+    return Evaluation(Scores.from_matrix(matrix, annotated.class_names, mean_over, groups),
+                      card.name, "whole image", tta, count, image_mpp)

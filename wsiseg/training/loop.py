@@ -1,8 +1,8 @@
 """Training a registered network on a folder of annotated images: ``train(config)``.
 
 Images are brought to the model card's resolution once and kept in memory. Each epoch draws
-random square crops from every training image (flips, 90 degree rotations, colour jitter; see
-:mod:`wsiseg.training.sampling`), normalises them as inference does, trains with the
+random square crops from every training image, a share of them over the image laid on glass
+(flips, 90 degree rotations, stain and colour jitter; see :mod:`wsiseg.training.sampling`), normalises them as inference does, trains with the
 network's own criterion (:mod:`wsiseg.training.losses`) in the precision inference would use
 on that device, then segments every held-out image whole and scores it. ``last.pt`` is written after every epoch and ``best.pt`` when the
 selection score improves; both are ordinary checkpoints (state dict + card) that
@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 TRAIN_STATE_VERSION = 1
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.csv"
 OPTIMIZERS = ("sgd", "adamw")
+#: The glass held-out images are laid on when a run trains on glass: a scanned slide's.
+GLASS_SCORING_SHADE = 242
 #: Validation scores that can choose ``best.pt``.
 SELECT_BY = ("mean_dice", "mean_iou", "pixel_accuracy")
 
@@ -58,7 +60,10 @@ class TrainConfig:
     ``model`` is a registered network name; ``arguments`` override its constructor arguments
     (``num_classes`` follows the label scheme). ``lr`` is the decoder's learning rate and the
     encoder's is ``lr * encoder_lr_scale`` (HSP-Net: 10x smaller for a pretrained encoder).
-    ``loss_options`` are keyword arguments of the network's criterion.
+    ``loss_options`` are keyword arguments of the network's criterion. ``on_glass`` is the share
+    of crops drawn over the image laid on glass (and then the held-out images are scored laid on
+    glass too); ``stain_jitter`` the strength of the stain augmentation; ``init`` a model
+    (installed name or checkpoint) of the same network whose weights the run starts from.
     """
 
     model: str
@@ -77,6 +82,9 @@ class TrainConfig:
     batch_size: int = 8
     crop_size: int | None = None
     crops_per_image: int = 1
+    on_glass: float = 0.0
+    stain_jitter: float = 0.0
+    init: str | None = None
     optimizer: str = "sgd"
     lr: float = 1e-2
     encoder_lr_scale: float = 0.1
@@ -123,6 +131,12 @@ class TrainConfig:
             (self.crops_per_image < 1,
              f"crops per image {self.crops_per_image} draws nothing; pass --crops-per-image 1 "
              "or more"),
+            (not 0 <= self.on_glass <= 1,
+             f"on-glass share {self.on_glass} must be between 0 and 1; pass e.g. --on-glass "
+             "0.5"),
+            (not 0 <= self.stain_jitter < 1,
+             f"stain jitter {self.stain_jitter} must be at least 0 and below 1; pass e.g. "
+             "--stain-jitter 0.05"),
             (self.optimizer not in OPTIMIZERS,
              f"unknown optimizer {self.optimizer!r}; use sgd or adamw"),
             (not self.lr > 0,
@@ -202,8 +216,9 @@ class _Progress:
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.data``; see the module docstring."""
     config.validate()
+    initial = _initial_weights(config)
     data = _prepare_data(config)
-    run = _build_run(config, data)
+    run = _build_run(config, data, initial)
     progress = _start_or_resume(config, data.card, run)
     logger.info("training %s on %d images (%d held out), crops %d px, %d steps/epoch, %s%s",
                 config.model, len(data.train_set), len(data.val_set), data.crop_size,
@@ -235,6 +250,8 @@ def _prepare_data(config: TrainConfig) -> _Data:
         raise ConfigError(f"{len(train_set)} training images x {config.crops_per_image} crops "
                           f"do not fill one batch of {config.batch_size}; lower --batch-size")
     card = _trained_card(config, base_card, scheme)
+    if config.on_glass > 0:  # crops run past the images: any size, the window's by default
+        return _Data(train_set, val_set, card, config.crop_size or base_card.patch_size)
     size = config.crop_size or crop_size_for(train_set, base_card.patch_size)
     if size > min(min(s.target.shape) for s in train_set):
         raise ConfigError(f"crop size {size} is larger than the smallest training image; "
@@ -271,7 +288,8 @@ def _trained_card(config: TrainConfig, base_card: ModelCard, scheme: LabelScheme
                    description=f"{config.model} trained by wsiseg on {Path(config.data).name}")
 
 
-def _build_run(config: TrainConfig, data: _Data) -> _Run:
+def _build_run(config: TrainConfig, data: _Data,
+               initial: Mapping[str, torch.Tensor] | None = None) -> _Run:
     """The network, seeded by ``config.seed``, on its device, with criterion and optimizer."""
     from wsiseg.models import create_model
     from wsiseg.training.losses import criterion_for
@@ -284,6 +302,8 @@ def _build_run(config: TrainConfig, data: _Data) -> _Run:
         module = create_model(config.model, **data.card.arguments)
     except ModelError as err:
         raise ConfigError(f"cannot build {config.model}: {err}") from err
+    if initial is not None:
+        _load_initial_weights(module, initial, config)
     module = module.to(device)
     if device.type == "cpu":
         module = module.to(memory_format=torch.channels_last)
@@ -295,6 +315,30 @@ def _build_run(config: TrainConfig, data: _Data) -> _Run:
     return _Run(module, criterion, optimizer, _schedule(optimizer, steps, config), steps, device,
                 autocast_dtype(device, config.amp), normalisation,
                 normalisation.normaliser(device))
+
+
+def _initial_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """The weights of ``config.init``, read before anything else so a bad one fails first."""
+    if not config.init:
+        return None
+    from wsiseg.models import load_model
+
+    loaded = load_model(config.init)
+    logger.info("starting from the weights of %s (sha256 %s)", loaded.source,
+                (loaded.weights_sha256 or "?")[:12])
+    return loaded.module.state_dict()
+
+
+def _load_initial_weights(module: torch.nn.Module, initial: Mapping[str, torch.Tensor],
+                          config: TrainConfig) -> None:
+    """Start from ``initial``, the weights of ``config.init``: the same network."""
+    try:
+        module.load_state_dict(initial)
+    except (RuntimeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"--init {config.init} is not the network {config.model} with these "
+                          f"--arg settings ({first}); start from a model of the same "
+                          "architecture and arguments, or leave --init out") from err
 
 
 def _start_or_resume(config: TrainConfig, card: ModelCard, run: _Run) -> _Progress:
@@ -326,7 +370,7 @@ def _run_epoch(config: TrainConfig, data: _Data, run: _Run, progress: _Progress,
     t0 = time.perf_counter()
     losses = _train_epoch(config, data, run, epoch)
     train_seconds = time.perf_counter() - t0
-    scores = _evaluate(data, run)
+    scores = _evaluate(config, data, run)
     score = _score(scores, config.select_by)
     row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[-1]["lr"],
            **{f"train_{k}": v for k, v in losses.items()},
@@ -349,7 +393,8 @@ def _train_epoch(config: TrainConfig, data: _Data, run: _Run, epoch: int) -> dic
     run.module.train()
     sums: dict[str, float] = {}
     batches = epoch_batches(data.train_set, data.crop_size, config.batch_size,
-                            config.crops_per_image, config.seed, epoch)
+                            config.crops_per_image, config.seed, epoch, glass=config.on_glass,
+                            stain=config.stain_jitter)
     for images, targets, grades in _with_progress_bar(batches, config.progress, epoch,
                                                       config.epochs):
         loss, parts = _train_step(run, images, targets, grades, epoch)
@@ -379,11 +424,17 @@ def _train_step(run: _Run, images: np.ndarray, targets: np.ndarray, grades: np.n
     return float(loss.detach()), parts
 
 
-def _evaluate(data: _Data, run: _Run) -> Scores:
-    """Scores of the held-out images, each segmented whole as inference would."""
+def _evaluate(config: TrainConfig, data: _Data, run: _Run) -> Scores:
+    """Scores of the held-out images, each segmented whole as inference would.
+
+    A run that trains on glass scores them laid on glass (a margin of half a crop), over the
+    image only: how the pipeline sees tissue on a slide.
+    """
     predictor = Predictor(run.module, data.card.num_classes, run.normalisation, run.device,
                           amp="auto")
-    return evaluate_samples(predictor, data.val_set, [c.name for c in data.card.classes])
+    margin = data.crop_size // 2 if config.on_glass > 0 else 0
+    return evaluate_samples(predictor, data.val_set, [c.name for c in data.card.classes],
+                            glass_margin=margin)
 
 
 def _save(config: TrainConfig, card: ModelCard, run: _Run, progress: _Progress, epoch: int,
@@ -455,11 +506,23 @@ def _as_float(outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample],
-                     class_names: Sequence[str]) -> Scores:
-    """Segment each image whole and score it against its target (see :mod:`wsiseg.training.metrics`)."""
+                     class_names: Sequence[str], glass_margin: int = 0) -> Scores:
+    """Segment each image whole and score it against its target (see :mod:`wsiseg.training.metrics`).
+
+    With ``glass_margin`` > 0 each image is laid on plain glass (:data:`GLASS_SCORING_SHADE`)
+    with that many pixels on every side, and only the image is scored.
+    """
     matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
+    m = glass_margin
     for s in samples:
-        predicted = segment_image(predictor, s.image).argmax(axis=0)
+        image = s.image
+        if m > 0:
+            h, w = s.target.shape
+            image = np.full((h + 2 * m, w + 2 * m, 3), GLASS_SCORING_SHADE, dtype=np.uint8)
+            image[m:m + h, m:m + w] = s.image
+        predicted = segment_image(predictor, image).argmax(axis=0)
+        if m > 0:
+            predicted = predicted[m:m + s.target.shape[0], m:m + s.target.shape[1]]
         matrix += confusion_matrix(s.target, predicted, len(class_names), IGNORE_INDEX)
     return Scores.from_matrix(matrix, class_names)
 
@@ -498,7 +561,9 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 def _check_resumable(state: Mapping[str, Any], config: TrainConfig, card: Any,
                      path: Path) -> None:
-    saved = dict(state["config"])
+    # A setting added since the run began was at its default then.
+    defaults = TrainConfig(model=config.model, data=config.data, out=config.out).to_json_dict()
+    saved = {**defaults, **dict(state["config"])}
     now = config.to_json_dict()
     # Only the length of the run and how it is watched may change on resume.
     free = {"epochs", "resume", "progress", "threads", "device"}

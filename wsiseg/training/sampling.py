@@ -1,5 +1,11 @@
 """What a training epoch sees: the held-out split, random augmented crops and their batches.
 
+A crop is drawn from inside its image, or, with probability ``glass``, from the image placed on
+glass: a window that may run up to half its size past any edge of the image, the rest filled
+with near-white glass of a random shade and grain and labelled background (class 0), as a
+window of the pipeline sees the edge of tissue on a slide. Crops are then turned, flipped,
+stain-jittered in the haematoxylin-eosin-DAB space (``stain``) and colour-jittered.
+
 Pure numpy: every draw comes from a generator seeded by the run's ``seed`` (and the epoch), so
 a run's split and crops are the same each time it is run or resumed.
 """
@@ -17,6 +23,65 @@ from wsiseg.training.datasets import Sample
 
 #: One batch: uint8 crops (n, S, S, 3), their targets (n, S, S) and the images' grades (n,).
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+#: The class glass is labelled with: the map's background.
+GLASS_CLASS = 0
+#: Glass of a scanned slide: each channel's shade is drawn from this range, grain up to
+#: ``GLASS_GRAIN`` grey levels (standard deviation).
+GLASS_SHADES = (222.0, 252.0)
+GLASS_TINT = 4.0
+GLASS_GRAIN = 3.0
+
+# Ruifrok & Johnston's stain vectors (haematoxylin, eosin, DAB) as rows, in optical density.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_RGB_FROM_HED = (_RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True))
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+
+
+def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Scale and shift each stain's optical density of an (H, W, 3) uint8 image.
+
+    Each of haematoxylin, eosin and DAB is multiplied by a factor in ``1 +- sigma`` and shifted
+    by up to ``+- sigma`` optical density (Tellez et al. 2018: 0.05 is light, 0.2 strong):
+    the differences between labs' staining and scanners, drawn per crop.
+    """
+    if sigma <= 0:
+        return image
+    alpha = rng.uniform(1 - sigma, 1 + sigma, 3)
+    beta = rng.uniform(-sigma, sigma, 3)
+    od = -np.log10(np.maximum(image.astype(np.float32), 1.0) / 255.0)
+    matrix = (_HED_FROM_RGB * alpha[None, :]) @ _RGB_FROM_HED
+    od = od @ matrix.astype(np.float32) + (beta @ _RGB_FROM_HED).astype(np.float32)
+    return np.clip(np.rint(255.0 * np.power(10.0, -od)), 0, 255).astype(np.uint8)
+
+
+def glass_pixels(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """An (H, W, 3) uint8 piece of glass: a random near-white shade, tint and grain."""
+    shade = rng.uniform(*GLASS_SHADES) + rng.uniform(-GLASS_TINT, GLASS_TINT, 3)
+    grain = rng.uniform(0, GLASS_GRAIN)
+    pixels = shade + grain * rng.standard_normal((*shape, 3), dtype=np.float32)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def place_on_glass(sample: Sample, size: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` window over the image laid on glass, glass labelled background.
+
+    The window's corner is uniform over every position where it runs at most ``size // 2``
+    past the image on each side, so it always holds at least ``min(side, size // 2)`` of the
+    image along each axis, and images smaller than the window sit somewhere inside it.
+    """
+    h, w = sample.target.shape
+    half = size // 2
+    y = int(rng.integers(-half, max(-half, h - size + half) + 1))
+    x = int(rng.integers(-half, max(-half, w - size + half) + 1))
+    image = glass_pixels((size, size), rng)
+    target = np.full((size, size), GLASS_CLASS, dtype=sample.target.dtype)
+    y0, x0 = max(y, 0), max(x, 0)
+    y1, x1 = min(y + size, h), min(x + size, w)
+    image[y0 - y:y1 - y, x0 - x:x1 - x] = sample.image[y0:y1, x0:x1]
+    target[y0 - y:y1 - y, x0 - x:x1 - x] = sample.target[y0:y1, x0:x1]
+    return image, target
 
 
 def colour_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.1,
@@ -42,20 +107,30 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def random_crop(sample: Sample, size: int, rng: np.random.Generator,
-                augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A random ``size`` x ``size`` crop of image and target, flipped, turned and jittered."""
+def random_crop(sample: Sample, size: int, rng: np.random.Generator, augment: bool = True,
+                glass: float = 0.0, stain: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A random ``size`` x ``size`` crop of image and target, flipped, turned and jittered.
+
+    With probability ``glass``, and always when the image is smaller than the crop, the crop
+    is a window over the image laid on glass (:func:`place_on_glass`).
+    """
     h, w = sample.target.shape
-    y = int(rng.integers(0, h - size + 1))
-    x = int(rng.integers(0, w - size + 1))
-    image = sample.image[y:y + size, x:x + size]
-    target = sample.target[y:y + size, x:x + size]
+    if glass > 0 and (min(h, w) < size or rng.random() < glass):
+        image, target = place_on_glass(sample, size, rng)
+    else:
+        y = int(rng.integers(0, h - size + 1))
+        x = int(rng.integers(0, w - size + 1))
+        image = sample.image[y:y + size, x:x + size]
+        target = sample.target[y:y + size, x:x + size]
     if augment:
         k = int(rng.integers(0, 4))
         image, target = np.rot90(image, k), np.rot90(target, k)
         if rng.random() < 0.5:
             image, target = image[:, ::-1], target[:, ::-1]
-        image = colour_jitter(np.ascontiguousarray(image), rng)
+        image = np.ascontiguousarray(image)
+        if stain > 0:
+            image = stain_jitter(image, rng, stain)
+        image = colour_jitter(image, rng)
     return np.ascontiguousarray(image), np.ascontiguousarray(target)
 
 
@@ -88,7 +163,7 @@ def split_samples(samples: Sequence[Sample], fraction: float, seed: int,
 
 
 def epoch_batches(samples: Sequence[Sample], size: int, batch_size: int, crops_per_image: int,
-                  seed: int, epoch: int) -> list[Batch]:
+                  seed: int, epoch: int, glass: float = 0.0, stain: float = 0.0) -> list[Batch]:
     """The batches of one epoch: ``crops_per_image`` shuffled passes over the images.
 
     A last batch that would be short is dropped: BatchNorm needs at least two samples.
@@ -99,7 +174,8 @@ def epoch_batches(samples: Sequence[Sample], size: int, batch_size: int, crops_p
     batches = []
     for start in range(0, n, batch_size):
         chosen = order[start:start + batch_size]
-        crops = [random_crop(samples[i], size, rng) for i in chosen]
+        crops = [random_crop(samples[i], size, rng, glass=glass, stain=stain)
+                 for i in chosen]
         grades = np.array([samples[i].grade for i in chosen])
         batches.append((np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops]), grades))
     return batches
