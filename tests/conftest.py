@@ -57,6 +57,18 @@ def _library_logging_restored():
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt here and in the commands this test starts, as in a
+    terminal, even when the tests were started in the background of a shell, which ignores it
+    (a handler, unlike SIG_IGN, is not passed on to child processes: they get the default)."""
+    import signal
+
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads_restored():
     """Each test starts with torch's thread count of the session: training sets its own."""

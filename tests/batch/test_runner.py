@@ -234,7 +234,8 @@ def test_a_slide_that_kills_the_process_goes_last_and_cannot_hold_up_the_batch(
     assert not list((tmp_path / "out").glob("*.claim*"))  # the dead runs' claims taken over
 
 
-def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model, tmp_path):
+def test_a_batch_stopped_with_ctrl_c_leaves_its_slide_pending(slides, slow_model, tmp_path,
+                                                              ctrl_c):
     inputs = [str(slides / f"s{i}.svs") for i in range(2)]
     out = tmp_path / "out"
     run = subprocess.Popen([sys.executable, "-c", ANNOUNCING, "predict", *inputs,

@@ -220,7 +220,7 @@ def test_a_whole_run_on_a_wide_flat_slide_reads_in_blocks_and_is_complete(
 
 
 def test_ctrl_c_during_tissue_detection_stops_between_blocks(flat_svs, pixel_model, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, ctrl_c):
     monkeypatch.setattr(region, "MAX_READ_PIXELS", 1 << 18)
     with open_slide(flat_svs) as slide:
         blocks = len(grid_blocks(slide, tissue_geometry(slide, analysis_geometry(slide), 10)))
