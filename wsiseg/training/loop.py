@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 TRAIN_STATE_VERSION = 1
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.csv"
 OPTIMIZERS = ("sgd", "adamw")
-#: The glass held-out images are laid on when a run trains on glass: a scanned slide's.
-GLASS_SCORING_SHADE = 242
 #: Validation scores that can choose ``best.pt``.
 SELECT_BY = ("mean_dice", "mean_iou", "pixel_accuracy")
 
@@ -509,17 +507,17 @@ def evaluate_samples(predictor: Predictor, samples: Sequence[Sample],
                      class_names: Sequence[str], glass_margin: int = 0) -> Scores:
     """Segment each image whole and score it against its target (see :mod:`wsiseg.training.metrics`).
 
-    With ``glass_margin`` > 0 each image is laid on plain glass (:data:`GLASS_SCORING_SHADE`)
-    with that many pixels on every side, and only the image is scored.
+    With ``glass_margin`` > 0 each image is laid on a scan's glass with that many pixels on
+    every side (:func:`wsiseg.training.on_glass.slide_on_glass`), and only the image is scored.
     """
+    from wsiseg.training.on_glass import slide_on_glass
+
     matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
     m = glass_margin
-    for s in samples:
+    for i, s in enumerate(samples):
         image = s.image
         if m > 0:
-            h, w = s.target.shape
-            image = np.full((h + 2 * m, w + 2 * m, 3), GLASS_SCORING_SHADE, dtype=np.uint8)
-            image[m:m + h, m:m + w] = s.image
+            image = slide_on_glass(s.image, m, np.random.default_rng(i))
         predicted = segment_image(predictor, image).argmax(axis=0)
         if m > 0:
             predicted = predicted[m:m + s.target.shape[0], m:m + s.target.shape[1]]
