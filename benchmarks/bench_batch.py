@@ -76,7 +76,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
     for run in runs:
-        print(f"{str(run['workers']):>10}: {run['seconds']:7.1f} s, "
+        print(f"{run['workers']!s:>10}: {run['seconds']:7.1f} s, "
               f"{run['slides_per_hour']:7.1f} slides/hour ({run['patches']} patches)")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, colour_model, machine, peak_rss, synthetic_slide  # noqa: E402
+from bench_read import OUT, colour_model, machine, peak_rss, synthetic_slide
 
 
 def measure(result: str, fmt: str, out_dir: str) -> dict:

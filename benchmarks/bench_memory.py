@@ -20,14 +20,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, colour_model, peak_rss, synthetic_slide  # noqa: E402
+from bench_read import OUT, colour_model, peak_rss, synthetic_slide
 
 
 def measure(slide: str, model: str, out: str, batch_size: int | None,
             reader: str = "openslide") -> dict:
     """Run in this process: predict one slide, report time, stage times and peak RSS."""
-    from wsiseg.models import load_model
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
+    from wsiseg.models import load_model
 
     loaded = load_model(model)
     weights_bytes = sum(p.numel() * p.element_size() for p in loaded.module.parameters())

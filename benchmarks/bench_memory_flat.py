@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, colour_model, machine  # noqa: E402
+from bench_read import OUT, colour_model, machine
 
 
 def flat_slide(width: int, height: int, seed: int = 0) -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_read import OUT, colour_model, machine, synthetic_slide  # noqa: E402
+from bench_read import OUT, colour_model, machine, synthetic_slide
 
 
 def run_wsiseg(slide: str, model: str, batch_size: int, reader: str) -> dict:

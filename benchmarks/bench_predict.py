@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsiseg.models import LoadedModel, create_model, default_card
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
+from wsiseg.models import LoadedModel, create_model, default_card
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-out"

@@ -26,10 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import subprocess
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,15 +37,15 @@ from pathlib import Path
 import numpy as np
 import openslide
 
-from wsiseg.slide.geometry import plan_geometry
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.pipeline import PredictConfig, column_stripes, overlapping_columns
-from wsiseg.slide.region import RegionReader
-from wsiseg.slide.reader import open_slide
 from wsiseg.result.store import CHUNK
-from wsiseg.testing import write_large_svs
+from wsiseg.slide.geometry import plan_geometry
+from wsiseg.slide.reader import open_slide
+from wsiseg.slide.region import RegionReader
 from wsiseg.slide.tissue import mask_factor, read_tissue
+from wsiseg.testing import write_large_svs
 
 OUT = Path(__file__).resolve().parents[1] / "bench-out"
 

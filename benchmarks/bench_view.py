@@ -29,9 +29,9 @@ def _result(folder: Path, width: int, height: int) -> Path:
     import sys
 
     import torch
-    from wsiseg.models import save_torchscript
 
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
+    from wsiseg.models import save_torchscript
     from wsiseg.testing import synthetic_tissue, write_svs
 
     sys.path.insert(0, str(ROOT / "tests"))

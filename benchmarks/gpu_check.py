@@ -188,7 +188,7 @@ def table(results: dict) -> str:
     if c is None:
         lines.append("correctness: no installed model, not checked")
     else:
-        ok = lambda good: "ok" if good else "FAILED"  # noqa: E731
+        ok = lambda good: "ok" if good else "FAILED"
         lines += [
             f"correctness ({c['windows']} windows, against the CPU in float32)"
             + ("" if c["windows"] else ": FAILED, the slide gave no window to compare") + ":",

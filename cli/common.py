@@ -11,7 +11,6 @@ import sys
 
 import click
 
-
 #: Key in ``click.Context.meta`` of what a Ctrl-C leaves behind.
 _ON_INTERRUPT = "wsiseg.on_interrupt"
 _NOTHING_LEFT = "no output was left behind"

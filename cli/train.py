@@ -66,7 +66,8 @@ def train(model, data, out, name, classes, attributes, attributes_key, image_mpp
     """Train MODEL (a registered network) on DATA, a folder of NAME.jpg + NAME_mask.png."""
     import logging
 
-    from wsiseg.training.loop import TrainConfig, train as run
+    from wsiseg.training.loop import TrainConfig
+    from wsiseg.training.loop import train as run
 
     logger = logging.getLogger("wsiseg")
     if logger.level > logging.INFO:

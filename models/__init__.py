@@ -10,12 +10,12 @@ from .card import DIAGNOSTIC_CLASSES, ClassInfo, ModelCard
 from .registry import create_model, default_card, list_models, register_model
 
 # Importing the network modules fills the registry (once, at import time).
-from . import hspnet  # noqa: E402,F401  isort: skip
-from . import etnet  # noqa: E402,F401  isort: skip
-from . import fullnet  # noqa: E402,F401  isort: skip
-from . import ehanet  # noqa: E402,F401  isort: skip
-from . import ernet  # noqa: E402,F401  isort: skip
-from .loading import (  # noqa: E402  isort: skip
+from . import hspnet  # noqa: F401  isort: skip
+from . import etnet  # noqa: F401  isort: skip
+from . import fullnet  # noqa: F401  isort: skip
+from . import ehanet  # noqa: F401  isort: skip
+from . import ernet  # noqa: F401  isort: skip
+from .loading import (
     LoadedModel,
     installed_cards,
     load_model,

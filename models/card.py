@@ -12,8 +12,8 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from wsiseg.errors import ModelError

@@ -198,7 +198,7 @@ def _from_torchscript(path: Path, card: ModelCard | None,
     extra = {CARD_ENTRY: ""}
     try:
         module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
-    except Exception as err:  # noqa: BLE001 - any failure here means a damaged archive
+    except Exception as err:
         raise ModelError(f"{path} looks like a TorchScript model but cannot be loaded "
                          f"({_first_line(err)}); re-export it with torch.jit.save") from err
     if card is None:
@@ -295,7 +295,7 @@ def _read_torch(path: Path, map_location: str | torch.device) -> Any:
         if code is not None:
             raise _holds_code(path, code) from err
         raise _damaged(path, err) from err
-    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+    except Exception as err:
         raise _damaged(path, err) from err
 
 

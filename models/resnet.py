@@ -80,7 +80,7 @@ class ResNetEncoder(nn.Module):
     (Bottleneck).
     """
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...]) -> None:
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...]) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)

@@ -24,19 +24,17 @@ def test_the_file_appears_with_its_content_and_no_temporary_is_left(tmp_path):
 def test_a_failure_mid_write_keeps_the_earlier_file_and_leaves_nothing_else(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_write(path, "wb") as f:
-            f.write(b"half of the new")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_write(path, "wb") as f:
+        f.write(b"half of the new")
+        raise KeyboardInterrupt
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["model.pt"]
 
 
 def test_a_missing_folder_is_one_line_naming_the_file_and_the_way_out(tmp_path):
     path = tmp_path / "nowhere" / "out.json"
-    with pytest.raises(OutputError) as caught:
-        with atomic_write(path) as f:
-            f.write("{}")
+    with pytest.raises(OutputError) as caught, atomic_write(path) as f:
+        f.write("{}")
     message = str(caught.value)
     assert str(path) in message and "does not exist" in message and "\n" not in message
     assert isinstance(caught.value, OSError)
@@ -55,9 +53,8 @@ def test_a_full_disk_is_told_as_such(tmp_path, monkeypatch):
 
 
 def test_only_new_files_are_written():
-    with pytest.raises(ValueError, match="mode"):
-        with atomic_write("x", "a"):
-            pass
+    with pytest.raises(ValueError, match="mode"), atomic_write("x", "a"):
+        pass
 
 
 def test_the_os_error_behind_a_wrapper_is_found_and_nothing_else_is():

@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 import wsiseg
-import wsiseg.errors as errors
+from wsiseg import errors
 
 ERRORS = [c for _, c in inspect.getmembers(errors, inspect.isclass)
           if issubclass(c, Exception) and c.__module__ == errors.__name__]

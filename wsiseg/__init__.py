@@ -21,20 +21,20 @@ from wsiseg.errors import (
 )
 
 __all__ = [
-    "__version__",
-    "PredictConfig",
-    "predict_slide",
-    "open_slide",
-    "WsisegError",
-    "SlideError",
-    "DamagedSlideError",
-    "ResolutionError",
-    "ModelError",
-    "OutputError",
     "ConfigError",
-    "ResultError",
+    "DamagedSlideError",
     "DatasetError",
     "MetricsError",
+    "ModelError",
+    "OutputError",
+    "PredictConfig",
+    "ResolutionError",
+    "ResultError",
+    "SlideError",
+    "WsisegError",
+    "__version__",
+    "open_slide",
+    "predict_slide",
 ]
 
 

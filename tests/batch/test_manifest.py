@@ -16,8 +16,8 @@ import wsiseg.batch.manifest as manifest_module
 from wsiseg.batch.claims import claim_path, take_claim
 from wsiseg.batch.discovery import output_for
 from wsiseg.batch.manifest import Manifest, SlideRecord, read_manifest, write_manifest
-from wsiseg.errors import OutputError
 from wsiseg.batch.runner import BatchConfig, predict_slides
+from wsiseg.errors import OutputError
 from wsiseg.inference.pipeline import PredictConfig
 
 

@@ -9,12 +9,12 @@ import zarr
 from scipy import ndimage
 
 from wsiseg.errors import OutputError, ResolutionError
-from wsiseg.slide.geometry import plan_geometry
 from wsiseg.inference.grid import PatchGrid
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.slide.region import RegionReader
-from wsiseg.slide.reader import open_slide
 from wsiseg.result.store import partial_path, result_array
+from wsiseg.slide.geometry import plan_geometry
+from wsiseg.slide.reader import open_slide
+from wsiseg.slide.region import RegionReader
 
 
 def reference(slide_path, model, slide_mpp=None, target_mpp=1.0):

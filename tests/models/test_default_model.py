@@ -9,13 +9,13 @@ import pytest
 import torch
 import zarr
 
-from wsiseg.training.datasets import LabelScheme, find_pairs, load_sample, read_attributes
-from wsiseg.training.metrics import Scores, confusion_matrix
-from wsiseg.models import load_model
-from wsiseg.models.loading import DEFAULT_MODEL
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.inference.predictor import Normalisation, Predictor, segment_image
+from wsiseg.models import load_model
+from wsiseg.models.loading import DEFAULT_MODEL
 from wsiseg.result.store import result_array
+from wsiseg.training.datasets import LabelScheme, find_pairs, load_sample, read_attributes
+from wsiseg.training.metrics import Scores, confusion_matrix
 
 SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
 #: Gland-vs-rest Dice the shipped model keeps on glass on the six images below (pooled); the

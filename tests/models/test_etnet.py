@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from wsiseg.errors import ModelError
-from wsiseg.training.losses import criterion_for
-from wsiseg.training.losses.etnet import ETNetCriterion
 from wsiseg.models import create_model, default_card, load_model, save_checkpoint
 from wsiseg.models.etnet import GLAND_CLASSES, ETNet
+from wsiseg.training.losses import criterion_for
+from wsiseg.training.losses.etnet import ETNetCriterion
 
 SPEC_ETNET = 29.9e6  # MODELS.md, "ET-Net": about 29.9M parameters
 MEASURED_ETNET = 29_303_923  # this implementation, default card (2 classes)

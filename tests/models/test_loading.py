@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import wsiseg.models.loading as loading
+
+from wsiseg.errors import ModelError, OutputError
 from wsiseg.models import (
     ClassInfo,
     LoadedModel,
@@ -19,11 +20,10 @@ from wsiseg.models import (
     default_card,
     installed_cards,
     load_model,
+    loading,
     save_checkpoint,
     save_torchscript,
 )
-
-from wsiseg.errors import ModelError, OutputError
 from wsiseg.testing.cli import error_line
 
 # TorchScript is deprecated in torch 2.13 but still the portable format wsiseg reads.
@@ -315,6 +315,7 @@ def test_code_in_a_pickle_is_named_and_never_run(tmp_path, how):
 
 def test_cli_gives_one_line_for_code_and_for_weights_of_another_network(tmp_path, svs_x40):
     from click.testing import CliRunner
+
     from wsiseg.cli.main import main
 
     code, weights = tmp_path / "whole.pt", tmp_path / "fullnet.pt"

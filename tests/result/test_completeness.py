@@ -21,8 +21,14 @@ from wsiseg.errors import OutputError, ResultError
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.inference.stitcher import FinishedRows
 from wsiseg.models.card import ClassInfo
-from wsiseg.result.store import (CHUNKS_ATTR, OutputWriter, is_complete, missing_chunks,
-                                 open_result, result_reads)
+from wsiseg.result.store import (
+    CHUNKS_ATTR,
+    OutputWriter,
+    is_complete,
+    missing_chunks,
+    open_result,
+    result_reads,
+)
 from wsiseg.testing import synthetic_tissue, write_svs
 from wsiseg.testing.result import write_result
 

@@ -7,8 +7,14 @@ import pytest
 import zarr
 
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.result.pyramid import (level_shapes, max_downsample, mean_downsample,
-                                   mode_downsample, pyramid_paths, write_pyramid)
+from wsiseg.result.pyramid import (
+    level_shapes,
+    max_downsample,
+    mean_downsample,
+    mode_downsample,
+    pyramid_paths,
+    write_pyramid,
+)
 
 
 def _reference_mode(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -25,7 +25,12 @@ from wsiseg.slide import region
 from wsiseg.slide.geometry import Geometry, overview_geometry, plan_geometry
 from wsiseg.slide.reader import Slide, open_slide
 from wsiseg.slide.region import (
-    RegionReader, block_shape, grid_blocks, input_span, plan_grid_blocks, read_grid,
+    RegionReader,
+    block_shape,
+    grid_blocks,
+    input_span,
+    plan_grid_blocks,
+    read_grid,
     read_thumbnail,
 )
 from wsiseg.slide.resample import area_weights, resample_area

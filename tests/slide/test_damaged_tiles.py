@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from wsiseg.cli.main import main
 
+from wsiseg.cli.main import main
 from wsiseg.errors import DamagedSlideError, SlideError
 from wsiseg.slide.reader import GLASS, open_slide
 from wsiseg.slide.tiff_extent import tiff_extent
@@ -61,9 +61,8 @@ def read_all(slide, regions, threads=4):
 @pytest.mark.parametrize("reader", ["openslide", "tifffile"])
 def test_the_error_names_the_tile_that_fails(slides, reader):
     _, bad = slides
-    with open_slide(bad, reader=reader) as slide:
-        with pytest.raises(DamagedSlideError) as err:
-            read_all(slide, chunks(*slide.dimensions))
+    with open_slide(bad, reader=reader) as slide, pytest.raises(DamagedSlideError) as err:
+        read_all(slide, chunks(*slide.dimensions))
     assert err.value.region.box_level0 == BOX and err.value.region.level == 0
     message = str(err.value)
     assert "\n" not in message and "bad.svs" in message

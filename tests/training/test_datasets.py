@@ -8,6 +8,7 @@ import imagecodecs
 import numpy as np
 import pytest
 
+from wsiseg.testing import write_annotated_folder
 from wsiseg.training.datasets import (
     IGNORE_INDEX,
     DatasetError,
@@ -18,8 +19,6 @@ from wsiseg.training.datasets import (
     resample_image,
     resample_labels,
 )
-from wsiseg.testing import write_annotated_folder
-
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from wsiseg.cli.main import main
 from wsiseg.errors import ConfigError, OutputError
-from wsiseg.training.losses import criterion_for
 from wsiseg.models import create_model, default_card, list_models, load_model
 from wsiseg.testing import write_annotated_folder
 from wsiseg.training.loop import TrainConfig, export_model, train
+from wsiseg.training.losses import criterion_for
 
 SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
 TINY = {"ds_widths": [4, 4, 4, 4], "hhsp_width": 8, "head_width": 8}

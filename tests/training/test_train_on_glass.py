@@ -79,7 +79,7 @@ def test_a_run_on_glass_trains_on_window_sized_crops_past_small_images(data, tmp
 def test_init_starts_from_a_models_weights_and_refuses_another_network(data, tmp_path):
     first = train(config(data, tmp_path / "first"))
     captured = {}
-    import wsiseg.training.loop as loop
+    from wsiseg.training import loop
 
     original = loop._start_or_resume
 
@@ -101,7 +101,7 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(data, tmp
 
 
 def test_a_run_from_before_the_glass_settings_resumes(data, tmp_path):
-    import wsiseg.training.loop as loop
+    from wsiseg.training import loop
 
     plain = config(data, tmp_path / "old", on_glass=0.0, stain_jitter=0.0, epochs=2,
                    crop_size=64)

@@ -19,9 +19,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -279,7 +279,7 @@ class BandLoader:
         c = x - self.x_lo
         self.reader.read(x, y, w, h, out=pixels[y - y0 : y - y0 + h, c : c + w])
 
-    def _emit(self, item: _ReadBand, batch: "_BatchBuilder") -> None:
+    def _emit(self, item: _ReadBand, batch: _BatchBuilder) -> None:
         band, pixels = item.band, item.pixels
         p, origin = self.grid.patch_size, self.x_lo
         ys, xs = self.grid.ys, self.grid.xs

@@ -16,8 +16,8 @@ import numpy as np
 
 from wsiseg._version import __version__
 from wsiseg.errors import ConfigError, ModelError
-from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
+from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 from wsiseg.inference.stitcher import Stitcher

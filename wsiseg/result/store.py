@@ -60,12 +60,23 @@ import zarr
 
 from wsiseg.atomic import os_error_in, output_error
 from wsiseg.errors import OutputError, ResultError, WsisegError
-from wsiseg.result.info import LAYOUT, ResultInfo
-from wsiseg.result.pyramid import (CLASSES_LABEL, DAMAGED_LABEL, LABELS_GROUP, TISSUE_LABEL,
-                                   array_path, label_level_path, level_shapes, max_downsample,
-                                   mean_downsample, ngff_metadata, pyramid_paths, result_layout,
-                                   write_pyramid)
 from wsiseg.inference.stitcher import FinishedRows
+from wsiseg.result.info import LAYOUT, ResultInfo
+from wsiseg.result.pyramid import (
+    CLASSES_LABEL,
+    DAMAGED_LABEL,
+    LABELS_GROUP,
+    TISSUE_LABEL,
+    array_path,
+    label_level_path,
+    level_shapes,
+    max_downsample,
+    mean_downsample,
+    ngff_metadata,
+    pyramid_paths,
+    result_layout,
+    write_pyramid,
+)
 
 logger = logging.getLogger(__name__)
 

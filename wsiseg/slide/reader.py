@@ -449,7 +449,7 @@ class Slide:
 class _Handle:
     """An ``openslide.OpenSlide`` handle, its C handle and the reads now running on it."""
 
-    __slots__ = ("osr", "c_handle", "users", "retired")
+    __slots__ = ("c_handle", "osr", "retired", "users")
 
     def __init__(self, osr, c_handle) -> None:
         self.osr, self.c_handle = osr, c_handle

@@ -19,8 +19,8 @@ from typing import Any, ContextManager
 import numpy as np
 
 from wsiseg.slide.geometry import Geometry, overview_geometry
-from wsiseg.slide.resample import area_weights, resample_area
 from wsiseg.slide.reader import GLASS, Slide
+from wsiseg.slide.resample import area_weights, resample_area
 
 #: Read-level pixels decoded by one read at most (2048 x 2048): 12 MB of RGB, plus what the
 #: decoder holds alongside (OpenSlide's 32-bit ARGB copy, 16 MB), per reading thread. The

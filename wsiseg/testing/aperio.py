@@ -15,9 +15,9 @@ import tifffile
 from wsiseg.testing.common import COMPRESSIONS, _check_common, _check_downsamples, _check_rgb
 from wsiseg.testing.tissue import (
     _BlobField,
-    _Painter,
     _check_seed,
     _default_blob_scale,
+    _Painter,
     area_downsample,
 )
 
