@@ -51,7 +51,8 @@ def main() -> None:
         return
 
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
-    from wsiseg.result.store import is_complete, open_result
+    from wsiseg.result.integrity import is_complete
+    from wsiseg.result.store import open_result
 
     slide = synthetic_slide(args.width, args.height)
     result = OUT / f"{slide.stem}.colour.wsiseg.zarr"

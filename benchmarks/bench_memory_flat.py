@@ -71,7 +71,7 @@ def main() -> None:
         run = subprocess.run(
             [sys.executable, str(HERE / "bench_memory.py"), "--one", str(slide), model,
              "--reader", args.reader],
-            capture_output=True, text=True)
+            capture_output=True, text=True, check=False)
         if run.returncode != 0:
             print(f"{w} x {h}: the run failed (exit {run.returncode}; a negative code is the "
                   f"signal that killed it)\n{run.stderr[-2000:]}", flush=True)

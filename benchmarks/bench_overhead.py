@@ -119,7 +119,7 @@ def main() -> None:
     for side in ("wsiseg", "monai", "monai-cl"):
         run = subprocess.run([sys.executable, __file__, "--one", side, slide, model,
                               "--batch-size", str(args.batch_size), "--reader", args.reader],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         if run.returncode:
             print(f"{side}: failed\n{run.stderr.strip().splitlines()[-1]}")
             continue

@@ -40,7 +40,7 @@ import openslide
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.pipeline import PredictConfig, column_stripes, overlapping_columns
-from wsiseg.result.store import CHUNK
+from wsiseg.result.writer import CHUNK
 from wsiseg.slide.geometry import plan_geometry
 from wsiseg.slide.reader import open_slide
 from wsiseg.slide.region import RegionReader
@@ -138,7 +138,7 @@ def time_per_patch(path: Path, level: int, d: float, windows, threads: int) -> f
 
         def one(xy):
             x, y = xy
-            region = osr.read_region((int(round(x * d)), int(round(y * d))), level, (400, 400))
+            region = osr.read_region((round(x * d), round(y * d)), level, (400, 400))
             return np.asarray(region)[..., :3].copy()
 
         t = time.perf_counter()

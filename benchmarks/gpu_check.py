@@ -182,8 +182,8 @@ def passed(results: dict) -> bool:
 
 
 def table(results: dict) -> str:
-    lines = [f"== wsiseg device check: {results['device']}, torch {results['torch']}, "
-             f"{results['seconds']:.0f} s =="]
+    lines = [(f"== wsiseg device check: {results['device']}, torch {results['torch']}, "
+              f"{results['seconds']:.0f} s ==")]
     c = results.get("correctness")
     if c is None:
         lines.append("correctness: no installed model, not checked")
@@ -192,11 +192,11 @@ def table(results: dict) -> str:
         lines += [
             f"correctness ({c['windows']} windows, against the CPU in float32)"
             + ("" if c["windows"] else ": FAILED, the slide gave no window to compare") + ":",
-            f"  labels agree, default precision  {100 * c['labels_agree']:7.3f} %   >= "
-            f"{100 * AGREEMENT:.1f} %  {ok(c['labels_agree'] >= AGREEMENT)}",
+            (f"  labels agree, default precision  {100 * c['labels_agree']:7.3f} %   >= "
+             f"{100 * AGREEMENT:.1f} %  {ok(c['labels_agree'] >= AGREEMENT)}"),
             f"  labels agree, float32            {100 * c['labels_agree_fp32']:7.3f} %",
-            f"  probabilities, float32, max diff {c['max_prob_diff_255']:7d} /255 <= "
-            f"{PROB_TOLERANCE}/255    {ok(c['max_prob_diff_255'] <= PROB_TOLERANCE)}",
+            (f"  probabilities, float32, max diff {c['max_prob_diff_255']:7d} /255 <= "
+             f"{PROB_TOLERANCE}/255    {ok(c['max_prob_diff_255'] <= PROB_TOLERANCE)}"),
         ]
     lines.append(f"cost on a {results['slide']} slide (windows/s; reader {results['reader']}"
                  + (", compiled" if results["compile"] else "") + "):")

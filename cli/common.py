@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
+from typing import NoReturn, ParamSpec, TypeVar
 
 import click
+
+from wsiseg.atomic import describe_os_error, os_error_in
+from wsiseg.errors import WsisegError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Key in ``click.Context.meta`` of what a Ctrl-C leaves behind.
 _ON_INTERRUPT = "wsiseg.on_interrupt"
@@ -22,21 +30,18 @@ def on_interrupt(message: str) -> None:
     click.get_current_context().meta[_ON_INTERRUPT] = message
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"wsiseg: error: {message}", err=True)
     sys.exit(1)
 
 
-def handle_errors(func):
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn wsiseg errors, and OS errors that reach a command without one (a full disk, a
     read-only folder), into one line and exit code 1 (tracebacks only with --debug), and a
     Ctrl-C into one line and exit code 130. Anything else is a bug, and says so."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from wsiseg.atomic import describe_os_error, os_error_in
-        from wsiseg.errors import WsisegError
-
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return func(*args, **kwargs)

@@ -3,22 +3,26 @@
 Two inputs, one report: a predicted RESULT.zarr with its --mask, or a --model run over --data
 folders of image / mask pairs, each image whole or, with --on-glass, placed on glass and mapped
 through the whole pipeline. The scoring lives in :mod:`wsiseg.training.evaluation` and
-:mod:`wsiseg.training.on_glass`.
+:mod:`wsiseg.training.on_glass`; the options of a --model run are the settings of
+:class:`~wsiseg.training.config.EvaluateConfig`, declared there.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from wsiseg.inference.tta import TTA_MODES
+from wsiseg.training.config import EvaluateConfig, check_margin
 
 from .common import handle_errors
+from .options import options_from
 
 
-def _indices(ctx, param, value):
+def _indices(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
@@ -31,8 +35,9 @@ def _indices(ctx, param, value):
     return indices
 
 
-def _groups(ctx, param, values):
-    groups = {}
+def _groups(ctx: click.Context, param: click.Parameter,
+            values: Sequence[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
     for item in values:
         name, sep, members = item.partition("=")
         name = name.strip()
@@ -48,34 +53,48 @@ def _groups(ctx, param, values):
     return groups
 
 
+_PATH = {"type": click.Path(path_type=Path)}
+# Where click parses other than the declaration says: what a RESULT does without (the model,
+# its images and their resolution), paths, an open interval (a setting's bounds are closed),
+# lists, and a margin left to the config to check, so that a bad one is told in its words.
+_PARSING: dict[str, dict[str, Any]] = {
+    "model": {"required": False},
+    "folders": {**_PATH, "multiple": True, "required": False},
+    "image_mpp": {"type": click.FloatRange(min=0, min_open=True), "callback": None,
+                  "required": False},
+    "classes": _PATH, "attributes": _PATH,
+    "mean_over": {"callback": _indices},
+    "groups": {"multiple": True, "callback": _groups},
+    "margin_um": {"type": float},
+}
+# The options of a --model run, in two runs around those of a RESULT, as --help lists them.
+_BEFORE_RESULT_OPTIONS = ("model", "folders", "image_mpp", "classes", "attributes",
+                          "mean_over", "groups")
+_AFTER_RESULT_OPTIONS = ("device", "tta", "on_glass", "margin_um")
+
+
 @click.command()
 @click.argument("result", required=False, type=click.Path(path_type=Path))
 @click.option("--mask", type=click.Path(path_type=Path), help="Ground-truth mask for RESULT: PNG or TIFF of class indices, at the map's size or the slide's level-0 size.")
-@click.option("--model", help="Model to run over --data (installed name, checkpoint, ...).")
-@click.option("--data", "folders", multiple=True, type=click.Path(path_type=Path), help="Folder of image / mask pairs (repeatable; scored together).")
-@click.option("--image-mpp", type=click.FloatRange(min=0, min_open=True), help="Resolution of the --data images, um/px.")
-@click.option("--classes", type=click.Path(path_type=Path), help="Label scheme JSON for --data masks (as in training).")
-@click.option("--attributes", type=click.Path(path_type=Path), help="CSV of per-image attributes for the label scheme.")
-@click.option("--mean-over", callback=_indices, help="Classes averaged in mean Dice / mIoU, e.g. 1,2,3 (default: all but background).")
-@click.option("--group", "groups", multiple=True, callback=_groups, help="NAME=I,J: also score these classes together against the rest (repeatable), e.g. gland=2,3.")
+@options_from(EvaluateConfig, exclude=_AFTER_RESULT_OPTIONS,
+              overrides={k: v for k, v in _PARSING.items() if k in _BEFORE_RESULT_OPTIONS})
 @click.option("--ignore", type=click.IntRange(0, 255), default=255, show_default=True, help="Mask value that is not scored (RESULT only; --data masks use 255).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the scores as JSON.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (--data only).")
-@click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True, help="Test-time augmentation (--data only): average over 4 flips (flip) or 8 flips and quarter turns (d4).")
-@click.option("--on-glass", is_flag=True, help="Place each --data image on glass as a slide and map it through the whole pipeline (tissue detection, windows, resampling, blending); only the image's region is scored.")
-@click.option("--margin", "margin_um", type=float, help="Glass around each image on every side, um (--on-glass; default 200).")
+@options_from(EvaluateConfig, exclude=_BEFORE_RESULT_OPTIONS,
+              overrides={k: v for k, v in _PARSING.items() if k in _AFTER_RESULT_OPTIONS})
 @handle_errors
-def evaluate(result, mask, model, folders, image_mpp, classes, attributes, mean_over, groups,
-             ignore, json_out, device, tta, on_glass, margin_um):
+def evaluate(result: Path | None, mask: Path | None, ignore: int, json_out: Path | None,
+             **settings: Any) -> None:
     """Score RESULT.zarr against --mask, or --model on --data folders."""
     from wsiseg.errors import ConfigError
     from wsiseg.training.evaluation import evaluate_folders, evaluate_result
 
+    folders, on_glass, tta = settings["folders"], settings["on_glass"], settings["tta"]
     if result is not None and folders:
         raise click.UsageError("give either RESULT with --mask, or --model with --data")
-    if margin_um is not None and not on_glass:
-        raise ConfigError(f"--margin {margin_um:g} goes with --on-glass (the glass around each "
-                          "image); add --on-glass or leave --margin out")
+    check_margin(settings["margin_um"], on_glass)
+    text: str
+    data: dict[str, Any]
     if result is not None:
         if mask is None:
             raise click.UsageError("RESULT needs --mask, the ground truth to compare with")
@@ -83,28 +102,21 @@ def evaluate(result, mask, model, folders, image_mpp, classes, attributes, mean_
             given = "--on-glass" if on_glass else f"--tta {tta}"
             raise ConfigError(f"{given} goes with --model and --data (a model run over image "
                               "folders), not with RESULT, a map already made; leave it out")
-        unused = [o for o, v in (("--model", model), ("--image-mpp", image_mpp),
-                                 ("--classes", classes), ("--attributes", attributes)) if v]
+        unused = [o for o, name in (("--model", "model"), ("--image-mpp", "image_mpp"),
+                                    ("--classes", "classes"), ("--attributes", "attributes"))
+                  if settings[name]]
         if unused:
             raise click.UsageError(f"{', '.join(unused)} go with --data, not with RESULT")
-        scores = evaluate_result(result, mask, mean_over, groups, ignore)
+        scores = evaluate_result(result, mask, settings["mean_over"], settings["groups"], ignore)
         text, data = scores.format_table(), scores.to_dict()
     elif folders:
-        if model is None or image_mpp is None:
+        if settings["model"] is None or settings["image_mpp"] is None:
             raise click.UsageError("--data needs --model and --image-mpp (e.g. 0.62 for GlaS)")
         if mask is not None or ignore != 255:
             raise click.UsageError("--mask and --ignore go with RESULT; --data folders hold "
                                    "their own masks")
-        if on_glass:
-            from wsiseg.training.on_glass import DEFAULT_MARGIN_UM, evaluate_on_glass
-
-            margin_um = DEFAULT_MARGIN_UM if margin_um is None else margin_um
-            evaluation = evaluate_on_glass(model, folders, image_mpp, classes, attributes,
-                                           mean_over, groups, device, margin_um=margin_um,
-                                           tta=tta)
-        else:
-            evaluation = evaluate_folders(model, folders, image_mpp, classes, attributes,
-                                          mean_over, groups, device, tta=tta)
+        # Made here, not by config_from: a setting the config refuses is told as a wsiseg error.
+        evaluation = evaluate_folders(EvaluateConfig(**settings))
         text, data = evaluation.format_report(), evaluation.to_dict()
     else:
         raise click.UsageError("give RESULT.zarr with --mask, or --model with --data")

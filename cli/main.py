@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wsiseg._version import __version__
-from wsiseg.inference.tta import TTA_MODES
+from wsiseg.export import ExportOptions
+from wsiseg.inference.config import PredictConfig
 
 from .common import handle_errors, on_interrupt
-from .export import build_export_options, export_options
+from .export import export_options
+from .options import config_from, options_from
 
 if TYPE_CHECKING:
     from wsiseg.result.info import ResultInfo
@@ -40,7 +42,7 @@ class _ClickHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             click.echo(f"wsiseg: {record.levelname.lower()}: {record.getMessage()}", err=True)
-        except Exception:  # never let a log line break a run
+        except Exception:  # noqa: BLE001 - never let a log line break a run
             self.handleError(record)
 
 
@@ -55,45 +57,25 @@ def _log_to_stderr(level: int) -> None:
     logger.propagate = False
 
 
-def _positive(kind):
-    def check(ctx, param, value):
-        if value is not None and value <= 0:
-            raise click.BadParameter(f"must be positive, got {value}")
-        return value
-
-    return check
+def _path_text(ctx: click.Context, param: click.Parameter, value: Path | None) -> str | None:
+    """A path given as an option, as text (as results record it), written the way
+    ``pathlib`` writes it (``./w.pt`` is ``w.pt``)."""
+    return None if value is None else str(value)
 
 
 @main.command()
 @click.argument("slides", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide). Several: the folder for their results and manifest.csv.")
-@click.option("--model", help="Installed model name, registry name (with --weights), checkpoint or TorchScript file.")
-@click.option("--weights", type=click.Path(path_type=Path), help="Weights for a registry model name.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass (default 32 on CUDA, 4 on the CPU).")
-@click.option("--patch-size", type=click.IntRange(min=1), help="Window size in analysis pixels (default: the model card's).")
-@click.option("--stride", type=click.IntRange(min=1), help="Window stride in analysis pixels (default: the model card's).")
-@click.option("--sigma", type=float, callback=_positive(float), help="Gaussian blending sigma in analysis pixels (default patch/8).")
-@click.option("--target-mpp", type=float, callback=_positive(float), help="Analysis resolution in um/px (default: the model card's).")
-@click.option("--slide-mpp", type=float, callback=_positive(float), help="The slide's level-0 resolution in um/px, when its metadata lacks it or is wrong.")
-@click.option("--tissue-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="Minimum tissue fraction of a window to predict it.")
-@click.option("--probabilities", is_flag=True, help="Also store per-class probabilities (uint8).")
-@click.option("--overwrite", is_flag=True, help="Replace existing results (a batch otherwise keeps them and does the rest).")
-@click.option("--threads", type=click.IntRange(min=1), help="Reader threads (default: the cores this process may use).")
-@click.option("--reader", type=click.Choice(["openslide", "tifffile", "auto"]), default="openslide", show_default=True, help="Pixel decoder: OpenSlide (every format), tifffile (Aperio SVS and generic tiled TIFF, tiles decoded in parallel, several times faster) or auto (tifffile where it can).")
-@click.option("--skip-damaged", is_flag=True, help="Map the rest of a slide with tiles that cannot be decoded, instead of failing: windows touching them are not predicted, and they are listed in the result and marked in its 'damaged' mask.")
-@click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True, help="Test-time augmentation: average each window's probabilities over its 4 flips (flip) or its 8 flips and quarter turns (d4); costs 4x or 8x the network time.")
-@click.option("--compile", "compile_", is_flag=True, help="Compile the network with torch.compile: up to a minute more at the start, faster after (1.4x for the installed model on a 2-core CPU); for large slides.")
+@options_from(PredictConfig, exclude=("out",), overrides={"weights": {
+    "type": click.Path(path_type=Path), "callback": _path_text}})
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--export", "exports", help="Also export, right after: comma-separated formats (geojson, tiff, png, report).")
 @click.option("--workers", type=click.IntRange(min=1), help="Run the batch on a local dask cluster of this many worker processes.")
 @click.option("--scheduler", metavar="ADDRESS", help="Run the batch on a running dask.distributed cluster, e.g. tcp://HOST:8786.")
 @export_options
 @handle_errors
-def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, patch_size, stride,
-            sigma, target_mpp, slide_mpp, tissue_threshold, probabilities, overwrite, threads,
-            reader, skip_damaged, tta, compile_, quiet, exports, workers, scheduler, origin,
-            simplify_um, min_area_um2, class_names, tiff_overlay, png_size):
+def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str | None,
+            workers: int | None, scheduler: str | None, **settings: Any) -> None:
     """Segment SLIDES into zarr diagnostic maps.
 
     SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or text files that
@@ -104,26 +86,16 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
     """
     from wsiseg.batch.discovery import is_batch
     from wsiseg.errors import ConfigError
-    from wsiseg.inference.pipeline import PredictConfig, predict_slide
+    from wsiseg.inference.pipeline import predict_slide
 
     batch = is_batch(slides) or workers is not None or scheduler is not None
-    config = PredictConfig(
-        model=model, weights=str(weights) if weights else None,
-        out=str(out) if out and not batch else None,
-        device=device, batch_size=batch_size, patch_size=patch_size, stride=stride, sigma=sigma,
-        target_mpp=target_mpp, slide_mpp=slide_mpp, tissue_threshold=tissue_threshold,
-        probabilities=probabilities, overwrite=overwrite, threads=threads, reader=reader,
-        skip_damaged=skip_damaged, compile=compile_, tta=tta, progress=not quiet,
-    )
-    try:
-        config.validate()
-    except ConfigError as err:  # options that contradict each other: a usage error
-        raise click.UsageError(str(err)) from err
+    # Options that contradict each other are a usage error.
+    config = config_from(PredictConfig, settings, out=str(out) if out and not batch else None,
+                         progress=not quiet)
     if workers is not None and scheduler is not None:
         raise click.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
     formats = [f.strip() for f in (exports or "").split(",") if f.strip()]
-    options = build_export_options(origin, simplify_um, min_area_um2, class_names, tiff_overlay,
-                                   png_size)
+    options = config_from(ExportOptions, settings)
     if formats:
         from wsiseg.export import check_formats
 
@@ -132,7 +104,7 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
         except ConfigError as err:  # before the slide is read, not after
             raise click.BadParameter(str(err), param_hint="--export") from err
     if batch:
-        _predict_batch(slides, out, config, formats, options, overwrite, workers, scheduler, quiet)
+        _predict_batch(slides, out, config, formats, options, workers, scheduler, quiet)
         return
     info = predict_slide(Path(slides[0]), config)
     if not quiet:
@@ -145,8 +117,9 @@ def predict(slides: tuple[str, ...], out, model, weights, device, batch_size, pa
                 click.echo(str(path))
 
 
-def _predict_batch(slides, out, config, formats, options, overwrite, workers, scheduler,
-                   quiet) -> None:
+def _predict_batch(slides: tuple[str, ...], out: Path | None, config: PredictConfig,
+                   formats: list[str], options: ExportOptions, workers: int | None,
+                   scheduler: str | None, quiet: bool) -> None:
     from dataclasses import replace
 
     from wsiseg.batch import BatchConfig, dask_client, find_slides, predict_slides, summary_table
@@ -156,7 +129,7 @@ def _predict_batch(slides, out, config, formats, options, overwrite, workers, sc
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
                                  param_hint="--out")
     batch_config = BatchConfig(
-        out_dir=str(out), predict=replace(config, overwrite=False), overwrite=overwrite,
+        out_dir=str(out), predict=replace(config, overwrite=False), overwrite=config.overwrite,
         exports=tuple(formats), export_options=options, progress=not quiet,
     )
     on_interrupt(f"finished slides are kept in {out} (see manifest.csv); run the same command "
@@ -184,7 +157,7 @@ def _summary(info: ResultInfo) -> str:
 @main.command()
 @click.argument("slide", type=click.Path(path_type=Path))
 @handle_errors
-def info(slide: Path):
+def info(slide: Path) -> None:
     """Show a slide's vendor, levels, resolution and associated images.
 
     SLIDE is a slide file, or a folder holding the .dcm files of one DICOM series.
@@ -212,7 +185,7 @@ def info(slide: Path):
 
 @main.command(name="models")
 @handle_errors
-def models_cmd():
+def models_cmd() -> None:
     """List the registered networks and the installed trained models."""
     from wsiseg.models import default_card, installed_cards, list_models
     from wsiseg.models.registry import parameter_count

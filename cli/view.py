@@ -17,7 +17,7 @@ from .common import handle_errors, on_interrupt
               help="Port to listen on (0: any free port).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
 @handle_errors
-def view(path: Path, host: str, port: int, no_browser: bool):
+def view(path: Path, host: str, port: int, no_browser: bool) -> None:
     """Show PATH (a result .zarr, or a folder of them) over its slide in the browser.
 
     Serves the slide and its class map as zoomable tiles, with a legend of the classes and

@@ -41,7 +41,7 @@ wsiseg train hspnet_r18 "$GLAS/train" --out "$RUN/on-glass" "${COMMON[@]}" \
 
 python - "$RUN/on-glass/best.pt" <<'PY'
 import sys
-from wsiseg.training import export_model
+from wsiseg.models import export_model
 
 export_model(sys.argv[1], "models/cards", "hspnet-lite-glas", description=(
     "Demonstration model, research use only: HSP-Net (ResNet-18 encoder, DS-Block widths "

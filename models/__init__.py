@@ -6,7 +6,8 @@ checkpoint or a TorchScript file gives a :class:`LoadedModel` (eval-mode module 
 
 from __future__ import annotations
 
-from .card import DIAGNOSTIC_CLASSES, ClassInfo, ModelCard
+from wsiseg.cards import DIAGNOSTIC_CLASSES, ClassInfo, ModelCard
+
 from .registry import create_model, default_card, list_models, register_model
 
 # Importing the network modules fills the registry (once, at import time).
@@ -17,10 +18,17 @@ from . import ehanet  # noqa: F401  isort: skip
 from . import ernet  # noqa: F401  isort: skip
 from .loading import (
     LoadedModel,
+    export_model,
     installed_cards,
     load_model,
     save_checkpoint,
     save_torchscript,
+)
+from .protocol import (
+    NamesItsCriterion,
+    SegmentationNetwork,
+    TrainingOutputs,
+    TrainsOnOutputs,
 )
 
 __all__ = [
@@ -28,8 +36,13 @@ __all__ = [
     "ClassInfo",
     "LoadedModel",
     "ModelCard",
+    "NamesItsCriterion",
+    "SegmentationNetwork",
+    "TrainingOutputs",
+    "TrainsOnOutputs",
     "create_model",
     "default_card",
+    "export_model",
     "installed_cards",
     "list_models",
     "load_model",

@@ -20,25 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from wsiseg.cards import ClassInfo, ModelCard
 from wsiseg.errors import ModelError
 
-from .card import ClassInfo, ModelCard
+from .layers import ConvBNReLU, is_positive_int, upsample_like
 from .mobilevit import MobileViTS
+from .protocol import TrainingOutputs
 from .registry import register_model
-
-
-def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
-        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size,
-                                   padding=kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class EFA(nn.Module):
@@ -62,12 +52,13 @@ class AHFA(nn.Module):
         super().__init__()
         self.project = nn.Conv2d(deep_channels, skip_channels, 1, bias=False)
         self.attention = EFA(skip_channels, eca_kernel)
-        self.fuse = nn.Sequential(ConvBNReLU(2 * skip_channels, skip_channels),
-                                  ConvBNReLU(skip_channels, skip_channels))
+        self.fuse = nn.Sequential(ConvBNReLU(2 * skip_channels, skip_channels, 3),
+                                  ConvBNReLU(skip_channels, skip_channels, 3))
         self.side = nn.Conv2d(skip_channels, 1, 1)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.fuse(torch.cat([_up(self.project(deep), skip), self.attention(skip)], dim=1))
+        up = upsample_like(self.project(deep), skip)
+        x = self.fuse(torch.cat([up, self.attention(skip)], dim=1))
         return x, self.side(x)
 
 
@@ -82,7 +73,7 @@ class IEM(nn.Module):
         self.features = ConvBNReLU(2 * width, width, 1)
 
     def forward(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([self.branches[0](f1), _up(self.branches[1](f2), f1)], dim=1)
+        x = torch.cat([self.branches[0](f1), upsample_like(self.branches[1](f2), f1)], dim=1)
         return self.edge(x), self.features(x)
 
 
@@ -95,7 +86,7 @@ class EHANet(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("edge_width", edge_width),
                             ("eca_kernel", eca_kernel)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_positive_int(value):
                 raise ModelError(f"EHANet {name} = {value!r} must be a positive integer")
         if eca_kernel % 2 == 0:
             raise ModelError(f"EHANet eca_kernel = {eca_kernel} must be odd, e.g. 3")
@@ -104,28 +95,28 @@ class EHANet(nn.Module):
         c = self.encoder.out_channels  # 32, 64, 96, 128, 160
         self.decoder = nn.ModuleList(AHFA(c[i + 1], c[i], eca_kernel) for i in (3, 2, 1, 0))
         self.iem = IEM((c[0], c[1]), edge_width)
-        self.head = nn.Sequential(ConvBNReLU(c[0] + edge_width, c[0]),
+        self.head = nn.Sequential(ConvBNReLU(c[0] + edge_width, c[0], 3),
                                   nn.Conv2d(c[0], num_classes, 1))
 
-    def _run(self, x: torch.Tensor) -> dict[str, Any]:
+    def _run(self, x: torch.Tensor) -> TrainingOutputs:
         feats = self.encoder(x)
         deep = feats[4]
-        sides = []
+        sides: list[torch.Tensor] = []
         for block, skip in zip(self.decoder, (feats[3], feats[2], feats[1], feats[0])):
             deep, side = block(deep, skip)
             sides.append(side)
         edge, edge_features = self.iem(feats[0], feats[1])
         logits = self.head(torch.cat([deep, edge_features], dim=1))
-        return {"logits": _up(logits, x), "edge": edge, "side": sides}
+        return {"logits": upsample_like(logits, x), "edge": edge, "side": sides}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)["logits"]
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, Any]:
+    def forward_train(self, x: torch.Tensor) -> TrainingOutputs:
         """"logits", "edge" (B, 1, H, W) and "side" (four (B, 1, H, W)), all at input size."""
         out = self._run(x)
-        out["edge"] = _up(out["edge"], x)
-        out["side"] = [_up(s, x) for s in out["side"]]
+        out["edge"] = upsample_like(out["edge"], x)
+        out["side"] = [upsample_like(s, x) for s in out["side"]]
         return out
 
 

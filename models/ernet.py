@@ -24,17 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsiseg.cards import DIAGNOSTIC_CLASSES, ClassInfo, ModelCard
 from wsiseg.errors import ModelError
 
-from .card import DIAGNOSTIC_CLASSES, ClassInfo, ModelCard
+from .layers import bn_relu_conv, is_positive_int, upsample_like
 from .pidnet import PIDNetTrunk
+from .protocol import TrainingOutputs
 from .registry import register_model
-
-
-def _bn_relu_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
-                         nn.Conv2d(in_channels, out_channels, kernel_size,
-                                   padding=kernel_size // 2, bias=kernel_size == 1))
 
 
 class ERNet(nn.Module):
@@ -48,7 +44,7 @@ class ERNet(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("num_grades", num_grades),
                             ("se_hidden", se_hidden)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_positive_int(value):
                 raise ModelError(f"ERNet {name} = {value!r} must be a positive integer")
         for name, widths in (("edge_widths", edge_widths), ("head_widths", head_widths)):
             if (not isinstance(widths, (list, tuple)) or len(widths) != (3 if name == "edge_widths" else 2)
@@ -67,34 +63,31 @@ class ERNet(nn.Module):
         joint = self.trunk.out_channels + channels
         self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(joint, se_hidden),
                                 nn.ReLU(inplace=True), nn.Linear(se_hidden, joint), nn.Sigmoid())
-        self.head = nn.Sequential(_bn_relu_conv(joint, head_widths[0], 3),
-                                  _bn_relu_conv(head_widths[0], head_widths[1], 3),
-                                  _bn_relu_conv(head_widths[1], num_classes, 1))
+        # The last unit, a 1x1 conv to the logits, has a bias; the 3x3 ones do not.
+        self.head = nn.Sequential(bn_relu_conv(joint, head_widths[0], 3),
+                                  bn_relu_conv(head_widths[0], head_widths[1], 3),
+                                  bn_relu_conv(head_widths[1], num_classes, 1, bias=True))
         self.grade_head = nn.Linear(joint, num_grades)
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         context, boundary = self.trunk.forward_features(x)
         edges = self.edge_learner(x)
         if edges.shape[-2:] != context.shape[-2:]:
-            edges = F.interpolate(edges, size=context.shape[-2:], mode="bilinear",
-                                  align_corners=False)
+            edges = upsample_like(edges, context)
         joint = torch.cat([context, edges], dim=1)
         return joint * self.se(joint)[:, :, None, None], boundary
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         joint, _ = self._features(x)
-        return F.interpolate(self.head(joint), size=x.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        return upsample_like(self.head(joint), x)
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, Any]:
+    def forward_train(self, x: torch.Tensor) -> TrainingOutputs:
         """"logits", "grade" (B, num_grades) and "edge" (B, 1, H, W) boundary logits."""
         joint, boundary = self._features(x)
-        logits = F.interpolate(self.head(joint), size=x.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        logits = upsample_like(self.head(joint), x)
         pooled = F.max_pool2d(F.max_pool2d(joint, 2, ceil_mode=True), 2, ceil_mode=True)
         grade = self.grade_head(torch.amax(pooled, dim=(2, 3)))
-        edge = F.interpolate(self.trunk.boundary_head(boundary), size=x.shape[-2:],
-                             mode="bilinear", align_corners=False)
+        edge = upsample_like(self.trunk.boundary_head(boundary), x)
         return {"logits": logits, "grade": grade, "edge": edge}
 
 

@@ -14,17 +14,19 @@ and maps them to the class logits with a 1x1 conv.
 from __future__ import annotations
 
 import logging
+from itertools import pairwise
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from wsiseg.cards import ClassInfo, ModelCard
 from wsiseg.errors import ModelError
 
-from .card import ClassInfo, ModelCard
+from .layers import ConvBNReLU, init_conv_weights, is_positive_int, upsample_like
+from .protocol import TrainingOutputs
 from .registry import register_model
-from .resnet import Bottleneck, ResNetEncoder, create_encoder
+from .resnet import BasicBlock, Bottleneck, ResNetEncoder, create_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +38,6 @@ GLAND_CLASSES: tuple[ClassInfo, ...] = (
     ClassInfo(0, "background", (0, 0, 0)),
     ClassInfo(1, "gland", (0, 114, 189)),
 )
-
-
-def _upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=[like.shape[-2], like.shape[-1]], mode="bilinear",
-                         align_corners=False)
-
-
-class ConvBNReLU(nn.Sequential):
-    """Conv (no bias) -> BatchNorm -> ReLU, 'same' padding; ``groups`` for depthwise convs."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 groups: int = 1) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                      groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
 
 
 class DecodingBlock(nn.Module):
@@ -76,7 +60,8 @@ class DecodingBlock(nn.Module):
         )
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.fuse(_upsample(self.project(deep), skip) + skip)
+        fused: torch.Tensor = self.fuse(upsample_like(self.project(deep), skip) + skip)
+        return fused
 
 
 class EdgeGuidanceModule(nn.Module):
@@ -94,7 +79,7 @@ class EdgeGuidanceModule(nn.Module):
         self.features = ConvBNReLU(2 * width, width)
 
     def forward(self, e1: torch.Tensor, e2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        both = torch.cat([self.branch1(e1), self.branch2(_upsample(e2, e1))], dim=1)
+        both = torch.cat([self.branch1(e1), self.branch2(upsample_like(e2, e1))], dim=1)
         return self.edge(both), self.features(both)
 
 
@@ -118,7 +103,8 @@ class WeightedBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weights(x)
+        weights: torch.Tensor = self.weights(x)
+        return x * weights
 
 
 class WeightedAggregationModule(nn.Module):
@@ -135,14 +121,16 @@ class WeightedAggregationModule(nn.Module):
         super().__init__()
         self.weighted = nn.ModuleList(WeightedBlock(w, reduction) for w in widths)
         self.project = nn.ModuleList(
-            ConvBNReLU(deep, shallow) for deep, shallow in zip(widths[:-1], widths[1:]))
+            ConvBNReLU(deep, shallow) for deep, shallow in pairwise(widths))
         self.classifier = nn.Conv2d(widths[-1] + edge_width, num_classes, 1)
 
     def forward(self, decoded: list[torch.Tensor], edge_features: torch.Tensor) -> torch.Tensor:
         merged = self.weighted[0](decoded[0])
         for project, weighted, x in zip(self.project, self.weighted[1:], decoded[1:]):
-            merged = _upsample(project(merged), x) + weighted(x)
-        return self.classifier(torch.cat([merged, _upsample(edge_features, merged)], dim=1))
+            merged = upsample_like(project(merged), x) + weighted(x)
+        logits: torch.Tensor = self.classifier(
+            torch.cat([merged, upsample_like(edge_features, merged)], dim=1))
+        return logits
 
 
 def _dilate_last_stage(encoder: ResNetEncoder) -> None:
@@ -151,11 +139,16 @@ def _dilate_last_stage(encoder: ResNetEncoder) -> None:
     The first 3x3 conv (the one that had the stride) keeps dilation 1, the usual way of
     dilating a pretrained ResNet; the weights and state-dict keys do not change.
     """
-    names = ("conv2",) if isinstance(encoder.layer4[0], Bottleneck) else ("conv1", "conv2")
-    convs = [getattr(block, name) for block in encoder.layer4 for name in names]
+    convs: list[nn.Conv2d] = []
+    for block in encoder.layer4:
+        if isinstance(block, Bottleneck):
+            convs.append(block.conv2)
+        elif isinstance(block, BasicBlock):
+            convs += [block.conv1, block.conv2]
+        if isinstance(block.downsample, nn.Sequential) and isinstance(block.downsample[0],
+                                                                     nn.Conv2d):
+            block.downsample[0].stride = (1, 1)  # only the first block has one
     convs[0].stride = (1, 1)
-    if encoder.layer4[0].downsample is not None:
-        encoder.layer4[0].downsample[0].stride = (1, 1)
     for conv in convs[1:]:
         conv.dilation, conv.padding = (2, 2), (2, 2)
 
@@ -210,12 +203,7 @@ class ETNet(nn.Module):
         self.egm = EdgeGuidanceModule(c1, c2, edge_width)
         self.wam = WeightedAggregationModule((c3, c2, c1), edge_width, num_classes,
                                              weighted_reduction)
-        for module in (self.decoders, self.egm, self.wam):
-            for m in module.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
+        init_conv_weights(self.decoders, self.egm, self.wam)
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits at the input size and edge logits at E1's grid (inference needs no edges)."""
@@ -226,23 +214,20 @@ class ETNet(nn.Module):
             deep = block(deep, skip)
             decoded.append(deep)
         edge, edge_features = self.egm(e1, e2)
-        return _upsample(self.wam(decoded, edge_features), x), edge
+        return upsample_like(self.wam(decoded, edge_features), x), edge
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)[0]
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_train(self, x: torch.Tensor) -> TrainingOutputs:
         """``{"logits": (B, K, H, W), "edge": (B, 1, H, W)}``, both at the input size."""
         logits, edge = self._run(x)
-        return {"logits": logits, "edge": _upsample(edge, x)}
+        return {"logits": logits, "edge": upsample_like(edge, x)}
 
 
 def _check_arguments(num_classes: Any, output_stride: Any, decoder_reduction: Any,
                      weighted_reduction: Any, edge_width: Any) -> None:
-    def positive_int(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x > 0
-
-    if not positive_int(num_classes):
+    if not is_positive_int(num_classes):
         raise ModelError(f"ET-Net num_classes = {num_classes!r} must be a positive integer, e.g. 2")
     if output_stride not in OUTPUT_STRIDES or isinstance(output_stride, bool):
         raise ModelError(f"ET-Net output_stride = {output_stride!r} must be 16 (the paper's "
@@ -250,7 +235,7 @@ def _check_arguments(num_classes: Any, output_stride: Any, decoder_reduction: An
     for name, value, example in (("decoder_reduction", decoder_reduction, 4),
                                  ("weighted_reduction", weighted_reduction, 16),
                                  ("edge_width", edge_width, 256)):
-        if not positive_int(value):
+        if not is_positive_int(value):
             raise ModelError(f"ET-Net {name} = {value!r} must be a positive integer, "
                              f"e.g. {example}")
 

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsiseg.cards import ClassInfo, ModelCard
 from wsiseg.errors import ModelError
 
-from .card import ClassInfo, ModelCard
+from .layers import is_positive_int
+from .protocol import TrainingOutputs
 from .registry import register_model
 
 #: Dilations of the six layers of each of the seven dense blocks (the authors' GlaS setting).
@@ -85,7 +87,7 @@ class FullNet(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("stem_width", stem_width),
                             ("growth", growth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_positive_int(value):
                 raise ModelError(f"FullNet {name} = {value!r} must be a positive integer")
         if (not isinstance(dilations, (list, tuple)) or not dilations
                 or not all(isinstance(b, (list, tuple)) and b and all(
@@ -107,9 +109,10 @@ class FullNet(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(self.stem(x)))
+        logits: torch.Tensor = self.classifier(self.features(self.stem(x)))
+        return logits
 
-    def forward_train(self, x: torch.Tensor) -> dict[str, Any]:
+    def forward_train(self, x: torch.Tensor) -> TrainingOutputs:
         return {"logits": self.forward(x)}
 
 

@@ -13,29 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from wsiseg.cards import DIAGNOSTIC_CLASSES, ModelCard
 from wsiseg.errors import ModelError
 
-from .card import DIAGNOSTIC_CLASSES, ModelCard
+from .layers import ConvBNReLU, init_conv_weights, is_positive_int, upsample_like
 from .registry import register_model
 from .resnet import create_encoder
 
 logger = logging.getLogger(__name__)
-
-
-class ConvBNReLU(nn.Sequential):
-    """Conv (no bias) -> BatchNorm -> ReLU; ``padding = dilation * (kernel_size // 2)``."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 dilation: int = 1) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
-                      dilation=dilation, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
 
 
 class DSBlock(nn.Module):
@@ -54,16 +41,16 @@ class DSBlock(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, out_channels))
         self.branches = nn.ModuleList(
             [ConvBNReLU(in_channels, out_channels)]
-            + [ConvBNReLU(in_channels, out_channels, 3, int(d)) for d in dilations]
+            + [ConvBNReLU(in_channels, out_channels, 3, dilation=int(d)) for d in dilations]
         )
         self.project = ConvBNReLU((len(dilations) + 2) * out_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = [x.shape[-2], x.shape[-1]]
-        outs = [F.interpolate(self.pool(x), size=size, mode="bilinear", align_corners=False)]
+        outs = [upsample_like(self.pool(x), x)]
         for branch in self.branches:
             outs.append(branch(x))
-        return self.project(torch.cat(outs, dim=1))
+        out: torch.Tensor = self.project(torch.cat(outs, dim=1))
+        return out
 
 
 class HSPNet(nn.Module):
@@ -102,43 +89,33 @@ class HSPNet(nn.Module):
             ConvBNReLU(head_width, head_width, 3),
             nn.Conv2d(head_width, num_classes, 3, padding=1),
         )
-        for module in (self.vhsp, self.hhsp, self.head):
-            for m in module.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
+        init_conv_weights(self.vhsp, self.hhsp, self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
-        size = [feats[0].shape[-2], feats[0].shape[-1]]
         reduced = []
         for i, block in enumerate(self.vhsp):
             y = block(feats[i])
             if i > 0:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+                y = upsample_like(y, feats[0])
             reduced.append(y)
         logits = self.head(self.hhsp(torch.cat(reduced, dim=1)))
-        return F.interpolate(logits, size=[x.shape[-2], x.shape[-1]], mode="bilinear",
-                             align_corners=False)
+        return upsample_like(logits, x)
 
 
 def _check_arguments(num_classes: Any, ds_widths: Any, hhsp_width: Any, dilations: Any,
                      head_width: Any) -> None:
-    def positive_int(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x > 0
-
-    if not positive_int(num_classes):
+    if not is_positive_int(num_classes):
         raise ModelError(f"HSP-Net num_classes = {num_classes!r} must be a positive integer")
     if (not isinstance(ds_widths, (list, tuple)) or len(ds_widths) != 4
-            or not all(positive_int(w) for w in ds_widths)):
+            or not all(is_positive_int(w) for w in ds_widths)):
         raise ModelError(f"HSP-Net ds_widths = {ds_widths!r} must be four positive integers, "
                          "e.g. [32, 64, 128, 256]")
-    if not isinstance(dilations, (list, tuple)) or not all(positive_int(d) for d in dilations):
+    if not isinstance(dilations, (list, tuple)) or not all(is_positive_int(d) for d in dilations):
         raise ModelError(f"HSP-Net dilations = {dilations!r} must be positive integers, "
                          "e.g. [6, 12, 18]")
     for name, value in (("hhsp_width", hhsp_width), ("head_width", head_width)):
-        if not positive_int(value):
+        if not is_positive_int(value):
             raise ModelError(f"HSP-Net {name} = {value!r} must be a positive integer, e.g. 256")
 
 

@@ -15,16 +15,16 @@ import pickle
 import pickletools
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from wsiseg.atomic import atomic_write
-from wsiseg.errors import ModelError
+from wsiseg.cards import ModelCard
+from wsiseg.errors import ModelError, first_line
 
-from .card import ModelCard
 from .registry import create_model, default_card, is_model, list_models
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class LoadedModel:
     trained: bool
 
 
-def save_checkpoint(path: str | os.PathLike, module: torch.nn.Module, card: ModelCard,
+def save_checkpoint(path: str | os.PathLike[str], module: torch.nn.Module, card: ModelCard,
                     extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``module``'s state dict and ``card`` to ``path``, readable by :func:`load_model`.
 
@@ -74,7 +74,7 @@ def checkpoint_payload(state_dict: Mapping[str, torch.Tensor], card: ModelCard,
             "state_dict": weights, **(extra or {})}
 
 
-def write_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+def write_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
     """Write a :func:`checkpoint_payload` to ``path``, whole or not at all.
 
     A failure leaves no temporary file and any earlier file at ``path`` as it was; OS errors
@@ -86,7 +86,30 @@ def write_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Pat
     return path
 
 
-def save_torchscript(path: str | os.PathLike, module: torch.jit.ScriptModule,
+def export_model(checkpoint: str | os.PathLike[str], folder: str | os.PathLike[str], name: str,
+                 description: str | None = None, half: bool = True) -> Path:
+    """Install a checkpoint (e.g. a training run's ``best.pt``) as a named card with its weights.
+
+    Writes ``folder/NAME.pt`` (state dict + card; ``half`` stores floats as fp16: half the
+    size, and the network is rebuilt in fp32 on loading) and ``folder/NAME.json``, the card
+    naming that file and its sha256. Returns the card's path.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    card = ModelCard.from_dict(state["card"], source=str(checkpoint))
+    weights = {k: (v.half() if half and v.is_floating_point() else v)
+               for k, v in state["state_dict"].items()}
+    card = replace(card, name=name, description=description or card.description)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights_path = write_checkpoint(folder / f"{name}.pt", checkpoint_payload(weights, card))
+    card_path = folder / f"{name}.json"
+    with atomic_write(card_path) as f:
+        f.write(replace(card, weights=weights_path.name,
+                        weights_sha256=_sha256(weights_path)).to_json() + "\n")
+    return card_path
+
+
+def save_torchscript(path: str | os.PathLike[str], module: torch.jit.ScriptModule,
                      card: ModelCard) -> Path:
     """Write a scripted or traced ``module`` with ``card`` embedded, readable by load_model."""
     if not isinstance(module, torch.jit.ScriptModule):
@@ -108,7 +131,7 @@ def default_model_name() -> str | None:
     cards = installed_cards()
     if DEFAULT_MODEL in cards:
         return DEFAULT_MODEL
-    return sorted(cards)[0] if cards else None
+    return min(cards) if cards else None
 
 
 def installed_cards() -> dict[str, Path]:
@@ -118,7 +141,7 @@ def installed_cards() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CARDS_DIR.glob("*.json")) if p.is_file()}
 
 
-def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None,
+def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
                map_location: str | torch.device = "cpu") -> LoadedModel:
     """Load a model and its card, in eval mode.
 
@@ -151,7 +174,7 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
 # --- the four kinds of spec -------------------------------------------------------------------
 
 
-def _from_registry(name: str, weights: str | os.PathLike | None,
+def _from_registry(name: str, weights: str | os.PathLike[str] | None,
                    map_location: str | torch.device) -> LoadedModel:
     if weights is None:
         logger.info("%s: random weights (no weights file given)", name)
@@ -197,10 +220,12 @@ def _from_torchscript(path: Path, card: ModelCard | None,
                       map_location: str | torch.device) -> LoadedModel:
     extra = {CARD_ENTRY: ""}
     try:
-        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+        # torch's stubs leave torch.jit.load untyped
+        module = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(path), map_location=map_location, _extra_files=extra)
     except Exception as err:
         raise ModelError(f"{path} looks like a TorchScript model but cannot be loaded "
-                         f"({_first_line(err)}); re-export it with torch.jit.save") from err
+                         f"({first_line(err)}); re-export it with torch.jit.save") from err
     if card is None:
         card = _torchscript_card(path, extra[CARD_ENTRY])
     return LoadedModel(module.eval(), card, _sha256(path), str(path), True)
@@ -236,7 +261,7 @@ def _from_installed(name: str, card_path: Path, map_location: str | torch.device
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _existing_file(path: str | os.PathLike, what: str) -> Path:
+def _existing_file(path: str | os.PathLike[str], what: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{what} {path} does not exist; check the path")
@@ -279,11 +304,6 @@ def _is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def _read_torch(path: Path, map_location: str | torch.device) -> Any:
@@ -363,7 +383,7 @@ def _pickle_globals(path: Path) -> list[str] | None:
         return None
 
 
-def _globals_in(stream, pickles: int = 4) -> list[str]:
+def _globals_in(stream: IO[bytes], pickles: int = 4) -> list[str]:
     size = stream.seek(0, os.SEEK_END)
     stream.seek(0)
     found: list[str] = []
@@ -444,12 +464,14 @@ def _fits(state: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 
     The networks are built on the meta device: shapes only, no memory, no initialisation.
     """
-    exact, other_shapes = [], []
+    exact: list[str] = []
+    other_shapes: list[str] = []
     for name in list_models():
         try:
             with torch.device("meta"):
                 expected = create_model(name, **default_card(name).arguments).state_dict()
-        except Exception:  # noqa: BLE001 - a network that cannot be built so is not offered
+        except Exception as err:  # noqa: BLE001 - a network that cannot be built so is not offered
+            logger.debug("%s is not offered: it cannot be built by default (%s)", name, err)
             continue
         if expected.keys() != state.keys():
             continue
@@ -514,4 +536,4 @@ def _load_state(module: torch.nn.Module, state: Mapping[str, Any], path: Path, w
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"{path} does not fit {what} ({_first_line(err)})") from err
+        raise ModelError(f"{path} does not fit {what} ({first_line(err)})") from err

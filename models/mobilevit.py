@@ -40,7 +40,7 @@ class InvertedResidual(nn.Module):
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
+        y: torch.Tensor = self.block(x)
         return x + y if self.residual else y
 
 
@@ -58,7 +58,8 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
         x = x + self.attention(y, y, y, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
+        mlp: torch.Tensor = self.mlp(self.norm2(x))
+        return x + mlp
 
 
 class MobileViTBlock(nn.Module):
@@ -88,7 +89,8 @@ class MobileViTBlock(nn.Module):
         y = self.transformer(y)
         y = y.reshape(b, p, p, hp // p, wp // p, d).permute(0, 5, 3, 1, 4, 2)
         y = y.reshape(b, d, hp, wp)[:, :, :h, :w]
-        return self.fuse(torch.cat([x, self.project(y)], dim=1))
+        fused: torch.Tensor = self.fuse(torch.cat([x, self.project(y)], dim=1))
+        return fused
 
 
 class MobileViTS(nn.Module):

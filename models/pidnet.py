@@ -17,22 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _bn_relu_conv(in_channels: int, out_channels: int, kernel_size: int = 1,
-                  groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
-                         nn.Conv2d(in_channels, out_channels, kernel_size,
-                                   padding=kernel_size // 2, groups=groups, bias=False))
+from .layers import bn_relu_conv, upsample_like
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1,
              stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                                    kernel_size // 2, bias=False), nn.BatchNorm2d(out_channels))
-
-
-def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class BasicBlock(nn.Module):
@@ -70,7 +61,8 @@ class Bottleneck(nn.Module):
         return F.relu(y) if self.relu_out else y
 
 
-def _layer(block: type, in_channels: int, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+def _layer(block: type[BasicBlock | Bottleneck], in_channels: int, planes: int, blocks: int,
+           stride: int = 1) -> nn.Sequential:
     """Blocks of one stage; the last has no output ReLU (the branches add before activating)."""
     layers = [block(in_channels, planes, stride, relu_out=blocks > 1)]
     for i in range(1, blocks):
@@ -87,8 +79,9 @@ class PagFM(nn.Module):
         self.f_i = _conv_bn(channels, mid)
 
     def forward(self, p: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        i_up = _up(i, p)
-        sigma = torch.sigmoid((self.f_p(p) * _up(self.f_i(i), p)).sum(dim=1, keepdim=True))
+        i_up = upsample_like(i, p)
+        agreement = (self.f_p(p) * upsample_like(self.f_i(i), p)).sum(dim=1, keepdim=True)
+        sigma = torch.sigmoid(agreement)
         return (1 - sigma) * p + sigma * i_up
 
 
@@ -99,17 +92,20 @@ class PAPPM(nn.Module):
         super().__init__()
         self.pools = nn.ModuleList([nn.AvgPool2d(5, 2, 2), nn.AvgPool2d(9, 4, 4),
                                     nn.AvgPool2d(17, 8, 8), nn.AdaptiveAvgPool2d(1)])
-        self.scales = nn.ModuleList(_bn_relu_conv(in_channels, branch) for _ in range(4))
-        self.scale0 = _bn_relu_conv(in_channels, branch)
-        self.process = _bn_relu_conv(4 * branch, 4 * branch, 3, groups=4)
-        self.compress = _bn_relu_conv(5 * branch, out_channels)
-        self.shortcut = _bn_relu_conv(in_channels, out_channels)
+        self.scales = nn.ModuleList(bn_relu_conv(in_channels, branch) for _ in range(4))
+        self.scale0 = bn_relu_conv(in_channels, branch)
+        self.process = bn_relu_conv(4 * branch, 4 * branch, 3, groups=4)
+        self.compress = bn_relu_conv(5 * branch, out_channels)
+        self.shortcut = bn_relu_conv(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.scale0(x)
-        scaled = [_up(conv(pool(x)), x) + base for pool, conv in zip(self.pools, self.scales)]
+        scaled = [upsample_like(conv(pool(x)), x) + base
+                  for pool, conv in zip(self.pools, self.scales)]
         y = torch.cat([base, self.process(torch.cat(scaled, dim=1))], dim=1)
-        return self.compress(y) + self.shortcut(x)
+        compressed: torch.Tensor = self.compress(y)
+        shortcut: torch.Tensor = self.shortcut(x)
+        return compressed + shortcut
 
 
 class LightBag(nn.Module):
@@ -122,7 +118,9 @@ class LightBag(nn.Module):
 
     def forward(self, p: torch.Tensor, i: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         att = torch.sigmoid(d)
-        return self.conv_p((1 - att) * i + p) + self.conv_i(i + att * p)
+        from_p: torch.Tensor = self.conv_p((1 - att) * i + p)
+        from_i: torch.Tensor = self.conv_i(i + att * p)
+        return from_p + from_i
 
 
 class PIDNetTrunk(nn.Module):
@@ -167,16 +165,16 @@ class PIDNetTrunk(nn.Module):
         d = self.layer3_d(x)
         i = F.relu(self.layer3(x))
         p = self.pag3(p, self.compress3(i))
-        d = d + _up(self.diff3(i), d)
+        d = d + upsample_like(self.diff3(i), d)
         i = F.relu(self.layer4(i))
         p = self.layer4_p(F.relu(p))
         d = self.layer4_d(F.relu(d))
         p = self.pag4(p, self.compress4(i))
-        d = d + _up(self.diff4(i), d)
+        d = d + upsample_like(self.diff4(i), d)
         boundary = d
         p = self.layer5_p(F.relu(p))
         d = self.layer5_d(F.relu(d))
-        i = _up(self.ppm(self.layer5(i)), p)
+        i = upsample_like(self.ppm(self.layer5(i)), p)
         return self.bag(p, i, d), boundary
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from wsiseg.cards import ModelCard
 from wsiseg.errors import ModelError
-
-from .card import ModelCard
 
 logger = logging.getLogger(__name__)
 

@@ -46,9 +46,9 @@ def test_a_full_disk_is_told_as_such(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full)
     path = tmp_path / "outlines.geojson"
-    with pytest.raises(OutputError, match="no space left on the device; free some space"):
-        with atomic_write(path) as f:
-            f.write("{}")
+    with (pytest.raises(OutputError, match="no space left on the device; free some space"),
+          atomic_write(path) as f):
+        f.write("{}")
     assert os.listdir(tmp_path) == []
 
 
@@ -83,7 +83,7 @@ def test_the_os_error_inside_an_exception_group_is_found():
     disk_full = OSError(errno.ENOSPC, "No space left on device")
     inner = RuntimeError("chunk write failed")
     inner.__cause__ = disk_full
-    group = ExceptionGroup("chunks", [ValueError("other"), inner])  # noqa: F821 (3.11+)
+    group = ExceptionGroup("chunks", [ValueError("other"), inner])
     assert os_error_in(group) is disk_full
 
 

@@ -6,6 +6,8 @@ The main entry point is :func:`predict_slide` with a :class:`PredictConfig`. Hea
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from wsiseg._version import __version__
 from wsiseg.errors import (
     ConfigError,
@@ -19,6 +21,10 @@ from wsiseg.errors import (
     SlideError,
     WsisegError,
 )
+
+if TYPE_CHECKING:  # loaded on first use by __getattr__ below, so importing wsiseg stays quick
+    from wsiseg.inference.pipeline import PredictConfig, predict_slide
+    from wsiseg.slide.reader import open_slide
 
 __all__ = [
     "ConfigError",
@@ -38,7 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in ("PredictConfig", "predict_slide"):
         from wsiseg.inference import pipeline
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from wsiseg.errors import OutputError, WsisegError
+from wsiseg.naming import PARTIAL_SUFFIX
 
-PARTIAL_SUFFIX = ".partial"
-
-_WAYS_OUT = {
+_WAYS_OUT: dict[int | None, tuple[str, str]] = {
     errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere"),
     errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere"),
     errno.EROFS: ("the file system is read-only", "write elsewhere"),
@@ -36,7 +35,7 @@ def _cause(err: OSError) -> tuple[str, str]:
     return _WAYS_OUT.get(err.errno, (err.strerror or str(err), "check the path and try again"))
 
 
-def output_error(path: str | os.PathLike, err: OSError, doing: str = "write") -> OutputError:
+def output_error(path: str | os.PathLike[str], err: OSError, doing: str = "write") -> OutputError:
     """A one-line :class:`OutputError` for ``err``, naming ``path``, the cause and the way out."""
     what, way_out = _cause(err)
     return OutputError(f"cannot {doing} {path}: {what}; {way_out}")
@@ -52,7 +51,7 @@ def os_error_in(err: BaseException) -> OSError | None:
     they already say what happened.
     """
     seen: set[int] = set()
-    todo = [err]
+    todo: list[BaseException | None] = [err]
     while todo:
         e = todo.pop(0)
         if e is None or id(e) in seen:
@@ -85,7 +84,7 @@ def partial_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
 
     ``mode`` is ``"w"`` (text) or ``"wb"`` (binary); ``open_kwargs`` go to :func:`open`

@@ -1,4 +1,4 @@
-"""Model cards: everything needed to use a network's output correctly travels with its weights.
+"""Model cards (plain data, no torch): everything needed to use a network's output correctly travels with its weights.
 
 A card names the architecture and its arguments, the classes (index, name, colour), the
 analysis resolution, the patch size and stride, and the input normalisation. Cards are plain
@@ -217,8 +217,9 @@ def _find_problem(card: ModelCard) -> str | None:
                 "divide 0..255 values by 255 and never use 0")
     if card.channel_order not in CHANNEL_ORDERS:
         return f"field 'channel_order' = {card.channel_order!r} must be 'RGB' or 'BGR'"
-    if not isinstance(card.description, str):
-        return f"field 'description' = {card.description!r} must be a string"
+    description: object = card.description  # from JSON, whatever the annotation says
+    if not isinstance(description, str):
+        return f"field 'description' = {description!r} must be a string"
     if card.weights is not None and (
         not isinstance(card.weights, str) or not card.weights
         or "/" in card.weights or "\\" in card.weights or card.weights in (".", "..")

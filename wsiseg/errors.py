@@ -7,6 +7,18 @@ value, say what is wrong and give the way out, on one line.
 
 from __future__ import annotations
 
+from typing import Protocol
+
+
+class DamagedPart(Protocol):
+    """The part of a slide that failed to decode, as a :class:`DamagedSlideError` names it (a
+    ``wsiseg.slide.reader.DamagedRegion``; described here, as errors sit below the slide)."""
+
+    @property
+    def level(self) -> int: ...
+
+    def describe(self) -> str: ...
+
 
 class WsisegError(Exception):
     """Root of all wsiseg errors."""
@@ -20,7 +32,7 @@ class DamagedSlideError(SlideError):
     """Part of a slide cannot be decoded; ``region`` (a ``wsiseg.slide.reader.DamagedRegion``)
     is the tile that failed."""
 
-    def __init__(self, message: str, region=None) -> None:
+    def __init__(self, message: str, region: DamagedPart | None = None) -> None:
         super().__init__(message)
         self.region = region
 
@@ -51,3 +63,10 @@ class DatasetError(WsisegError, ValueError):
 
 class MetricsError(WsisegError, ValueError):
     """Predictions or truth that cannot be scored (shapes, class indices)."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of ``err``'s message (its type's name when it has none), cut to
+    ``limit`` characters: a library's error quoted inside one of ours stays one line."""
+    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]

@@ -19,7 +19,7 @@ import pytest
 from wsiseg.batch import claims
 from wsiseg.batch.claims import ClaimedElsewhere, ClaimInfo, is_held, read_claim, take_claim
 from wsiseg.batch.manifest import read_manifest
-from wsiseg.result.store import is_complete
+from wsiseg.result.integrity import is_complete
 
 
 def _write_claim(path: Path, info: ClaimInfo, age: float = 0.0) -> None:
@@ -149,7 +149,7 @@ def test_one_of_many_threads_takes_a_stale_claim(tmp_path):
         gate = threading.Barrier(takers)
         won, refused = [], []
 
-        def take() -> None:
+        def take(gate=gate, path=path, won=won, refused=refused) -> None:
             gate.wait()
             try:
                 won.append(take_claim(path, stale_after=60))
@@ -190,6 +190,7 @@ claim.release()
 """
 
 
+@pytest.mark.slow
 def test_one_of_many_processes_takes_a_stale_claim(tmp_path):
     path, go, done = tmp_path / "s0.wsiseg.zarr.claim", tmp_path / "go", tmp_path / "done"
     _write_claim(path, _elsewhere(), age=600)
@@ -220,7 +221,7 @@ import os, sys, time
 from pathlib import Path
 
 count, gate = int(sys.argv[1]), Path(sys.argv[2])
-import wsiseg.batch.runner as runner
+import wsiseg.batch.worker as runner
 
 run_slide = runner.run_slide
 
@@ -251,6 +252,7 @@ def _summary_rows(stdout: str) -> dict[str, str]:
     return rows
 
 
+@pytest.mark.slow
 def test_three_processes_share_one_folder_and_compute_each_slide_once(six_slides, pixel_model,
                                                                       tmp_path):
     out, gate = tmp_path / "out", tmp_path / "gate"

@@ -55,6 +55,7 @@ def test_no_workers_and_no_scheduler_is_no_client():
         pass
 
 
+@pytest.mark.slow
 def test_the_client_of_a_local_cluster_closes_what_it_opened():
     from distributed.core import Status
 
@@ -67,6 +68,7 @@ def test_the_client_of_a_local_cluster_closes_what_it_opened():
     assert local.status == Status.closed
 
 
+@pytest.mark.slow
 def test_local_cluster_of_two_workers(slides, pixel_model, cluster, tmp_path):
     out = tmp_path / "out"
     config = BatchConfig(out_dir=str(out), progress=False,
@@ -78,7 +80,7 @@ def test_local_cluster_of_two_workers(slides, pixel_model, cluster, tmp_path):
     workers = {r.worker for r in result.records if r.status == "done"}
     assert all("@127.0.0.1" in w for w in workers)
     # Each worker keeps its model for its following slides.
-    kept = cluster.run(lambda: [key[0] for key in __import__("wsiseg.batch.cluster", fromlist=["_MODELS"])._MODELS])
+    kept = cluster.run(lambda: [key[0] for key in __import__("wsiseg.batch.worker", fromlist=["_MODELS"])._MODELS])
     assert any(kept.values())
     assert all(models == [str(pixel_model[0])] for models in kept.values() if models)
     # The same maps as one process makes with the same share of the cores (one each here): the
@@ -99,6 +101,7 @@ def test_local_cluster_of_two_workers(slides, pixel_model, cluster, tmp_path):
     assert sorted(r.status for r in again.records) == ["failed", "skipped", "skipped", "skipped"]
 
 
+@pytest.mark.slow
 def test_cli_workers_option_runs_a_local_cluster(slides, pixel_model, tmp_path):
     out = tmp_path / "out"
     run = CliRunner().invoke(main, ["predict", str(slides), "--out", str(out),
@@ -110,6 +113,7 @@ def test_cli_workers_option_runs_a_local_cluster(slides, pixel_model, tmp_path):
     assert len(errors) == 1 and "bad.svs" in errors[0]
 
 
+@pytest.mark.slow
 def test_cli_scheduler_option_submits_to_a_running_cluster(slides, pixel_model, cluster,
                                                           tmp_path):
     out = tmp_path / "out"
@@ -128,7 +132,7 @@ def test_cli_scheduler_option_submits_to_a_running_cluster(slides, pixel_model, 
 ANNOUNCE_PARTIALS = """
 import os
 from distributed import Queue
-from wsiseg.result.store import OutputWriter
+from wsiseg.result.writer import OutputWriter
 
 if not hasattr(OutputWriter, "unannounced_write_tissue"):
     OutputWriter.unannounced_write_tissue = OutputWriter.write_tissue
@@ -140,7 +144,7 @@ def announced_write_tissue(self, *args, **kwargs):
 OutputWriter.write_tissue = announced_write_tissue
 """
 STOP_ANNOUNCING = """
-from wsiseg.result.store import OutputWriter
+from wsiseg.result.writer import OutputWriter
 
 if hasattr(OutputWriter, "unannounced_write_tissue"):
     OutputWriter.write_tissue = OutputWriter.unannounced_write_tissue
@@ -148,6 +152,7 @@ if hasattr(OutputWriter, "unannounced_write_tissue"):
 """
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_does_not_stop_the_batch(slides, slow_model, cluster, tmp_path):
     from distributed import Queue
 
@@ -178,6 +183,7 @@ def test_a_worker_killed_mid_run_does_not_stop_the_batch(slides, slow_model, clu
     assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))
 
 
+@pytest.mark.slow
 def test_workers_leave_a_slide_that_another_process_holds_to_it(slides, pixel_model, cluster,
                                                                 tmp_path):
     out = tmp_path / "out"
@@ -199,7 +205,7 @@ def test_workers_leave_a_slide_that_another_process_holds_to_it(slides, pixel_mo
 MAPPED_BLOCKS = """
 import ctypes, json
 import numpy as np
-from wsiseg.batch import cluster
+from wsiseg.batch import worker
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -215,16 +221,17 @@ def mapped_for_one_block():
     return libc.mallinfo2().hblks - before
 
 first = mapped_for_one_block()
-cluster._keep_large_blocks_on_the_heap()
+worker.keep_large_blocks_on_the_heap()
 print(json.dumps([first, mapped_for_one_block()]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_a_worker_started_by_dask_keeps_large_blocks_on_the_heap():
     env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")  # what dask's nanny sets
     run = subprocess.run([sys.executable, "-c", MAPPED_BLOCKS], env=env, capture_output=True,
-                         text=True)
+                         text=True, check=False)
     if "mallinfo2" in run.stderr:
         pytest.skip("this C library has no mallinfo2")
     assert run.returncode == 0, run.stderr

@@ -26,6 +26,8 @@ from wsiseg.cli.main import main
 from wsiseg.inference.pipeline import PredictConfig
 from wsiseg.result.store import result_array
 
+pytestmark = pytest.mark.slow
+
 
 def _labels(result: Path) -> np.ndarray:
     return result_array(zarr.open_group(str(result), mode="r"), "labels")[:]
@@ -40,7 +42,7 @@ def _mtimes(folder: Path) -> dict[str, float]:
 # run in the middle of that slide.
 ANNOUNCING = """
 import sys
-from wsiseg.result.store import OutputWriter
+from wsiseg.result.writer import OutputWriter
 
 write_tissue = OutputWriter.write_tissue
 
@@ -149,14 +151,14 @@ def test_sigkill_mid_slide_then_rerun_finishes_identical_to_an_uninterrupted_run
     statuses = [r.status for r in read_manifest(out / "manifest.csv")]
     assert statuses == ["done", "started", "pending"]
 
-    rerun = subprocess.run(command + [str(out)], capture_output=True, text=True)
+    rerun = subprocess.run(command + [str(out)], capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
     statuses = [r.status for r in read_manifest(out / "manifest.csv")]
     assert statuses == ["skipped", "done", "done"]
     assert not list(out.glob("*.partial"))
 
     whole = tmp_path / "whole"
-    assert subprocess.run(command + [str(whole)], capture_output=True).returncode == 0
+    subprocess.run(command + [str(whole)], capture_output=True, check=True)
     for i in range(3):
         a, b = out / f"s{i}.wsiseg.zarr", whole / f"s{i}.wsiseg.zarr"
         assert np.array_equal(_labels(a), _labels(b))
@@ -199,7 +201,7 @@ def test_a_rerun_makes_only_the_exports_that_are_missing_or_stale(slides, pixel_
 # more memory than the machine has).
 CRASHING = """
 import os, sys
-import wsiseg.batch.runner as batch
+import wsiseg.batch.worker as batch
 run_slide = batch.run_slide
 batch.run_slide = lambda slide, *a, **k: (os._exit(9) if "crash" in os.path.basename(slide)
                                          else run_slide(slide, *a, **k))
@@ -220,15 +222,16 @@ def test_a_slide_that_kills_the_process_goes_last_and_cannot_hold_up_the_batch(
     def statuses():
         return [r.status for r in read_manifest(manifest)]
 
-    first = subprocess.run([sys.executable, "-c", CRASHING, *args], capture_output=True, text=True)
+    first = subprocess.run([sys.executable, "-c", CRASHING, *args], capture_output=True,
+                           text=True, check=False)
     assert first.returncode == 9 and statuses() == ["done", "started", "pending"]
     second = subprocess.run([sys.executable, "-c", CRASHING, *args], capture_output=True,
-                            text=True)
+                            text=True, check=False)
     # The slide it died in went last: the one after it is done before it dies again.
     assert second.returncode == 9 and statuses() == ["skipped", "started", "done"]
     assert "crash.svs: an earlier run ended while predicting it" in second.stderr
     healed = subprocess.run([sys.executable, "-m", "wsiseg.cli.main", *args],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert healed.returncode == 0, healed.stderr
     assert statuses() == ["skipped", "done", "skipped"]
     assert not list((tmp_path / "out").glob("*.claim*"))  # the dead runs' claims taken over
@@ -298,9 +301,9 @@ def test_a_manifest_that_cannot_be_written_stops_the_batch_and_keeps_what_is_fin
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 1 and "Traceback" not in run.output
     assert run.stderr.splitlines() == [
-        f"wsiseg: error: cannot write {out / 'manifest.csv'}: no space left on the device; free "
-        f"some space or write elsewhere; the batch stopped (finished results stay in {out}: run "
-        "the same command again to do the rest)"]
+        (f"wsiseg: error: cannot write {out / 'manifest.csv'}: no space left on the device; free "
+         f"some space or write elsewhere; the batch stopped (finished results stay in {out}: run "
+         "the same command again to do the rest)")]
     # s0 is finished and kept; s1 was never begun; nothing half-written, no claim left.
     assert (out / "s0.wsiseg.zarr" / "labels" / "classes" / "0" / "zarr.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == [".wsiseg.lock", "manifest.csv",

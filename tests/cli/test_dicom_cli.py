@@ -47,6 +47,7 @@ def test_info_on_a_series_folder(image, tmp_path):
     assert "level 1: 200 x 150, downsample 4, 2 um/px" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_a_series_folder_gives_the_map_of_the_same_svs(image, pixel_model, tmp_path):
     folder = tmp_path / "case1"
     write_dicom_wsi(folder, image, 0.5, (1, 4), tile=128)
@@ -95,6 +96,7 @@ def test_a_folder_mixing_series_fails_in_one_line(image, tmp_path, command):
     assert not (tmp_path / "mixed.wsiseg.zarr").exists()
 
 
+@pytest.mark.slow
 def test_ycbcr_read_as_rgb_warns_on_screen_and_in_the_result(image, pixel_model, tmp_path):
     svs = write_svs(tmp_path / "cast.svs", ycbcr_read_as_rgb(image), 0.5, (1, 4), tile=128,
                     compression="none")

@@ -42,8 +42,9 @@ def offset_slide(pixel_model, tmp_path_factory):
     return slide, result, probs.argmax(axis=0), top2[1] - top2[0] > 0.1
 
 
+@pytest.mark.slow
 def test_the_map_starts_at_the_bounds_offset(offset_slide):
-    slide, result, expected, decided = offset_slide
+    _, result, expected, decided = offset_slide
     labels, info = open_result(result)
     attrs = info.to_attrs()
     assert attrs["offset_level0"] == list(OFFSET) and attrs["scale_to_level0"] == [2.0, 2.0]
@@ -74,7 +75,7 @@ def test_tiff_pixels_land_on_the_slide_pixels(offset_slide, origin, tmp_path):
 def test_png_overlay_is_painted_inside_the_bounds_only(offset_slide, tmp_path):
     from PIL import Image
 
-    slide, result, expected, _ = offset_slide
+    slide, result, _, _ = offset_slide
     export_result(result, ["png"], tmp_path, ExportOptions(png_size=512))
     with open_slide(slide) as s:
         geometry = overview_geometry(s.level_downsamples, s.dimensions, 512)
@@ -91,13 +92,14 @@ def test_png_overlay_is_painted_inside_the_bounds_only(offset_slide, tmp_path):
     assert painted.sum() > 0.3 * (800 / sx) * (600 / sy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("origin", ["level0", "bounds"])
 def test_geojson_outlines_cover_the_slide_pixels_of_their_class(offset_slide, origin, tmp_path):
     import json
 
     import shapely
 
-    slide, result, expected, decided = offset_slide
+    _, result, expected, decided = offset_slide
     _, info = open_result(result)
     index_of = {c.name: c.index for c in info.classes}
     (path,) = export_result(result, ["geojson"], tmp_path, ExportOptions(origin=origin))

@@ -14,10 +14,10 @@ import zarr.storage._local as zarr_local
 from click.testing import CliRunner
 from PIL import Image
 
+from wsiseg.cards import ClassInfo
 from wsiseg.cli.main import main
 from wsiseg.errors import ResultError
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.models.card import ClassInfo
 from wsiseg.testing.result import write_result
 from wsiseg.training.evaluation import evaluate_result
 

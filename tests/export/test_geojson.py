@@ -13,10 +13,10 @@ import zarr
 from click.testing import CliRunner
 from scipy import ndimage
 
+from wsiseg.cards import ClassInfo
 from wsiseg.cli.main import main
 from wsiseg.errors import ConfigError
 from wsiseg.export.geojson import write_geojson
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.store import result_array
 from wsiseg.testing import result as testing_result
 
@@ -198,6 +198,7 @@ def test_unknown_origin_is_refused(tricky, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_real_slide_outlines_match_the_map(cmu_result, tmp_path):
     group = zarr.open_group(str(cmu_result), mode="r")
     attrs = group.attrs["wsiseg"]
@@ -213,6 +214,7 @@ def test_real_slide_outlines_match_the_map(cmu_result, tmp_path):
         assert iou(back == c, labels == c) >= 0.99, c
 
 
+@pytest.mark.slow
 def test_export_command_writes_geojson(cmu_result, tmp_path):
     result = CliRunner().invoke(main, ["export", str(cmu_result), "--to", "geojson", "--out",
                                        str(tmp_path)])
@@ -249,11 +251,12 @@ def _info(path):
     return open_result(path)
 
 
+@pytest.mark.slow
 def test_class_names_rename_classes_for_qupath(cmu_result, tmp_path):
     _, info = _info(cmu_result)
     present = {f["properties"]["classification"]["name"] for f in json.loads(
         write_geojson(cmu_result, tmp_path, "plain")[0].read_text())["features"]}
-    old = sorted(present)[0]
+    old = min(present)
     result = CliRunner().invoke(main, ["export", str(cmu_result), "--to", "geojson", "--out",
                                        str(tmp_path / "named"), "--class-names",
                                        f"{old}=Tumor"])

@@ -13,11 +13,11 @@ import zarr
 from click.testing import CliRunner
 from scipy import ndimage
 
+from wsiseg.cards import ClassInfo
 from wsiseg.cli.main import main
 from wsiseg.export import ExportOptions, export_result
 from wsiseg.export.report import class_statistics, intended_use, region_sizes
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.models.card import ClassInfo
 from wsiseg.models.loading import CARDS_DIR, DEFAULT_MODEL
 from wsiseg.result.store import result_array
 from wsiseg.testing.result import write_result
@@ -98,7 +98,8 @@ def synthetic_result(svs_x20, pixel_model, tmp_path_factory):
     return predict_slide(svs_x20.path, PredictConfig(model=str(path), out=str(out))).path
 
 
-@pytest.mark.parametrize("which", ["synthetic_result", "cmu_result"])
+@pytest.mark.parametrize("which", ["synthetic_result",
+                                   pytest.param("cmu_result", marks=pytest.mark.slow)])
 def test_report_areas_are_pixel_counts_times_pixel_area(which, request, tmp_path):
     result_path = request.getfixturevalue(which)
     _check_report(result_path, tmp_path)
@@ -141,6 +142,7 @@ def test_export_errors_are_one_line(tmp_path, synthetic_result):
     assert out.exit_code == 1 and "unknown export format" in out.output
 
 
+@pytest.mark.slow
 def test_png_overlay_paints_the_mapped_classes(cmu_result, shared_data, tmp_path):
     import imagecodecs
     import openslide
@@ -173,6 +175,7 @@ def test_png_overlay_paints_the_mapped_classes(cmu_result, shared_data, tmp_path
     assert painted.mean() == pytest.approx((labels > 0).mean(), abs=0.02)
 
 
+@pytest.mark.slow
 def test_predict_exports_right_after(svs_x20, pixel_model, tmp_path):
     path, _ = pixel_model
     out = tmp_path / "x20.wsiseg.zarr"

@@ -13,10 +13,10 @@ import tifffile
 import zarr
 from click.testing import CliRunner
 
+from wsiseg.cards import ClassInfo
 from wsiseg.cli.main import main
 from wsiseg.export import ExportOptions, export_result
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.pyramid import mode_downsample, pyramid_paths
 from wsiseg.testing.result import write_result
 
@@ -66,6 +66,7 @@ def _check_levels(tif_path, levels, mpp, names, lut=None):
         assert description["classes"] == {str(i): n for i, n in enumerate(names)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["synthetic_result", "cmu_result"])
 def test_every_level_opens_sized_and_calibrated(which, request, tmp_path):
     result = request.getfixturevalue(which)
@@ -114,6 +115,7 @@ def test_map_lands_at_the_bounds_offset_in_the_level0_frame(origin, tmp_path):
     assert page[150 + 299, 250 + 279] == 1 and (page > 0).sum() == (labels > 0).sum()
 
 
+@pytest.mark.slow
 def test_result_without_pyramid_gets_one_built_on_the_side(tmp_path):
     rng = np.random.default_rng(5)
     labels = np.kron(rng.integers(0, 3, size=(20, 30)), np.ones((31, 31))).astype(np.uint8)
@@ -156,6 +158,7 @@ def test_description_holds_file_names_and_no_word_asap_refuses(tmp_path):
     assert description["classes"] == {str(c["index"]): c["name"] for c in CLASSES}
 
 
+@pytest.mark.slow
 def test_tiff_defaults_to_the_level0_frame_and_geojson_to_bounds(tmp_path):
     labels = np.zeros((300, 280), dtype=np.uint8)
     labels[10:20, 30:50] = 2

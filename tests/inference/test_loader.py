@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,7 @@ def test_bands_cover_kept_windows_and_overlap_by_patch_minus_stride():
     kept = np.ones(grid.shape, dtype=bool)
     bands = plan_bands(grid, kept, 1000)
     assert sum(b.r1 - b.r0 for b in bands) == grid.shape[0]
-    for a, b in zip(bands, bands[1:]):
+    for a, b in itertools.pairwise(bands):
         assert a.y1 - b.y0 == 300
 
 

@@ -11,7 +11,8 @@ from scipy import ndimage
 from wsiseg.errors import OutputError, ResolutionError
 from wsiseg.inference.grid import PatchGrid
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.result.store import partial_path, result_array
+from wsiseg.naming import partial_path
+from wsiseg.result.store import result_array
 from wsiseg.slide.geometry import plan_geometry
 from wsiseg.slide.reader import open_slide
 from wsiseg.slide.region import RegionReader
@@ -54,6 +55,7 @@ def check_invariance(result, ref, attrs_cover=None):
     return labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "patch,stride",
     [(400, 100), (96, 32), (100, 30), (64, 64)],  # 100/30 and 64/64: odd overlaps, no overlap
@@ -72,6 +74,7 @@ def test_map_equals_per_pixel_function_everywhere(svs_x40, pixel_model, tmp_path
     assert attrs["patches_kept"] == attrs["patches_total"]
 
 
+@pytest.mark.slow
 def test_resampled_slide_with_tissue_filter(svs_x20, pixel_model, tmp_path):
     """x20 -> x10 by area averaging; only windows with 20% tissue are predicted."""
     model_path, module = pixel_model
@@ -103,6 +106,7 @@ def test_resampled_slide_with_tissue_filter(svs_x20, pixel_model, tmp_path):
     assert cover[large].all()
 
 
+@pytest.mark.slow
 def test_constant_model_gives_constant_map(svs_x40, constant_model, tmp_path):
     out = tmp_path / "c.wsiseg.zarr"
     cfg = PredictConfig(model=str(constant_model), out=str(out), probabilities=True,
@@ -114,6 +118,7 @@ def test_constant_model_gives_constant_map(svs_x40, constant_model, tmp_path):
         assert np.abs(probs[c].astype(int) - int(expected)).max() <= 1
 
 
+@pytest.mark.slow
 def test_output_is_refused_when_present_and_replaced_with_overwrite(svs_x40, pixel_model, tmp_path):
     out = tmp_path / "o.wsiseg.zarr"
     cfg = PredictConfig(model=str(pixel_model[0]), out=str(out), progress=False)
@@ -158,10 +163,11 @@ def test_missing_mpp_is_an_error_unless_given(tiff_no_mpp, pixel_model, tmp_path
     assert attrs["slide"]["mpp_source"] == "user" and attrs["analysis_mpp"] == [1.0, 1.0]
 
 
+@pytest.mark.slow
 def test_column_stripes_give_the_same_map(svs_x40, pixel_model, tmp_path):
     """Blending in column stripes (windows across an edge predicted for both) changes nothing."""
-    common = dict(model=str(pixel_model[0]), probabilities=True, progress=False,
-                  patch_size=96, stride=32)
+    common = {"model": str(pixel_model[0]), "probabilities": True, "progress": False,
+              "patch_size": 96, "stride": 32}
     whole = predict_slide(svs_x40.path, PredictConfig(out=str(tmp_path / "a.zarr"), **common)).path
     striped = predict_slide(svs_x40.path, PredictConfig(
         out=str(tmp_path / "b.zarr"), stripe_width=128, chunk_size=64, **common)).path

@@ -35,6 +35,7 @@ def test_first_argmax_is_argmax_with_the_first_class_winning_ties():
     assert np.array_equal(got.numpy(), prob.argmax(axis=0))
 
 
+@pytest.mark.slow
 def test_a_compiled_network_gives_the_eager_probabilities_for_full_and_short_batches():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),

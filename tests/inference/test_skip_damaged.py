@@ -56,6 +56,7 @@ def spoiled(shape, patch=PATCH, stride=STRIDE):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reader", ["openslide", "tifffile"])
 def test_the_rest_of_the_slide_is_mapped_as_if_whole(slides, pixel_model, tmp_path, reader):
     bad, want = slides
@@ -81,6 +82,7 @@ def test_the_rest_of_the_slide_is_mapped_as_if_whole(slides, pixel_model, tmp_pa
     assert reopened.patches_predicted < reopened.patches_kept
 
 
+@pytest.mark.slow
 def test_cli_warns_and_the_report_counts_it(slides, pixel_model, tmp_path):
     bad, _ = slides
     out = tmp_path / "bad.wsiseg.zarr"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from wsiseg.inference.grid import PatchGrid
-from wsiseg.inference.stitcher import FinishedRows, Stitcher, gaussian_weight
+from wsiseg.inference.stitcher import Stitcher, gaussian_weight
+from wsiseg.result.rows import FinishedRows
 
 
 def run_stitcher(grid, probs_of, kept, classes, keep_probabilities=True, columns=None):
@@ -136,7 +137,9 @@ def _reference(grid, table, kept, sigma):
 
 
 @pytest.mark.parametrize("batched", [False, True])
-@pytest.mark.parametrize("patch, stride", [(48, 12), (30, 20), (37, 10), (24, 24)])
+@pytest.mark.parametrize("patch, stride", [
+    pytest.param(48, 12, marks=pytest.mark.slow), (30, 20),
+    pytest.param(37, 10, marks=pytest.mark.slow), (24, 24)])
 def test_batches_across_grid_rows_blend_exactly(patch, stride, batched):
     # Blocks of gcd(patch, stride): 12, 10, 1 and 24 pixels. Batches of any size, spanning
     # grid rows, within stripes or not, give the float64 reference to within uint8 rounding.
@@ -169,6 +172,7 @@ def test_batches_across_grid_rows_blend_exactly(patch, stride, batched):
         assert (labels[~covered] == 0).all()
 
 
+@pytest.mark.slow
 def test_batched_or_window_by_window_any_batch_size_gives_the_same_bits():
     # Both ways add the same products in the same order into the same accumulators.
     grid = PatchGrid(90, 70, 40, 10)

@@ -97,6 +97,7 @@ def test_probabilities_still_sum_to_one(tta):
     assert (probs >= 0).all() and (probs <= 1).all()
 
 
+@pytest.mark.slow
 def test_segment_image_turns_a_padded_image_that_is_not_square():
     image = patches(n=1, h=40, w=70)[0]  # padded to 64 x 96; quarter turns give 96 x 64
     probs = segment_image(predictor("d4"), image)
@@ -104,6 +105,7 @@ def test_segment_image_turns_a_padded_image_that_is_not_square():
     assert np.allclose(probs.sum(axis=0), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_compiled_network_with_tta_pads_short_batches_and_matches_eager():
     eager = predictor("flip")
     compiled = Predictor(lopsided_network(), 4, NORM, torch.device("cpu"), compile=True,
@@ -132,6 +134,7 @@ def predict_small(slide, model_path, out, tta):
     return predict_slide(slide, config)
 
 
+@pytest.mark.slow
 def test_the_pipeline_records_tta_and_an_older_result_reads_as_none(svs_x20, pixel_model,
                                                                     tmp_path):
     model_path, _ = pixel_model
@@ -157,6 +160,7 @@ def test_the_pipeline_records_tta_and_an_older_result_reads_as_none(svs_x20, pix
         ResultInfo.from_attrs({**attrs, "tta": 4}, info.path)
 
 
+@pytest.mark.slow
 def test_a_batch_keeps_a_result_only_when_it_was_made_with_the_same_tta(svs_x20, pixel_model,
                                                                          tmp_path):
     from wsiseg.batch.runner import BatchConfig, predict_slides
@@ -178,6 +182,7 @@ def run(*args):
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 def test_the_command_line_predicts_with_d4_and_refuses_an_unknown_mode(svs_x20, pixel_model,
                                                                        tmp_path):
     out = tmp_path / "d4.wsiseg.zarr"

@@ -17,6 +17,8 @@ from wsiseg.result.store import result_array
 from wsiseg.training.datasets import LabelScheme, find_pairs, load_sample, read_attributes
 from wsiseg.training.metrics import Scores, confusion_matrix
 
+pytestmark = pytest.mark.slow
+
 SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
 #: Gland-vs-rest Dice the shipped model keeps on glass on the six images below (pooled); the
 #: release trained only inside images scored about 0.5 there.
@@ -70,8 +72,8 @@ def test_default_model_holds_its_score_on_glass(shared_data, tmp_path):
     the gland score stays near the whole-image one on the same images (a model trained only
     inside images loses a third of it next to glass). A regression guard: the figures over
     all 80 images are in the README."""
+    from wsiseg.training.config import EvaluateConfig
     from wsiseg.training.evaluation import evaluate_folders
-    from wsiseg.training.on_glass import evaluate_on_glass
 
     glas = shared_data / "glas"
     folder = tmp_path / "first"
@@ -81,7 +83,8 @@ def test_default_model_holds_its_score_on_glass(shared_data, tmp_path):
             for source in (pair.image, pair.mask):
                 (folder / source.name).symlink_to(source)
     args = (DEFAULT_MODEL, [folder], 0.62, SCHEME, glas / "grades.csv")
-    kw = dict(groups={"gland": [2, 3]}, device="cpu")
-    whole = evaluate_folders(*args, **kw).scores.groups["gland"]["dice"]
-    on_glass = evaluate_on_glass(*args, **kw).scores.groups["gland"]["dice"]
+    kw = {"groups": {"gland": [2, 3]}, "device": "cpu"}
+    whole = evaluate_folders(EvaluateConfig(*args, **kw)).scores.groups["gland"]["dice"]
+    on_glass = evaluate_folders(EvaluateConfig(*args, **kw, on_glass=True))
+    on_glass = on_glass.scores.groups["gland"]["dice"]
     assert on_glass > GLASS_DICE_FLOOR and on_glass > whole - 0.06, (whole, on_glass)

@@ -24,12 +24,14 @@ def test_parameter_counts_against_the_spec():
     assert n == MEASURED_ERNET and abs(n - SPEC_ERNET) / SPEC_ERNET < 0.03
 
 
+@pytest.mark.slow
 def test_trunk_gives_256_channels_at_stride_8():
     with torch.no_grad():
         out = PIDNetTrunk().eval()(torch.rand(1, 3, 96, 128))
     assert out.shape == (1, 256, 12, 16)
 
 
+@pytest.mark.slow
 def test_forward_400_and_train_outputs():
     model = create_model("ernet").eval()
     with torch.no_grad():
@@ -41,6 +43,7 @@ def test_forward_400_and_train_outputs():
     assert out["grade"].shape == (1, 3) and out["edge"].shape == (1, 1, 72, 72)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_training_step(tmp_path):
     model = create_model("ernet")
     out = model.forward_train(torch.rand(2, 3, 64, 64))

@@ -34,6 +34,7 @@ def model() -> ETNet:
     return create_model("etnet", **default_card("etnet").arguments).eval()
 
 
+@pytest.mark.slow
 def test_parameter_count_against_the_spec(model):
     count = n_params(model)
     print(f"etnet (2 classes): {count:,} parameters; MODELS.md: 29.9M "
@@ -55,6 +56,7 @@ def test_default_card_is_binary_gland_segmentation_on_512_crops():
     assert ETNet.loss == "etnet" and isinstance(criterion_for(ETNet()), ETNetCriterion)
 
 
+@pytest.mark.slow
 def test_forward_at_400_is_finite_with_the_input_size(model):
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 400, 400))
@@ -75,6 +77,7 @@ def test_forward_train_keys_shapes_and_logits_equal_forward(model):
     assert torch.equal(train_out["logits"], logits)
 
 
+@pytest.mark.slow
 def test_encoder_is_dilated_to_output_stride_16_by_default():
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
@@ -86,6 +89,7 @@ def test_encoder_is_dilated_to_output_stride_16_by_default():
     assert ETNet().state_dict().keys() == ETNet(output_stride=32).state_dict().keys()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_outputs(model, tmp_path):
     x = torch.randn(1, 3, 48, 40)
     path = save_checkpoint(tmp_path / "etnet.pt", model, default_card("etnet"))
@@ -115,6 +119,7 @@ def test_unknown_encoder_is_a_model_error():
         ETNet(encoder="resnet51")
 
 
+@pytest.mark.slow
 def test_training_step_with_batch_2_gives_finite_gradients():
     torch.manual_seed(2)
     net = ETNet(num_classes=3).train()

@@ -91,6 +91,7 @@ def test_registry_name_without_weights_is_untrained():
     assert loaded.card == default_card("hspnet_r18") and not loaded.module.training
 
 
+@pytest.mark.slow
 def test_registry_name_with_a_state_dict(tmp_path, x):
     torch.manual_seed(2)
     model = create_model("hspnet_r18").eval()
@@ -102,6 +103,7 @@ def test_registry_name_with_a_state_dict(tmp_path, x):
     assert torch.equal(run(loaded.module, x), run(model, x))
 
 
+@pytest.mark.slow
 def test_registry_name_with_its_checkpoint_uses_the_stored_card(tmp_path, small_model, x):
     path = save_checkpoint(tmp_path / "small.ckpt", small_model, small_card())
     loaded = load_model("hspnet_r18", weights=path)
@@ -112,6 +114,7 @@ def test_registry_name_with_its_checkpoint_uses_the_stored_card(tmp_path, small_
     assert str(path) in one_line(err)
 
 
+@pytest.mark.slow
 def test_state_dict_of_another_architecture_names_the_keys(tmp_path, small_model):
     path = tmp_path / "r18.pt"
     torch.save(small_model.state_dict(), path)
@@ -130,6 +133,7 @@ def test_missing_weights_file():
 # --- checkpoints ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path, small_model, x):
     path = save_checkpoint(tmp_path / "small.pt", small_model, small_card())
     raw = torch.load(path, weights_only=True)
@@ -142,6 +146,7 @@ def test_checkpoint_round_trip(tmp_path, small_model, x):
     assert torch.equal(run(loaded.module, x), run(small_model, x))
 
 
+@pytest.mark.slow
 def test_checkpoint_with_extra_entries_loads_and_keeps_them(tmp_path, small_model, x):
     payload = loading.checkpoint_payload(small_model.state_dict(), small_card(),
                                          {"epoch": 3, "history": [{"loss": 0.5}]})
@@ -171,6 +176,7 @@ def test_a_failed_checkpoint_write_leaves_no_partial_file(tmp_path, small_model,
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_checkpoint_with_wrong_keys_names_them(tmp_path, small_model):
     state = dict(small_model.state_dict())
     del state["head.2.weight"]
@@ -209,6 +215,7 @@ def test_checkpoint_of_a_later_version(tmp_path, small_model):
         load_model(path)
 
 
+@pytest.mark.slow
 def test_bare_state_dict_needs_an_architecture(tmp_path, small_model):
     path = tmp_path / "sd.pt"
     torch.save(small_model.state_dict(), path)
@@ -221,6 +228,7 @@ def test_bare_state_dict_needs_an_architecture(tmp_path, small_model):
     assert "save_checkpoint" in message and "--weights" not in message
 
 
+@pytest.mark.slow
 def test_a_bare_state_dict_is_told_the_network_it_fits(tmp_path):
     path = tmp_path / "sd.pt"
     torch.save(create_model("fullnet").state_dict(), path)
@@ -233,6 +241,7 @@ def test_a_bare_state_dict_is_told_the_network_it_fits(tmp_path):
     assert "does not fit ehanet" in message and "--model fullnet --weights" in message
 
 
+@pytest.mark.slow
 def test_weights_that_fit_no_network_are_not_guessed_at(tmp_path):
     path = tmp_path / "sd.pt"
     torch.save({"conv.weight": torch.zeros(4, 3, 1, 1), "conv.bias": torch.zeros(4)}, path)
@@ -313,6 +322,7 @@ def test_code_in_a_pickle_is_named_and_never_run(tmp_path, how):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_cli_gives_one_line_for_code_and_for_weights_of_another_network(tmp_path, svs_x40):
     from click.testing import CliRunner
 
@@ -365,6 +375,7 @@ def test_torchscript_with_embedded_card(tmp_path, x):
     assert torch.equal(run(loaded.module, x), run(model, x))
 
 
+@pytest.mark.slow
 def test_scripted_hspnet_round_trip(tmp_path, small_model, x):
     path = save_torchscript(tmp_path / "hsp.pt", torch.jit.script(small_model), small_card())
     loaded = load_model(path)
@@ -430,6 +441,7 @@ def install(folder: Path, weights: Path, card: ModelCard, sha: str | None = None
     return card
 
 
+@pytest.mark.slow
 def test_installed_card_with_a_checkpoint(cards_dir, small_model, x):
     assert installed_cards() == {}
     weights = save_checkpoint(cards_dir / "small_weights.pt", small_model, small_card())

@@ -82,6 +82,7 @@ def test_default_cards_describe_the_five_class_diagnostic_models():
 # --- every registered model -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_forward_shapes_and_checkpoint_round_trip(name, tmp_path):
     torch.manual_seed(0)
@@ -114,7 +115,7 @@ def test_every_model_forward_shapes_and_checkpoint_round_trip(name, tmp_path):
     ("resnet18", 11.18e6, (64, 128, 256, 512)),
     ("resnet34", 21.28e6, (64, 128, 256, 512)),
     ("resnet50", 23.51e6, (256, 512, 1024, 2048)),
-    ("resnet101", 42.50e6, (256, 512, 1024, 2048)),
+    pytest.param("resnet101", 42.50e6, (256, 512, 1024, 2048), marks=pytest.mark.slow),
 ])
 def test_resnet_encoders_counts_strides_and_torchvision_keys(name, expected, widths):
     encoder = create_encoder(name).eval()
@@ -143,6 +144,7 @@ def test_unknown_encoder():
 # --- HSP-Net ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hspnet_r101_parameter_count_against_the_paper():
     count = n_params(create_model("hspnet_r101", num_classes=5))
     print(f"hspnet_r101 (5 classes): {count:,} parameters; paper: 69.70M "

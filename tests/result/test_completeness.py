@@ -16,19 +16,15 @@ import zarr.storage._local as zarr_local
 from click.testing import CliRunner
 
 from wsiseg.batch.runner import BatchConfig, predict_slides
+from wsiseg.cards import ClassInfo
 from wsiseg.cli.main import main
 from wsiseg.errors import OutputError, ResultError
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.inference.stitcher import FinishedRows
-from wsiseg.models.card import ClassInfo
-from wsiseg.result.store import (
-    CHUNKS_ATTR,
-    OutputWriter,
-    is_complete,
-    missing_chunks,
-    open_result,
-    result_reads,
-)
+from wsiseg.result.integrity import CHUNKS_ATTR, is_complete, missing_chunks
+from wsiseg.result.reading import result_reads
+from wsiseg.result.rows import FinishedRows
+from wsiseg.result.store import open_result
+from wsiseg.result.writer import OutputWriter
 from wsiseg.testing import synthetic_tissue, write_svs
 from wsiseg.testing.result import write_result
 
@@ -86,8 +82,8 @@ def test_every_chunk_is_stored_and_recorded_background_ones_too(tmp_path):
     (["labels/classes/0/c/1/1"],  # the tumour's chunk
      ["labels/classes/0: 1 of 20 chunks missing (labels/classes/0/c/1/1)"]),
     (["labels/classes/0/c/0/0", "labels/classes/0/c/4/3"],
-     ["labels/classes/0: 2 of 20 chunks missing (labels/classes/0/c/0/0, "
-      "labels/classes/0/c/4/3)"]),
+     [("labels/classes/0: 2 of 20 chunks missing (labels/classes/0/c/0/0, "
+       "labels/classes/0/c/4/3)")]),
     (["labels/classes/1/c/0/1"],
      ["labels/classes/1: 1 of 6 chunks missing (labels/classes/1/c/0/1)"]),
     (["labels/tissue/0"], ["labels/tissue/0: the whole array is missing"]),
@@ -112,7 +108,7 @@ def test_a_result_written_without_a_record_still_opens(tmp_path, caplog):
     assert CHUNKS_ATTR not in zarr.open_group(str(out), mode="r").attrs
     # Nothing can tell it from empty.
     (out / "labels" / "classes" / "0" / "c" / "0" / "0").unlink(missing_ok=True)
-    labels, info = open_result(out)
+    labels, _ = open_result(out)
     assert np.array_equal(labels[...], _map()) and is_complete(out)
     assert not [r for r in caplog.records if r.levelno >= 30]
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import DamagedArea, ResultInfo
 from wsiseg.result.store import open_result
 from wsiseg.testing import write_result

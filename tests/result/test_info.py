@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import zarr
 
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.models import load_model
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import LAYOUT, ResultInfo
 from wsiseg.result.store import open_result
 from wsiseg.testing import write_result

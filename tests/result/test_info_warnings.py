@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import ResultInfo
 from wsiseg.testing import write_result
 

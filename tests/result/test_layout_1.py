@@ -12,12 +12,14 @@ import pytest
 import tifffile
 import zarr
 
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
 from wsiseg.export import ExportOptions, export_result
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import LAYOUT
+from wsiseg.result.integrity import is_complete
 from wsiseg.result.pyramid import level_path, mode_downsample, pyramid_paths, write_pyramid
-from wsiseg.result.store import is_complete, label_pyramid, open_result, result_array, result_reads
+from wsiseg.result.reading import result_reads
+from wsiseg.result.store import label_pyramid, open_result, result_array
 from wsiseg.testing import write_result
 
 CLASSES = (ClassInfo(0, "background", (255, 255, 255)), ClassInfo(1, "tissue", (0, 128, 0)),

@@ -14,10 +14,11 @@ import pytest
 import zarr
 
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.inference.stitcher import FinishedRows
 from wsiseg.result.info import DamagedArea
 from wsiseg.result.pyramid import level_shapes, mean_downsample, mode_downsample
-from wsiseg.result.store import OutputWriter, label_pyramid, open_result, result_array
+from wsiseg.result.rows import FinishedRows
+from wsiseg.result.store import label_pyramid, open_result, result_array
+from wsiseg.result.writer import OutputWriter
 from wsiseg.testing import area_downsample, synthetic_tissue, write_scn
 
 ome_zarr_models = pytest.importorskip("ome_zarr_models")

@@ -66,6 +66,7 @@ def analysis_geometry(slide: Slide) -> Geometry:
     return plan_geometry(slide.level_downsamples, slide.bounds, slide.mpp, 1.0)
 
 
+@pytest.mark.slow
 def test_tissue_image_is_the_whole_level_averaged_at_once(flat_svs, read_sizes):
     with open_slide(flat_svs) as slide:
         assert slide.level_count == 1
@@ -94,6 +95,7 @@ def test_tissue_image_is_the_whole_level_averaged_at_once(flat_svs, read_sizes):
     assert 0.01 < mask.mean() < 0.5
 
 
+@pytest.mark.slow
 def test_mask_does_not_depend_on_the_block_size(flat_svs, svs_x40, monkeypatch, read_sizes):
     for path, bound in ((flat_svs, 1 << 16), (svs_x40.path, 1 << 12)):
         with open_slide(path) as slide:
@@ -109,6 +111,7 @@ def test_mask_does_not_depend_on_the_block_size(flat_svs, svs_x40, monkeypatch, 
             assert {lv for lv, _, _ in read_sizes} == {geometry.level}
 
 
+@pytest.mark.slow
 def test_block_plans_cover_the_grid_within_the_bound():
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -142,8 +145,8 @@ def test_resampling_a_few_rows_at_a_time_is_the_one_pass_sum(ratio, origin, monk
 
     rng = np.random.default_rng(3)
     n = 30 if ratio > 10 else 200
-    fy, ny, wy = area_weights(2, n, origin, ratio)
-    fx, nx, wx = area_weights(1, n + 9, origin, ratio)
+    _, ny, wy = area_weights(2, n, origin, ratio)
+    _, nx, wx = area_weights(1, n + 9, origin, ratio)
     image = rng.integers(0, 256, (ny, nx, 3), dtype=np.uint8)
     tmp = wy @ image.reshape(ny, nx * 3).astype(np.float32)
     tmp = tmp.reshape(n, nx, 3).transpose(1, 0, 2).reshape(nx, n * 3)
@@ -165,6 +168,7 @@ def test_strips_are_cut_on_tile_rows_when_they_can_be():
     assert max(input_span(y, h, 0.0, 40.0) for y, h in blocks.rows) <= region.STRIP_ROWS
 
 
+@pytest.mark.slow
 def test_large_regions_are_read_in_blocks_with_the_same_pixels(flat_svs, read_sizes):
     with open_slide(flat_svs) as slide:
         g = analysis_geometry(slide)
@@ -177,6 +181,7 @@ def test_large_regions_are_read_in_blocks_with_the_same_pixels(flat_svs, read_si
     assert len(read_sizes) > 10 and max(w * h for _, w, h in read_sizes) <= 1 << 16
 
 
+@pytest.mark.slow
 def test_thumbnail_is_the_area_average_read_in_blocks(svs_x40, flat_svs, read_sizes,
                                                       monkeypatch):
     with open_slide(svs_x40.path) as slide:
@@ -194,6 +199,7 @@ def test_thumbnail_is_the_area_average_read_in_blocks(svs_x40, flat_svs, read_si
     assert g.scale == (20.0, 20.0) and (g.width, g.height) == (1024, 64)
 
 
+@pytest.mark.slow
 def test_a_whole_run_on_a_wide_flat_slide_reads_in_blocks_and_is_complete(
         flat_svs, pixel_model, tmp_path, read_sizes):
     model_path, module = pixel_model
@@ -224,6 +230,7 @@ def test_a_whole_run_on_a_wide_flat_slide_reads_in_blocks_and_is_complete(
     assert (labels[~cover] == 0).all()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_tissue_detection_stops_between_blocks(flat_svs, pixel_model, tmp_path,
                                                               monkeypatch, ctrl_c):
     monkeypatch.setattr(region, "MAX_READ_PIXELS", 1 << 18)
@@ -271,6 +278,7 @@ print(json.dumps({"before": before, "peak": status("VmHWM:"), "shape": mask.shap
 """
 
 
+@pytest.mark.slow
 def test_tissue_detection_memory_does_not_follow_the_slide(flat_svs, tmp_path):
     """Peak RSS of reading the tissue of the flat slide (26 Mpx: 79 MB of RGB at level 0)
     grows by blocks and OpenSlide's tile cache, not by strips of level 0."""

@@ -98,9 +98,8 @@ def test_a_tile_of_a_coarser_level_is_named_in_level_0_pixels(tmp_path):
     path = write_svs(tmp_path / "low.svs", rgb, mpp=1.0, downsamples=(1, 4))
     damage_tile(path, 1, 0, page=2)  # level 1 (pages: level 0, thumbnail, level 1, label)
     for reader in ("openslide", "tifffile"):
-        with open_slide(path, reader=reader) as slide:
-            with pytest.raises(DamagedSlideError) as err:
-                slide.read_level(1, 0, 0, 400, 300)
+        with open_slide(path, reader=reader) as slide, pytest.raises(DamagedSlideError) as err:
+            slide.read_level(1, 0, 0, 400, 300)
         assert err.value.region.level == 1 and err.value.region.box == (256, 0, 144, 256)
         assert err.value.region.box_level0 == (1024, 0, 576, 1024)
 

@@ -24,6 +24,8 @@ import tifffile
 
 from wsiseg.testing import synthetic_tissue, write_svs
 
+pytestmark = pytest.mark.slow
+
 CASES = 100
 TIMEOUT_S = 60
 HARNESS = Path(__file__).with_name("fuzz_harness.py")
@@ -82,42 +84,41 @@ def _run_all(spec: Path, model: str, work: Path) -> dict[int, dict]:
     results: dict[int, dict] = {}
     first, total = 0, len(json.loads(spec.read_text())["cases"])
     while first < total:
-        stderr = open(work / f"harness-{first}.err", "w+")
-        proc = subprocess.Popen(
-            [sys.executable, str(HARNESS), str(spec), model, str(work), str(first)],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-        current, started = None, time.monotonic()
-        while True:
-            try:
-                line = lines.get(timeout=1.0)
-            except queue.Empty:
-                if current is not None and time.monotonic() - started > TIMEOUT_S:
-                    proc.kill()
-                    results[current] = {"exit": "timeout", "output": ""}
-                    first = current + 1
+        with open(work / f"harness-{first}.err", "w+") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, str(HARNESS), str(spec), model, str(work), str(first)],
+                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            lines: queue.Queue = queue.Queue()
+            threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+            current, started = None, time.monotonic()
+            while True:
+                try:
+                    line = lines.get(timeout=1.0)
+                except queue.Empty:
+                    if current is not None and time.monotonic() - started > TIMEOUT_S:
+                        proc.kill()
+                        results[current] = {"exit": "timeout", "output": ""}
+                        first = current + 1
+                        break
+                    continue
+                if line is None:  # the harness ended
+                    proc.wait()
+                    if current is not None and current not in results:
+                        stderr.seek(0)
+                        results[current] = {"exit": f"process died ({proc.returncode})",
+                                            "output": stderr.read()[-2000:]}
+                        first = current + 1
+                    else:
+                        first = total
                     break
-                continue
-            if line is None:  # the harness ended
-                proc.wait()
-                if current is not None and current not in results:
-                    stderr.seek(0)
-                    results[current] = {"exit": f"process died ({proc.returncode})",
-                                        "output": stderr.read()[-2000:]}
-                    first = current + 1
-                else:
-                    first = total
-                break
-            if line.startswith("start "):
-                current, started = int(line.split()[1]), time.monotonic()
-            elif line.startswith("{"):
-                result = json.loads(line)
-                results[result["case"]] = result
-        proc.wait()
-        stderr.close()
+                if line.startswith("start "):
+                    current, started = int(line.split()[1]), time.monotonic()
+                elif line.startswith("{"):
+                    result = json.loads(line)
+                    results[result["case"]] = result
+            proc.wait()
     return results
 
 
@@ -132,13 +133,14 @@ def _same_pixels(a: Path, b: Path) -> bool:
                 tags_b = {t.code: t.value for t in pb.tags if t.code not in (273, 279, 324, 325)}
                 if str(tags_a) != str(tags_b) or not np.array_equal(pa.asarray(), pb.asarray()):
                     return False
-    except Exception:  # a page the damage made unreadable
+    except Exception:  # noqa: BLE001 - a page the damage made unreadable, however it fails
         return False
     return True
 
 
 def test_damaged_copies_of_a_slide_end_with_a_map_or_one_line(clean, pixel_model, tmp_path):
-    from wsiseg.result.store import is_complete, open_result
+    from wsiseg.result.integrity import is_complete
+    from wsiseg.result.store import open_result
 
     slide = clean
     spec = tmp_path / "cases.json"
@@ -163,7 +165,7 @@ def test_damaged_copies_of_a_slide_end_with_a_map_or_one_line(clean, pixel_model
             try:
                 labels, _ = open_result(out)
                 labels = labels[:]
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - any failure is a problem to list
                 problems.append(f"{where}: exit 0 but the result does not open: {err}")
                 continue
             if not is_complete(out):

@@ -68,6 +68,7 @@ def test_other_vendors_are_left_to_openslide_or_refused(tmp_path):
     assert str(path) in str(caught.value)
 
 
+@pytest.mark.slow
 def test_the_map_is_the_same_with_either_reader(svs_x40, pixel_model, tmp_path):
     model = str(pixel_model[0])
     maps = []

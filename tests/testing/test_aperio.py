@@ -146,6 +146,7 @@ def test_write_svs_refuses_a_non_rgb_array(tmp_path):
 
 
 # -- large slides -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_write_large_svs_levels_are_consistent(tmp_path):
     path = write_large_svs(tmp_path / "large.svs", 2048, 1536, mpp=0.25, tissue_fraction=0.4, seed=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["large.svs"]  # no temporary files left

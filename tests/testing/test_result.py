@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsiseg.models.card import ClassInfo
+from wsiseg.cards import ClassInfo
 from wsiseg.result.store import open_result
 from wsiseg.testing import write_result
 

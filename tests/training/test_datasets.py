@@ -102,6 +102,7 @@ def test_folder_problems_are_one_line_errors(tmp_path, folder, scheme):
         find_pairs(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_glas_images_become_four_classes(shared_data, scheme):
     glas = shared_data / "glas"
     attributes = read_attributes(glas / "grades.csv")

@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from wsiseg.cli.main import main
 from wsiseg.inference.pipeline import PredictConfig
 from wsiseg.testing.cli import error_line
+from wsiseg.training.config import EvaluateConfig
 from wsiseg.training.datasets import load_folder
 from wsiseg.training.evaluation import AnnotatedModel, evaluate_folders, level0_sampling
 from wsiseg.training.on_glass import (
     GLASS_RGB,
-    evaluate_on_glass,
     margin_pixels,
     predict_on_glass,
     slide_on_glass,
@@ -146,18 +146,22 @@ def test_on_the_map_grid_only_the_image_is_scored(folder, colour_model, tmp_path
     assert not list(tmp_path.iterdir())  # the slide and its map are removed
 
 
+@pytest.mark.slow
 def test_a_perfect_model_scores_one_and_a_wrong_one_low(folder, colour_model, wrong_model):
     # At 0.5 um/px the pipeline averages 2 x 2 pixels into each map pixel: edges blur a little.
-    good = evaluate_on_glass(str(colour_model), [folder], 0.5, device="cpu", margin_um=60)
+    good = evaluate_folders(EvaluateConfig(str(colour_model), [folder], 0.5, device="cpu",
+                                           on_glass=True, margin_um=60))
     assert good.images == 2 and good.mode == "on glass, margin 60 um, through the pipeline"
     assert good.scores.dice.min() > 0.97 and good.scores.pixel_accuracy > 0.98
     # Every pixel of the images scored, once, at the map's resolution (half of theirs).
     assert good.scores.matrix.sum() == pytest.approx((320 * 384 + 288 * 352) / 4, rel=0.01)
-    bad = evaluate_on_glass(str(wrong_model), [folder], 0.5, device="cpu", margin_um=60)
+    bad = evaluate_folders(EvaluateConfig(str(wrong_model), [folder], 0.5, device="cpu",
+                                          on_glass=True, margin_um=60))
     assert bad.scores.dice[1] < 0.2 and bad.scores.dice[2] < 0.2
     assert np.array_equal(bad.scores.matrix.sum(axis=1), good.scores.matrix.sum(axis=1))
 
 
+@pytest.mark.slow
 def test_a_per_pixel_model_scores_the_same_on_glass_as_on_whole_images(folder, pixel_model):
     """A position-independent per-pixel model at the images' own resolution: the window at the
     image's corner holds all of it (images smaller than a window), so every image pixel is
@@ -165,14 +169,16 @@ def test_a_per_pixel_model_scores_the_same_on_glass_as_on_whole_images(folder, p
     another resolution they need not: each mode resamples from its own origin, and whole images
     take each map pixel's class by majority, the map by its centre.)"""
     path = str(pixel_model[0])
-    whole = evaluate_folders(path, [folder], 1.0, device="cpu")
-    glass = evaluate_on_glass(path, [folder], 1.0, device="cpu", margin_um=200)
+    whole = evaluate_folders(EvaluateConfig(path, [folder], 1.0, device="cpu"))
+    glass = evaluate_folders(EvaluateConfig(path, [folder], 1.0, device="cpu", on_glass=True,
+                                            margin_um=200))
     assert whole.mode == "whole image" and whole.images == glass.images == 2
     assert whole.scores.matrix.sum() == 320 * 384 + 288 * 352
     assert np.array_equal(whole.scores.matrix, glass.scores.matrix)
     assert len(np.flatnonzero(whole.scores.matrix.sum(axis=1))) >= 3
 
 
+@pytest.mark.slow
 def test_tta_reaches_the_predictor_in_both_modes(folder, pixel_model, monkeypatch):
     from wsiseg.inference.predictor import Predictor
 
@@ -185,9 +191,10 @@ def test_tta_reaches_the_predictor_in_both_modes(folder, pixel_model, monkeypatc
 
     monkeypatch.setattr(Predictor, "__init__", spy)
     path = str(pixel_model[0])
-    plain = evaluate_on_glass(path, [folder], 1.0, device="cpu", margin_um=100)
-    flipped = evaluate_on_glass(path, [folder], 1.0, device="cpu", margin_um=100, tta="flip")
-    whole = evaluate_folders(path, [folder], 1.0, device="cpu", tta="d4")
+    on_glass = {"device": "cpu", "on_glass": True, "margin_um": 100}
+    plain = evaluate_folders(EvaluateConfig(path, [folder], 1.0, **on_glass))
+    flipped = evaluate_folders(EvaluateConfig(path, [folder], 1.0, tta="flip", **on_glass))
+    whole = evaluate_folders(EvaluateConfig(path, [folder], 1.0, device="cpu", tta="d4"))
     assert seen == ["none"] * 2 + ["flip"] * 2 + ["d4"]
     assert flipped.tta == "flip" and whole.tta == "d4"
     # A per-pixel model is the same in every view.
@@ -211,7 +218,8 @@ def test_slides_and_maps_are_removed_after_a_ctrl_c(folder, colour_model, tmp_pa
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(wsiseg.inference.pipeline, "predict_slide", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_on_glass(str(colour_model), [folder], 1.0, device="cpu")
+        evaluate_folders(EvaluateConfig(str(colour_model), [folder], 1.0, device="cpu",
+                                        on_glass=True))
     assert written[0].suffix == ".svs" and written[0].parent.parent == tmp_path
     assert not list(tmp_path.iterdir())
 
@@ -245,7 +253,7 @@ def test_the_command_says_which_mode_ran(tmp_path, colour_model):
 
 
 def test_mistakes_are_one_line(tmp_path, folder, colour_model):
-    from wsiseg.models.card import ClassInfo
+    from wsiseg.cards import ClassInfo
     from wsiseg.testing import write_result
 
     def run(*args):
@@ -269,6 +277,7 @@ def test_mistakes_are_one_line(tmp_path, folder, colour_model):
     assert r.exit_code == 2 and "'d8'" in r.stderr and "--tta" in r.stderr
 
 
+@pytest.mark.slow
 def test_real_glas_image_on_glass(shared_data, tmp_path):
     """One GlaS image through the pipeline with the installed model: finite scores, and every
     map pixel whose centre lies on the image scored, none of the glass."""
@@ -277,8 +286,9 @@ def test_real_glas_image_on_glass(shared_data, tmp_path):
     folder.mkdir()
     for name in ("testB_1.jpg", "testB_1_mask.png"):
         (folder / name).symlink_to(glas / "testB" / name)
-    e = evaluate_on_glass("hspnet-lite-glas", [folder], 0.62, SCHEME, glas / "grades.csv",
-                          groups={"gland": [2, 3]}, device="cpu")
+    e = evaluate_folders(EvaluateConfig("hspnet-lite-glas", [folder], 0.62, SCHEME,
+                                        glas / "grades.csv", groups={"gland": [2, 3]},
+                                        device="cpu", on_glass=True))
     d = e.to_dict()
     assert d["images"] == 1 and all(math.isfinite(d[k]) for k in ("mean_dice", "pixel_accuracy"))
     assert math.isfinite(d["groups"]["gland"]["dice"])

@@ -13,8 +13,8 @@ import zarr
 from click.testing import CliRunner
 
 import wsiseg.cli.main  # noqa: F401  (it registers the commands of wsiseg.cli on import)
+from wsiseg.cards import ClassInfo
 from wsiseg.cli.evaluate import evaluate
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.store import result_array
 from wsiseg.testing import result as testing_result
 from wsiseg.training.evaluation import evaluate_result
@@ -161,7 +161,7 @@ def one_error_line(r, *parts):
 
 
 def test_user_mistakes_give_one_clear_line(small, tmp_path):
-    result, mask, labels, truth = small
+    result, mask, _, truth = small
     one_error_line(run(result, "--mask", tmp_path / "none.png"), "none.png does not exist")
     one_error_line(run(tmp_path / "none.zarr", "--mask", mask), "none.zarr does not exist")
     (tmp_path / "empty").mkdir()
@@ -230,6 +230,7 @@ def test_inputs_of_the_two_modes_are_not_mixed(small):
     assert run().exit_code == 2
 
 
+@pytest.mark.slow
 def test_model_over_folders_through_the_wsiseg_command(tmp_path):
     """The other input of the same command, through ``wsiseg`` itself: a model over folders."""
     from pathlib import Path

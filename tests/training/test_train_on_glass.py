@@ -15,9 +15,11 @@ from wsiseg.errors import ConfigError
 from wsiseg.inference.predictor import Normalisation, Predictor
 from wsiseg.testing import write_annotated_folder
 from wsiseg.testing.cli import error_line
+from wsiseg.training.config import TrainConfig
 from wsiseg.training.datasets import Sample
-from wsiseg.training.loop import TrainConfig, evaluate_samples, train
+from wsiseg.training.loop import train
 from wsiseg.training.on_glass import GLASS_NOISE, GLASS_RGB
+from wsiseg.training.validation import evaluate_samples
 
 SCHEME = Path(__file__).resolve().parents[2] / "examples" / "glas_classes.json"
 TINY = {"ds_widths": [4, 4, 4, 4], "hhsp_width": 8, "head_width": 8}
@@ -31,11 +33,11 @@ def data(tmp_path_factory):
 
 
 def config(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(model="hspnet_r18", data=data, out=out, name="tiny", arguments=TINY,
-                classes=SCHEME, attributes=data / "grades.csv", image_mpp=0.5,
-                split_by="patient_id", val_fraction=0.34, epochs=1, batch_size=2, crop_size=96,
-                optimizer="adamw", lr=1e-3, encoder_lr_scale=1.0, amp="fp32", seed=3,
-                on_glass=0.5, stain_jitter=0.05)
+    base = {"model": "hspnet_r18", "data": data, "out": out, "name": "tiny", "arguments": TINY,
+            "classes": SCHEME, "attributes": data / "grades.csv", "image_mpp": 0.5,
+            "split_by": "patient_id", "val_fraction": 0.34, "epochs": 1, "batch_size": 2,
+            "crop_size": 96, "optimizer": "adamw", "lr": 1e-3, "encoder_lr_scale": 1.0,
+            "amp": "fp32", "seed": 3, "on_glass": 0.5, "stain_jitter": 0.05}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -65,6 +67,7 @@ def test_held_out_images_laid_on_glass_are_scored_over_the_image_only():
     assert (GLASS_RGB[0] - 6 * GLASS_NOISE) / 255 > 0.5  # glass is bright by the model's rule
 
 
+@pytest.mark.slow
 def test_a_run_on_glass_trains_on_window_sized_crops_past_small_images(data, tmp_path):
     result = train(config(data, tmp_path / "run", crop_size=None))
     assert result.epochs_run == 1
@@ -76,6 +79,7 @@ def test_a_run_on_glass_trains_on_window_sized_crops_past_small_images(data, tmp
         train(config(data, tmp_path / "plain", on_glass=0.0, crop_size=400))
 
 
+@pytest.mark.slow
 def test_init_starts_from_a_models_weights_and_refuses_another_network(data, tmp_path):
     first = train(config(data, tmp_path / "first"))
     captured = {}
@@ -83,9 +87,9 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(data, tmp
 
     original = loop._start_or_resume
 
-    def capture(cfg, card, run):
+    def capture(cfg, run):
         captured["state"] = {k: v.clone() for k, v in run.module.state_dict().items()}
-        return original(cfg, card, run)
+        return original(cfg, run)
 
     loop._start_or_resume = capture
     try:
@@ -100,6 +104,7 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(data, tmp
         train(config(data, tmp_path / "third", init=str(first.best), arguments=wider))
 
 
+@pytest.mark.slow
 def test_a_run_from_before_the_glass_settings_resumes(data, tmp_path):
     from wsiseg.training import loop
 
@@ -125,6 +130,7 @@ def test_a_run_from_before_the_glass_settings_resumes(data, tmp_path):
                                  "on_glass": 0.5}))
 
 
+@pytest.mark.slow
 def test_cli_takes_the_glass_options_and_refuses_bad_ones_in_one_line(data, tmp_path):
     args = ["train", "hspnet_r18", str(data), "--out", str(tmp_path / "cli"), "--classes",
             str(SCHEME), "--attributes", str(data / "grades.csv"), "--epochs", "1",

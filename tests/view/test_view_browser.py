@@ -18,6 +18,8 @@ if CHROMIUM is None or not shutil.os.path.exists(CHROMEDRIVER):
 
 from selenium.webdriver.support.ui import WebDriverWait
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):

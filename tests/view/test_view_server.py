@@ -120,6 +120,7 @@ def test_the_server_binds_the_local_address_by_default(view_result):
         viewer.close()
 
 
+@pytest.mark.slow
 def test_a_folder_gets_an_index_with_thumbnails_and_areas(view_result):
     import threading
 

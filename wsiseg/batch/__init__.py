@@ -2,7 +2,8 @@
 
 ``discovery`` finds the slides, ``manifest`` records each one in ``manifest.csv``, ``claims``
 lets several batch processes share one output folder, ``runner`` predicts them (resuming what an
-earlier run left) and ``cluster`` connects to dask. The names below load their module on first
+earlier run left), ``worker`` is what runs for each slide, here or on a dask worker, and
+``cluster`` connects to dask. The names below load their module on first
 use, so that the manifest and the claims can be used without loading torch.
 """
 
@@ -20,14 +21,14 @@ _WHERE = {
     "SlideRecord": "manifest",
     "read_manifest": "manifest",
     "write_manifest": "manifest",
-    "BatchConfig": "runner",
+    "BatchConfig": "config",
     "BatchResult": "runner",
     "predict_slides": "runner",
-    "run_slide": "runner",
+    "run_slide": "worker",
     "summary_table": "runner",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = list(_WHERE)
 
 
 def __getattr__(name: str) -> Any:

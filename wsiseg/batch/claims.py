@@ -41,10 +41,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wsiseg.atomic import output_error
+
+if TYPE_CHECKING:
+    from typing import Self
 
 try:
     import fcntl
@@ -64,7 +68,7 @@ STALE_SECONDS = 300.0
 _ATTEMPTS = 50
 
 
-def claim_path(output: str | os.PathLike) -> Path:
+def claim_path(output: str | os.PathLike[str]) -> Path:
     """The claim file of the result ``output`` (``OUT/STEM.wsiseg.zarr.claim``)."""
     output = Path(output)
     return output.with_name(output.name + CLAIM_SUFFIX)
@@ -90,7 +94,7 @@ class ClaimInfo:
         stat = _proc_stat(pid)
         return cls(host=socket.gethostname(), pid=pid, batch=batch,
                    worker=worker or f"pid-{pid}@{socket.gethostname()}",
-                   started=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   started=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                    boot=_boot_id(), pidns=_pid_namespace(),
                    pid_start=stat[1] if stat else None)
 
@@ -130,7 +134,7 @@ class ClaimedElsewhere(Exception):
         super().__init__(f"{path.name}: being predicted by {by}")
 
 
-def read_claim(path: str | os.PathLike) -> tuple[ClaimInfo | None, float] | None:
+def read_claim(path: str | os.PathLike[str]) -> tuple[ClaimInfo | None, float] | None:
     """``(claim, mtime)`` of the claim file ``path`` (claim None when unreadable), or None when
     there is no such file."""
     try:
@@ -154,13 +158,13 @@ def is_stale(claim: ClaimInfo | None, mtime: float, stale_after: float | None = 
     return (time.time() if now is None else now) - mtime > stale_after
 
 
-def is_held(path: str | os.PathLike, stale_after: float | None = None) -> bool:
+def is_held(path: str | os.PathLike[str], stale_after: float | None = None) -> bool:
     """Whether a live process holds the claim file ``path``."""
     held = read_claim(path)
     return held is not None and not is_stale(held[0], held[1], stale_after)
 
 
-def take_claim(path: str | os.PathLike, *, batch: str = "", worker: str = "",
+def take_claim(path: str | os.PathLike[str], *, batch: str = "", worker: str = "",
                stale_after: float | None = None,
                heartbeat_seconds: float | None = None) -> Claim:
     """Take the claim file ``path`` for this process and keep it alive until released.
@@ -227,7 +231,7 @@ _UNLOCKABLE: set[str] = set()
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the exclusive lock of the batch folder ``folder`` (its file ``.wsiseg.lock``).
 
     It serialises manifest updates and claim take-overs among all processes sharing the
@@ -300,7 +304,7 @@ class Claim:
             except OSError as err:  # left behind, it goes stale when this process ends
                 logger.warning("cannot remove the claim %s (%s)", self.path, err)
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

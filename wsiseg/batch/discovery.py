@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from wsiseg.errors import ConfigError, SlideError
+from wsiseg.naming import result_name
 from wsiseg.slide.dicom_series import DICOM_SUFFIX, dicom_files, series_file, slide_stem
 
 #: File name endings taken from a folder (OpenSlide's formats).
@@ -26,7 +27,7 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-def is_batch(inputs: Sequence[str | os.PathLike]) -> bool:
+def is_batch(inputs: Sequence[str | os.PathLike[str]]) -> bool:
     """Whether ``inputs`` name a batch: several inputs, a folder, a list file or a pattern.
 
     One slide file, or one folder of DICOM instances (a DICOM slide), is not a batch; its
@@ -42,7 +43,7 @@ def is_batch(inputs: Sequence[str | os.PathLike]) -> bool:
             or (any(ch in text for ch in "*?[") and not path.exists()))
 
 
-def find_slides(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+def find_slides(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Slides named by ``inputs``: files, folders (their slide files), globs and list files.
 
     A folder holding ``.dcm`` files is one slide, the DICOM series in it (an error when they
@@ -125,7 +126,7 @@ def _read_list(path: Path) -> list[Path]:
 
 def output_for(slide: Path, out_dir: Path) -> Path:
     """Where the result of ``slide`` goes in the batch's folder ``out_dir``."""
-    return out_dir / f"{slide_stem(slide)}.wsiseg.zarr"
+    return out_dir / result_name(slide_stem(slide))
 
 
 def refuse_clashes(slides: list[Path], outputs: list[Path]) -> None:

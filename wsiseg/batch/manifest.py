@@ -25,18 +25,24 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal, cast, get_args
 
-from wsiseg.atomic import PARTIAL_SUFFIX, atomic_write
+from wsiseg.atomic import atomic_write
 from wsiseg.batch.claims import claim_path, folder_lock, is_held
 from wsiseg.batch.discovery import output_for
+from wsiseg.naming import PARTIAL_SUFFIX
 from wsiseg.slide.dicom_series import slide_stem
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
 FIELDS = ("slide", "status", "error", "output", "patches", "seconds", "worker")
+
+#: A slide's state in a batch, as its row says it; ``elsewhere`` is only reported (below).
+Status = Literal["pending", "started", "done", "skipped", "failed", "elsewhere"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 #: Reported for a slide that another process predicts; never written to the file.
-ELSEWHERE = "elsewhere"
+ELSEWHERE: Literal["elsewhere"] = "elsewhere"
 
 
 @dataclass
@@ -44,7 +50,7 @@ class SlideRecord:
     """One manifest row."""
 
     slide: str
-    status: str = "pending"  # pending, started, done, skipped, failed (or elsewhere, unwritten)
+    status: Status = "pending"
     error: str = ""
     output: str = ""
     patches: int | None = None
@@ -106,7 +112,7 @@ def _stem(record: SlideRecord) -> str:
 
 
 @contextlib.contextmanager
-def manifest_lock(path: str | os.PathLike) -> Iterator[None]:
+def manifest_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the lock of the folder of the manifest ``path`` (:func:`~wsiseg.batch.claims.
     folder_lock`) in this block. Temporary files that a writer killed in the middle of a write
     left are removed under it (a live writer holds the lock while its file exists)."""
@@ -118,7 +124,7 @@ def manifest_lock(path: str | os.PathLike) -> Iterator[None]:
         yield
 
 
-def write_manifest(path: str | os.PathLike, records: list[SlideRecord]) -> None:
+def write_manifest(path: str | os.PathLike[str], records: list[SlideRecord]) -> None:
     """Write ``records`` to ``path`` as CSV; a reader sees the old file or the new one."""
     with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -128,14 +134,16 @@ def write_manifest(path: str | os.PathLike, records: list[SlideRecord]) -> None:
             writer.writerow({k: "" if row[k] is None else row[k] for k in FIELDS})
 
 
-def read_manifest(path: str | os.PathLike) -> list[SlideRecord]:
+def read_manifest(path: str | os.PathLike[str]) -> list[SlideRecord]:
     """The rows of a manifest written by :func:`write_manifest`."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     out = []
     for row in rows:
         out.append(SlideRecord(
-            slide=row["slide"], status=row["status"], error=row["error"], output=row["output"],
+            # As written; one that is none of STATUSES (edited by hand) is kept as it is.
+            slide=row["slide"], status=cast(Status, row["status"]), error=row["error"],
+            output=row["output"],
             patches=int(row["patches"]) if row["patches"] else None,
             seconds=float(row["seconds"]) if row["seconds"] else None, worker=row["worker"],
         ))

@@ -17,7 +17,8 @@ reported ``elsewhere`` and is no failure; its manifest row is the other process'
 by a process that died goes stale and is taken over.
 
 Without a client the slides run one after another in this process, with the model loaded once.
-With a ``dask.distributed`` client (:mod:`wsiseg.batch.cluster`) there is one task per slide;
+What runs for each slide is :mod:`wsiseg.batch.worker`'s. With a ``dask.distributed`` client
+(:mod:`wsiseg.batch.cluster`) there is one task per slide;
 each worker process loads the model once and keeps it, uses its own GPU when the host has
 several, and a slide whose worker is lost is run again elsewhere by the scheduler. The worker
 running a slide takes its claim, marked with this batch's id: a worker that is killed leaves a
@@ -31,41 +32,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wsiseg.batch.claims import ClaimedElsewhere, claim_path, take_claim
-from wsiseg.batch.cluster import _cached_model, _worker_setup, _workers_by_host, worker_name
+from wsiseg.batch.cluster import workers_by_host
+from wsiseg.batch.config import BatchConfig
 from wsiseg.batch.discovery import output_for, refuse_clashes
 from wsiseg.batch.manifest import ELSEWHERE, MANIFEST, Manifest, SlideRecord
-from wsiseg.errors import ConfigError, OutputError, WsisegError
-from wsiseg.export import ExportOptions, check_formats, export_result, exports_current
-from wsiseg.inference.pipeline import PredictConfig, predict_slide
-from wsiseg.progress import progress_bar
-from wsiseg.result.store import is_complete, open_result
-from wsiseg.slide.dicom_series import slide_size_bytes
+from wsiseg.batch.worker import (
+    Identity,
+    SlideTask,
+    claim_and_run,
+    keep_existing,
+    result_identity,
+    slide_task,
+    worker_name,
+)
+from wsiseg.errors import ConfigError, OutputError
+from wsiseg.progress import ProgressBar, progress_bar
+from wsiseg.result.integrity import is_complete
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
-#: Settings that must match for an existing result to count as this batch's.
-SAME_SETTINGS = ("model", "weights", "patch_size", "stride", "sigma", "target_mpp",
-                 "slide_mpp", "tissue_threshold", "probabilities")
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """How a batch runs: where results go, how each slide is predicted, what is exported."""
-
-    out_dir: str
-    predict: PredictConfig = field(default_factory=PredictConfig)
-    overwrite: bool = False  # redo slides whose result exists
-    exports: tuple[str, ...] = ()
-    export_options: ExportOptions = field(default_factory=ExportOptions)
-    progress: bool = True
+__all__ = ["BatchConfig", "BatchResult", "predict_slides", "summary_table"]
 
 
 @dataclass
@@ -87,8 +82,8 @@ class BatchResult:
         return counts
 
 
-def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
-                   client: Any = None) -> BatchResult:
+def predict_slides(paths: Sequence[str | os.PathLike[str]], config: BatchConfig,
+                   client: Client | None = None) -> BatchResult:
     """Predict every slide of ``paths`` into ``config.out_dir``; see the module's docstring.
 
     ``client`` is a ``dask.distributed.Client``; without one the slides run here, one by one.
@@ -96,9 +91,6 @@ def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
     slides = [Path(p) for p in paths]
     if not slides:
         raise ConfigError("no slides to predict")
-    config.predict.validate()
-    if config.exports:
-        check_formats(config.exports)
     out_dir = Path(config.out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,12 +102,11 @@ def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
 
     records = [SlideRecord(slide=str(s), output=str(o)) for s, o in zip(slides, outputs)]
     manifest = Manifest(out_dir / MANIFEST, records)
-    batch = uuid.uuid4().hex
     todo, died_in, seen = [], [], []
     for i, (slide, out) in enumerate(zip(slides, outputs)):
-        seen.append(_identity(out))  # a result that differs later was made by another process
+        seen.append(result_identity(out))  # a result that differs later was made by another process
         if not config.overwrite and is_complete(out):
-            _skip(records[i], slide, out, config)
+            keep_existing(records[i], slide, out, config)
         elif manifest.died_in(slide):
             died_in.append(i)
         else:
@@ -129,17 +120,15 @@ def predict_slides(paths: Sequence[str | os.PathLike], config: BatchConfig,
         logger.info("%d of %d slides have a complete result in %s and are kept",
                     len(slides) - len(todo), len(slides), out_dir)
 
-    task_config = replace(config.predict, overwrite=True,
-                          progress=config.progress and client is None)
     try:
         with progress_bar(len(todo), "slides", "slide", config.progress, position=0) as bar:
+            run = _Batch(slides, outputs, seen, config, records, manifest, bar,
+                         local=client is None)
             if client is None:
                 for i in todo:
-                    _run_here(i, slides, outputs, task_config, config, records, manifest, batch,
-                              seen[i], bar)
+                    run.run_here(i)
             else:
-                _run_on_cluster(client, slides, outputs, todo, task_config, config, records,
-                                manifest, batch, seen, bar)
+                run.run_on_cluster(client, todo)
     except _BatchStopped:
         raise
     except OutputError as err:  # a claim that cannot be created: no result could be either
@@ -156,7 +145,7 @@ class _BatchStopped(OutputError):
                    "same command again to do the rest)")
 
 
-def _record_state(write: Any, out_dir: Path, *args: Any) -> None:
+def _record_state(write: Callable[..., None], out_dir: Path, *args: Any) -> None:
     """Write the manifest; when it cannot be written, stop the batch with one line.
 
     The batch stops rather than going on unrecorded: a folder that cannot take a small CSV file
@@ -172,185 +161,92 @@ def _record_state(write: Any, out_dir: Path, *args: Any) -> None:
         raise _BatchStopped.after(err, out_dir) from err
 
 
-def _identity(out: Path) -> tuple | None:
-    """What tells one result in ``out`` from the one that replaces it (None: nothing there)."""
-    try:
-        folder = out.stat()
-    except OSError:
-        return None
-    try:
-        group = (out / "zarr.json").stat().st_mtime_ns
-    except OSError:
-        group = None
-    return folder.st_ino, folder.st_mtime_ns, group
+@dataclass
+class _Batch:
+    """A running batch: its slides, what it knew of their results when it began, and the
+    records it keeps in the manifest as their tasks finish."""
 
+    slides: list[Path]
+    outputs: list[Path]
+    seen: list[Identity]
+    config: BatchConfig
+    records: list[SlideRecord]
+    manifest: Manifest
+    bar: ProgressBar
+    #: Slides run in this process (else on a cluster).
+    local: bool
+    #: This batch's id, in every claim it takes.
+    id: str = ""
 
-def _run_here(i, slides, outputs, task_config, config, records, manifest, batch, seen,
-              bar) -> None:
-    """Predict slide ``i`` in this process under its claim, marking it ``started``."""
-    started = False
+    def __post_init__(self) -> None:
+        self.id = self.id or uuid.uuid4().hex
 
-    def mark_started() -> None:
-        nonlocal started
-        records[i].status, records[i].worker, started = "started", worker_name(), True
-        _record_state(manifest.update, manifest.path.parent, i)
+    def task(self, i: int, per_host: dict[str, int] | None = None) -> SlideTask:
+        # The claim decides whether a result is redone, so a task overwrites; a slide's own
+        # progress bar only where the batch's is not shared with other processes.
+        predict = replace(self.config.predict, overwrite=True,
+                          progress=self.config.progress and self.local)
+        return SlideTask(str(self.slides[i]), str(self.outputs[i]), predict, self.config,
+                         self.id, self.seen[i], per_host)
 
-    try:
-        record = _claim_and_run(str(slides[i]), str(outputs[i]), task_config, config, None,
-                                batch, seen, mark_started)
-    except KeyboardInterrupt:  # stopped by the user, not killed by the slide
-        if started:
-            records[i].status = "pending"
-            try:
-                manifest.update(i)
-            except OutputError as err:
-                logger.warning("%s", err)
-        raise
-    _finish(records, i, record, manifest, bar)
+    def run_here(self, i: int) -> None:
+        """Predict slide ``i`` in this process under its claim, marking it ``started``."""
+        records, manifest = self.records, self.manifest
+        started = False
 
+        def mark_started() -> None:
+            nonlocal started
+            records[i].status, records[i].worker, started = "started", worker_name(), True
+            _record_state(manifest.update, manifest.path.parent, i)
 
-def _claim_and_run(slide: str, output: str, config: PredictConfig, batch_config: BatchConfig,
-                   workers_by_host: dict[str, int] | None, batch: str, seen: tuple | None,
-                   on_start: Any = None) -> dict[str, Any]:
-    """Take the slide's claim, then predict it (:func:`run_slide`) unless another process has
-    it or made its result meanwhile; returns its manifest row. ``on_start`` runs once the
-    claim is held, before the prediction."""
-    try:
-        claim = take_claim(claim_path(output), batch=batch, worker=worker_name())
-    except ClaimedElsewhere as held:
-        return asdict(SlideRecord(slide=slide, status=ELSEWHERE, output=output,
-                                  error=f"being predicted by {held.holder.describe()}"
-                                  if held.holder else "being predicted by another process",
-                                  worker=held.holder.worker if held.holder else ""))
-    with claim:
-        out = Path(output)
-        if is_complete(out) and _identity(out) != seen:
-            record = SlideRecord(slide=slide, output=output)
-            _skip(record, Path(slide), out, batch_config)
-            if record.status == "skipped":
-                record.status, record.error = ELSEWHERE, "predicted by another process meanwhile"
-            return asdict(record)
-        if on_start is not None:
-            on_start()
-        return run_slide(slide, output, config, batch_config.exports,
-                         batch_config.export_options, workers_by_host)
+        try:
+            record = claim_and_run(self.task(i), mark_started)
+        except KeyboardInterrupt:  # stopped by the user, not killed by the slide
+            if started:
+                records[i].status = "pending"
+                try:
+                    manifest.update(i)
+                except OutputError as err:
+                    logger.warning("%s", err)
+            raise
+        self.finish(i, record)
 
+    def run_on_cluster(self, client: Client, todo: list[int]) -> None:
+        """Run the slides ``todo`` as one task each on the cluster of ``client``."""
+        from distributed import as_completed
 
-def _slide_task(slide: str, output: str, config: PredictConfig, batch_config: BatchConfig,
-                workers_by_host: dict[str, int] | None, batch: str,
-                seen: tuple | None) -> dict[str, Any]:
-    """What a dask worker runs for one slide: :func:`_claim_and_run`, never raising for a claim
-    that cannot be created (that slide fails)."""
-    try:
-        return _claim_and_run(slide, output, config, batch_config, workers_by_host, batch, seen)
-    except WsisegError as err:
-        return asdict(SlideRecord(slide=slide, status="failed", error=str(err),
-                                  worker=worker_name()))
+        per_host = workers_by_host(client)
+        futures = {}
+        for i in todo:
+            key = f"wsiseg-{i}-{self.slides[i].stem}-{self.id[:8]}"
+            futures[client.submit(slide_task, self.task(i, per_host), key=key, pure=False)] = i
+        # distributed leaves as_completed and Client.cancel unannotated.
+        try:
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+                i = futures[future]
+                try:
+                    record = future.result()
+                except Exception as err:  # noqa: BLE001  the task never returned: its workers kept dying
+                    record = asdict(self.records[i])
+                    record.update(status="failed", error=f"{type(err).__name__}: {err} (the "
+                                  "worker running this slide was lost repeatedly; check its "
+                                  "memory)")
+                self.finish(i, record)
+        except BaseException:  # the batch stops: slides not started yet are not started
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures))  # type: ignore[no-untyped-call]
+            raise
 
-
-def _skip(record: SlideRecord, slide: Path, out: Path, config: BatchConfig) -> None:
-    """Keep a complete result, if it was made from this slide with these settings."""
-    try:
-        _, info = open_result(out)
-    except WsisegError as err:
-        record.status, record.error = "failed", str(err)
-        return
-    made_with = info.config
-    now = asdict(config.predict)
-    changed = [k for k in SAME_SETTINGS if made_with.get(k) != now.get(k)]
-    if info.tta != config.predict.tta:  # a result from before tta was recorded had none
-        changed.append("tta")
-    # A map with holes where the slide could not be read is this batch's only if it skips
-    # damaged regions too; without damage, the flag changes nothing.
-    if info.damaged_count and not config.predict.skip_damaged:
-        changed.append("skip_damaged")
-    # Name and size, not the full path: a share mounted elsewhere is still the same slide.
-    same_slide = (info.slide.path.name == slide.name
-                  and info.slide.size_bytes == slide_size_bytes(slide))
-    if changed or not same_slide:
-        what = f"other settings ({', '.join(changed)})" if changed else "another slide file"
-        record.status = "failed"
-        record.error = (f"{out} exists and was made from {what}; pass --overwrite to redo it, "
-                        "or choose another --out")
-        return
-    record.status = "skipped"
-    record.patches = info.patches_predicted
-    record.seconds = info.seconds
-    if config.exports and not exports_current(out, config.exports, out.parent,
-                                              config.export_options):
-        try:  # exports a previous run did not get to
-            export_result(out, config.exports, out.parent, config.export_options)
-        except WsisegError as err:
-            record.status, record.error = "failed", f"export: {err}"
-
-
-def _finish(records: list[SlideRecord], i: int, record: dict[str, Any], manifest: Manifest,
-            bar: Any) -> None:
-    records[i] = SlideRecord(**record)
-    r = records[i]
-    if r.status == "failed":
-        r.output = ""  # nothing was written there
-        logger.error("%s", r.error if r.slide in r.error else f"{r.slide}: {r.error}")
-    elif r.status == ELSEWHERE:
-        logger.info("%s: %s", r.slide, r.error)
-    _record_state(manifest.update, manifest.path.parent, i)  # an elsewhere row is not written
-    bar.update(1)
-
-
-def _run_on_cluster(client, slides, outputs, todo, task_config, config, records, manifest,
-                    batch, seen, bar) -> None:
-    from distributed import as_completed
-
-    per_host = _workers_by_host(client)
-    futures = {}
-    for i in todo:
-        future = client.submit(
-            _slide_task, str(slides[i]), str(outputs[i]), task_config, config, per_host, batch,
-            seen[i], key=f"wsiseg-{i}-{slides[i].stem}-{batch[:8]}", pure=False,
-        )
-        futures[future] = i
-    try:
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                record = future.result()
-            except Exception as err:  # the task never returned: its workers kept dying
-                record = asdict(records[i])
-                record.update(status="failed", error=f"{type(err).__name__}: {err} (the worker "
-                              "running this slide was lost repeatedly; check its memory)")
-            _finish(records, i, record, manifest, bar)
-    except BaseException:  # the batch stops: slides not started yet are not started
-        with contextlib.suppress(Exception):
-            client.cancel(list(futures))
-        raise
-
-
-# --- what runs for each slide, here or on a worker ------------------------------------------
-
-def run_slide(slide: str, output: str, config: PredictConfig, exports: Sequence[str] = (),
-              export_options: ExportOptions | None = None,
-              workers_by_host: dict[str, int] | None = None) -> dict[str, Any]:
-    """Predict (and export) one slide; returns its manifest row. Never raises for a bad slide.
-
-    It takes no claim: :func:`predict_slides` calls it with the slide's claim held.
-    """
-    started = time.perf_counter()
-    config, worker = _worker_setup(config, workers_by_host)
-    record = SlideRecord(slide=slide, output=output, worker=worker)
-    try:
-        model = _cached_model(config)
-        info = predict_slide(slide, replace(config, out=output), model=model)
-        record.patches = info.patches_predicted
-        if exports:
-            export_result(info.path, exports, Path(output).parent, export_options)
-        record.status = "done"
-    except WsisegError as err:
-        record.status, record.error = "failed", str(err)
-    except Exception as err:  # a slide that breaks a library below us must not end the batch
-        record.status, record.error = "failed", f"unexpected {type(err).__name__}: {err}"
-        logger.debug("%s failed", slide, exc_info=True)
-    record.seconds = round(time.perf_counter() - started, 3)
-    return asdict(record)
+    def finish(self, i: int, record: dict[str, Any]) -> None:
+        self.records[i] = r = SlideRecord(**record)
+        if r.status == "failed":
+            r.output = ""  # nothing was written there
+            logger.error("%s", r.error if r.slide in r.error else f"{r.slide}: {r.error}")
+        elif r.status == ELSEWHERE:
+            logger.info("%s: %s", r.slide, r.error)
+        # An elsewhere row is not written: it is the other process's.
+        _record_state(self.manifest.update, self.manifest.path.parent, i)
+        self.bar.update(1)
 
 
 # --- the summary ------------------------------------------------------------------------

@@ -11,13 +11,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from wsiseg.atomic import output_error
 from wsiseg.errors import ConfigError
+from wsiseg.naming import RESULT_SUFFIX
+from wsiseg.settings import setting, validate_fields
 
-ORIGINS = ("bounds", "level0")
+#: The frames of the vector and raster exports (see :class:`ExportOptions`).
+Origin = Literal["bounds", "level0"]
+ORIGINS: tuple[Origin, ...] = get_args(Origin)
 #: The frame of each format when ``ExportOptions.origin`` is None.
-DEFAULT_ORIGINS = {"geojson": "bounds", "tiff": "level0"}
+DEFAULT_ORIGINS: dict[str, Origin] = {"geojson": "bounds", "tiff": "level0"}
 
 
 @dataclass(frozen=True)
@@ -32,40 +37,55 @@ class ExportOptions:
     geojson ``bounds`` for QuPath, tiff ``level0`` for ASAP).
     """
 
-    png_size: int = 2048  # png: longest side of the thumbnail part, in pixels
-    simplify_um: float | None = None  # geojson vertex tolerance; None: half an analysis pixel
-    min_area_um2: float = 0.0  # geojson and report: regions smaller than this are left out
-    origin: str | None = None
-    tiff_overlay: bool = False  # tiff: also write a colour overlay beside the labels
-    class_names: tuple[tuple[str, str], ...] = ()  # geojson: (class, name in QuPath) pairs
+    origin: Origin | None = setting(
+        None, error="unknown origin {value!r}; choose from {choices}",
+        help="Frame of geojson and tiff: 'bounds' starts at the slide's bounds offset, as "
+             "QuPath shows OpenSlide slides; 'level0' is the full level-0 frame of OpenSlide "
+             "and ASAP. Default: each format's own viewer's, geojson 'bounds' (QuPath), tiff "
+             "'level0' (ASAP).")
+    simplify_um: float | None = setting(
+        None, flag="--simplify", min=0, label="simplify tolerance", unit="um",
+        help="geojson: vertex tolerance in um (default half an analysis pixel; 0 keeps exact "
+             "pixel outlines).")
+    min_area_um2: float = setting(
+        0.0, flag="--min-area", min=0, label="minimum area", unit="um^2",
+        help="geojson: drop regions smaller than this, in um^2 (the report counts the same "
+             "regions).")
+    class_names: tuple[tuple[str, str], ...] = setting(  # (class, name in QuPath) pairs
+        (), metavar="CLASS=NAME,...",
+        help="geojson: give classes the names of your QuPath classes, e.g. "
+             "'tumour=Tumor,normal=Stroma'.")
+    tiff_overlay: bool = setting(
+        False, help="tiff: also write a colour overlay TIFF (background transparent).")
+    png_size: int = setting(
+        2048, min=16, unit="px",
+        help="png: longest side of the slide's thumbnail in pixels (title, legend and scale "
+             "bar go below it).")
 
     def __post_init__(self) -> None:
-        if self.origin is not None and self.origin not in ORIGINS:
-            raise ConfigError(f"unknown origin {self.origin!r}; choose from {', '.join(ORIGINS)}")
-        if not self.png_size >= 16:
-            raise ConfigError(f"png size must be at least 16 px, got {self.png_size}")
-        if self.simplify_um is not None and not self.simplify_um >= 0:
-            raise ConfigError(f"simplify tolerance must be 0 or more um, got {self.simplify_um}")
-        if not self.min_area_um2 >= 0:
-            raise ConfigError(f"minimum area must be 0 or more um^2, got {self.min_area_um2}")
+        validate_fields(self)
 
 
-Exporter = Callable[[str | os.PathLike, Path, str, ExportOptions], list[Path]]
+#: A result, the folder, the stem of the files and the options, to the paths written.
+Exporter = Callable[[str | os.PathLike[str], Path, str, ExportOptions], list[Path]]
 
 
-def _report(result, out_dir, stem, options):
+def _report(result: str | os.PathLike[str], out_dir: Path, stem: str,
+            options: ExportOptions) -> list[Path]:
     from .report import write_report
 
     return write_report(result, out_dir, stem, min_area_um2=options.min_area_um2)
 
 
-def _png(result, out_dir, stem, options):
+def _png(result: str | os.PathLike[str], out_dir: Path, stem: str,
+         options: ExportOptions) -> list[Path]:
     from .thumbnail import write_thumbnail
 
     return write_thumbnail(result, out_dir, stem, size=options.png_size)
 
 
-def _geojson(result, out_dir, stem, options):
+def _geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
+             options: ExportOptions) -> list[Path]:
     from .geojson import write_geojson
 
     return write_geojson(result, out_dir, stem, simplify_um=options.simplify_um,
@@ -74,7 +94,8 @@ def _geojson(result, out_dir, stem, options):
                          class_names=dict(options.class_names))
 
 
-def _tiff(result, out_dir, stem, options):
+def _tiff(result: str | os.PathLike[str], out_dir: Path, stem: str,
+          options: ExportOptions) -> list[Path]:
     from .tiff import write_tiff
 
     return write_tiff(result, out_dir, stem, overlay=options.tiff_overlay,
@@ -100,8 +121,8 @@ def export_files(stem: str, formats: Sequence[str], options: ExportOptions) -> l
     return [name for f in dict.fromkeys(formats) for name in names[f]]
 
 
-def exports_current(result: str | os.PathLike, formats: Sequence[str],
-                    out_dir: str | os.PathLike, options: ExportOptions) -> bool:
+def exports_current(result: str | os.PathLike[str], formats: Sequence[str],
+                    out_dir: str | os.PathLike[str], options: ExportOptions) -> bool:
     """True when every file of ``formats`` exists in ``out_dir`` and is newer than ``result``.
 
     Exports are written under a temporary name and renamed when complete, so one that exists
@@ -115,10 +136,10 @@ def exports_current(result: str | os.PathLike, formats: Sequence[str],
     return True
 
 
-def result_stem(result: str | os.PathLike) -> str:
+def result_stem(result: str | os.PathLike[str]) -> str:
     """``slide`` for ``slide.wsiseg.zarr`` (or ``NAME`` for ``NAME.zarr``)."""
     name = Path(result).name
-    for suffix in (".wsiseg.zarr", ".zarr"):
+    for suffix in (RESULT_SUFFIX, ".zarr"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -132,8 +153,8 @@ def check_formats(formats: Sequence[str]) -> None:
                           f"{', '.join(EXPORTERS)}")
 
 
-def export_result(result: str | os.PathLike, formats: Sequence[str],
-                  out_dir: str | os.PathLike | None = None,
+def export_result(result: str | os.PathLike[str], formats: Sequence[str],
+                  out_dir: str | os.PathLike[str] | None = None,
                   options: ExportOptions | None = None) -> list[Path]:
     """Write ``formats`` of ``result`` into ``out_dir`` (default: beside the result)."""
     check_formats(formats)

@@ -49,16 +49,18 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from scipy import sparse
 from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError
-from wsiseg.result.store import open_result, reads_result
+from wsiseg.export.report import LabelMap
+from wsiseg.result.reading import reads_result
+from wsiseg.result.store import open_result
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ DECIMALS = 2
 FEATURE_NAMESPACE = uuid.UUID("6f1d0c8e-5b7a-4d2e-9a3c-2f8b1e4d7c60")
 
 
-def _bands(labels: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+def _bands(labels: LabelMap) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
     """(first row, band, row above it) over the map, one band of chunk rows at a time."""
     height = labels.shape[0]
     chunks = getattr(labels, "chunks", None)
@@ -139,8 +141,10 @@ def _successors(start: np.ndarray, end: np.ndarray,
     """
     span = int(max(start.max(), end.max())) + 2
 
-    def key(points: np.ndarray) -> np.ndarray:
-        return (cls.astype(np.int64) * span + points[:, 1]) * span + points[:, 0]
+    def key(points: np.ndarray) -> npt.NDArray[np.int64]:
+        keys: npt.NDArray[np.int64] = (
+            (cls.astype(np.int64) * span + points[:, 1]) * span + points[:, 0])
+        return keys
 
     starts = key(start)
     order = np.argsort(starts, kind="stable")
@@ -181,7 +185,7 @@ def _cycles(following: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pointer = jumped
 
 
-def class_polygons(labels: Any) -> dict[int, np.ndarray]:
+def class_polygons(labels: LabelMap) -> dict[int, np.ndarray]:
     """Class index -> its connected polygons (map pixels, exact pixel edges, holes as rings).
 
     ``labels`` may be a zarr array; it is read one band of chunk rows at a time. The polygons
@@ -246,9 +250,9 @@ def class_polygons(labels: Any) -> dict[int, np.ndarray]:
     return {int(c): polygons[shell_class == c] for c in np.unique(shell_class)}
 
 
-def _valid(polygons: np.ndarray) -> np.ndarray:
+def _valid(polygons: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
     """``polygons`` made valid where they are not, keeping only polygonal parts (None if none)."""
-    out = polygons.copy()
+    out: npt.NDArray[np.object_] = polygons.copy()
     for i in np.flatnonzero(~shapely.is_valid(polygons)):
         # make_valid gives a collection of (multi)polygons, lines and points: flatten it twice.
         parts = shapely.get_parts(shapely.get_parts(shapely.make_valid(polygons[i])))
@@ -258,20 +262,23 @@ def _valid(polygons: np.ndarray) -> np.ndarray:
     return out
 
 
-def _simplified(polygons: np.ndarray, tolerance: float, sx: float, sy: float) -> np.ndarray:
+def _simplified(polygons: npt.NDArray[np.object_], tolerance: float, sx: float, sy: float
+                ) -> npt.NDArray[np.object_]:
     """The coverage ``polygons`` (level-0 px, corners on a grid of ``sx`` by ``sy``) simplified."""
     # Every vertex of a pixel outline is a right-angled corner whose triangle with its
     # neighbours is at least half a map pixel in area; below that the simplifier could only
     # drop the few vertices on straight lines where three classes meet. Left as they are, the
     # outlines stay axis-parallel, and rounding cannot make them invalid.
     if tolerance**2 < 0.5 * sx * sy:
-        return shapely.transform(polygons, lambda c: np.round(c, DECIMALS))
+        rounded: npt.NDArray[np.object_] = shapely.transform(
+            polygons, lambda c: np.round(c, DECIMALS))
+        return rounded
     polygons = shapely.coverage_simplify(polygons, tolerance)
     return _valid(shapely.transform(polygons, lambda c: np.round(c, DECIMALS)))
 
 
 @reads_result
-def write_geojson(result: str | os.PathLike, out_dir: Path, stem: str,
+def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
                   simplify_um: float | None = None, min_area_um2: float = 0.0,
                   origin: str = "bounds", class_names: Mapping[str, str] | None = None
                   ) -> list[Path]:

@@ -21,14 +21,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
-from wsiseg.result.store import open_result, reads_result
+from wsiseg.result.reading import reads_result
+from wsiseg.result.store import open_result
 
 _STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 #: The ``class`` of the CSV row (only present when there were some) that gives the area and the
@@ -41,6 +43,16 @@ REGIONS_RULE = ("4-connected pixels of one class (touching only at a corner: sep
                 "of at least min_area_um2, the annotations the geojson export writes with the "
                 "same --min-area; the total tissue row sums the classes")
 _USE_WORDS = re.compile(r"\b(use|research|diagnos\w*|clinical|demonstration)\b", re.IGNORECASE)
+
+
+class LabelMap(Protocol):
+    """A 2-D map of class indices read a band of rows at a time: a numpy array, or a zarr
+    array (whose ``chunks``, when it has them, set the band height)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: slice, /) -> npt.ArrayLike: ...
 
 
 def intended_use(card: Mapping[str, Any]) -> str:
@@ -60,12 +72,12 @@ def intended_use(card: Mapping[str, Any]) -> str:
     return " ".join(kept)
 
 
-def _band_rows(labels: Any) -> int:
+def _band_rows(labels: LabelMap) -> int:
     chunks = getattr(labels, "chunks", None)
     return int(chunks[0]) if chunks else 512
 
 
-def class_statistics(labels: Any, num_classes: int, connectivity: int = 4
+def class_statistics(labels: LabelMap, num_classes: int, connectivity: int = 4
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(pixel count per class, number of connected regions per class) of a 2-D label array.
 
@@ -75,7 +87,7 @@ def class_statistics(labels: Any, num_classes: int, connectivity: int = 4
     return counts, np.array([len(s) for s in sizes], dtype=np.int64)
 
 
-def region_sizes(labels: Any, num_classes: int, connectivity: int = 4
+def region_sizes(labels: LabelMap, num_classes: int, connectivity: int = 4
                  ) -> tuple[np.ndarray, list[np.ndarray]]:
     """(pixel count per class, pixel count of each connected region, per class).
 
@@ -123,7 +135,7 @@ def region_sizes(labels: Any, num_classes: int, connectivity: int = 4
 
 
 @reads_result
-def build_report(result: str | os.PathLike, min_area_um2: float = 0.0) -> dict[str, Any]:
+def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> dict[str, Any]:
     """The report of a result: per-class rows, the total tissue, slide, model, settings, time.
 
     Regions smaller than ``min_area_um2`` are not counted (their pixels still are, in areas).
@@ -179,7 +191,7 @@ CSV_COLUMNS = ["slide", "model", "class", "area_mm2", "share_of_tissue_percent",
                "map_pixels", "map_mpp"]
 
 
-def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: str,
+def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str], stem: str,
                  min_area_um2: float = 0.0) -> list[Path]:
     """Write ``STEM.report.json`` and ``STEM.report.csv`` (one row per class) into ``out_dir``."""
     report = build_report(result, min_area_um2)
@@ -194,7 +206,8 @@ def write_report(result: str | os.PathLike, out_dir: str | os.PathLike, stem: st
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
 
-        def row(name, area_mm2, percent, regions, pixels):
+        def row(name: str, area_mm2: float, percent: float | None, regions: int | None,
+                pixels: int | None) -> None:
             writer.writerow([report["slide"], report["model"], name, f"{area_mm2:.4f}",
                              "" if percent is None else f"{percent:.2f}",
                              "" if regions is None else regions,

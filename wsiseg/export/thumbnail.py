@@ -17,17 +17,23 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from wsiseg.atomic import atomic_write
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError, SlideError
 from wsiseg.export.report import intended_use
-from wsiseg.result.store import open_result, reads_result
+from wsiseg.result.reading import reads_result
+from wsiseg.result.store import open_result
 from wsiseg.slide.geometry import overview_geometry
 from wsiseg.slide.reader import open_slide
 from wsiseg.slide.region import read_grid
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ OPACITY = 0.45
 
 
 def _map_indices(thumb_size: int, step: float, offset: float, scale: float,
-                 map_size: int) -> tuple[np.ndarray, np.ndarray]:
+                 map_size: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     centres = (np.arange(thumb_size) + 0.5) * step  # level 0
     index = np.floor((centres - offset) / scale).astype(np.int64)
     inside = (index >= 0) & (index < map_size)
@@ -57,7 +63,7 @@ def scale_bar_um(um_per_px: float, width_px: int) -> float:
     return max(m * power for m in (1, 2, 5) if m * power <= most * (1 + 1e-9))
 
 
-def _font(size: int) -> Any:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     from PIL import ImageFont
 
     try:
@@ -71,7 +77,8 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
+def _wrap(draw: ImageDraw.ImageDraw, text: str,
+          font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
     """``text`` in lines no wider than ``width`` (a single long word gets a line of its own)."""
     lines: list[str] = []
     for word in text.split():
@@ -82,9 +89,10 @@ def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
     return lines
 
 
-def _line_height(font: Any) -> int:
+def _line_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
     """The height of a line of ``font``, spacing included."""
-    return round(getattr(font, "size", 11) * 1.3)
+    size: float = getattr(font, "size", 11)  # Pillow's bitmap font has no size: 11 px
+    return round(size * 1.3)
 
 
 def _um(value: float) -> str:
@@ -92,8 +100,8 @@ def _um(value: float) -> str:
 
 
 @reads_result
-def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
-                  opacity: float = OPACITY) -> Any:
+def overlay_image(result: str | os.PathLike[str], size: int = DEFAULT_SIZE,
+                  opacity: float = OPACITY) -> Image.Image:
     """The overlay as a PIL image: thumbnail with the colours blended, the caption below it."""
     from PIL import Image, ImageDraw
 
@@ -124,7 +132,8 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
     classes = info.classes
     colours = np.array([c.color for c in classes], dtype=np.float32)
     small = np.asarray(labels.get_orthogonal_selection((rows, cols))
-                       if hasattr(labels, "get_orthogonal_selection") else labels[rows][:, cols])
+                       if hasattr(labels, "get_orthogonal_selection")
+                       else np.asarray(labels[rows])[:, cols])
     paint = (small > 0) & rows_in[:, None] & cols_in[None, :]
     out = thumb.astype(np.float32)
     out[paint] = (1 - opacity) * out[paint] + opacity * colours[small[paint]]
@@ -144,7 +153,8 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
     title_lines = _wrap(measure, title, title_font, tw - 2 * pad)
     use_lines = _wrap(measure, use, small_font, tw - 2 * pad)
     # Legend items flow left to right and wrap at the image's width.
-    items, x, y = [], pad, 0
+    items: list[tuple[int, int, ClassInfo]] = []
+    x, y = pad, 0
     for c in classes[1:]:
         item_width = unit + pad + round(measure.textlength(c.name, font=font))
         if x > pad and x + item_width > tw - pad:
@@ -183,7 +193,7 @@ def overlay_image(result: str | os.PathLike, size: int = DEFAULT_SIZE,
     return canvas
 
 
-def write_thumbnail(result: str | os.PathLike, out_dir: Path, stem: str,
+def write_thumbnail(result: str | os.PathLike[str], out_dir: Path, stem: str,
                     size: int = DEFAULT_SIZE) -> list[Path]:
     """Write ``STEM.overlay.png`` (longest side of the thumbnail part: ``size`` px)."""
     from PIL import PngImagePlugin
@@ -192,7 +202,7 @@ def write_thumbnail(result: str | os.PathLike, out_dir: Path, stem: str,
     image = overlay_image(result, size)
     text = PngImagePlugin.PngInfo()
     for key, value in image.info.items():
-        if isinstance(value, str):
+        if isinstance(key, str) and isinstance(value, str):
             text.add_itxt(key, value)
     with atomic_write(path, "wb") as f:
         image.save(f, format="PNG", pnginfo=text)

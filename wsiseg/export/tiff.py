@@ -35,14 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 
 from wsiseg.atomic import atomic_write, os_error_in, output_error
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ConfigError
-from wsiseg.models.card import ClassInfo
 from wsiseg.result.info import ResultInfo
 from wsiseg.result.pyramid import level_shapes, pyramid_paths, write_pyramid
-from wsiseg.result.store import open_result, read_error, reads_result, result_reads
+from wsiseg.result.reading import read_error, reads_result, result_reads
+from wsiseg.result.store import open_result
 
 TILE = 256
 #: The frame a TIFF gets when none is asked for: the full level-0 frame, as ASAP expects.
@@ -52,7 +54,7 @@ _ASAP_REFUSED = re.compile(r"dicom|xml", re.IGNORECASE)
 
 
 def _level_tiles(array: Any, frame: tuple[int, int], offset: tuple[int, int],
-                 lut: np.ndarray | None) -> Iterator[np.ndarray]:
+                 lut: npt.NDArray[np.uint8] | None) -> Iterator[npt.NDArray[np.uint8]]:
     """Tiles of one level in row-major order: ``array`` placed at ``offset`` in ``frame``."""
     fh, fw = frame
     py, px = offset
@@ -74,7 +76,7 @@ def _frame(info: ResultInfo, shape: tuple[int, int], origin: str
            ) -> tuple[tuple[int, int], tuple[int, int]]:
     """(frame height, width) and the map's (row, column) offset in it, at level 0 of the TIFF."""
     if origin == "bounds":
-        return tuple(shape), (0, 0)
+        return shape, (0, 0)
     if origin != "level0":
         raise ConfigError(f"unknown origin {origin!r}; choose from bounds, level0")
     sx, sy = (float(v) for v in info.scale_to_level0)
@@ -95,7 +97,7 @@ def tiff_description(info: ResultInfo, origin: str, colours: bool) -> str:
     return _ASAP_REFUSED.sub(lambda m: f"\\u{ord(m.group()[0]):04x}" + m.group()[1:], text)
 
 
-def _colour_lut(classes: tuple[ClassInfo, ...]) -> np.ndarray:
+def _colour_lut(classes: tuple[ClassInfo, ...]) -> npt.NDArray[np.uint8]:
     lut = np.zeros((256, 4), dtype=np.uint8)
     for c in classes:
         if c.index > 0:
@@ -105,7 +107,7 @@ def _colour_lut(classes: tuple[ClassInfo, ...]) -> np.ndarray:
 
 
 @reads_result
-def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: bool = False,
+def write_tiff(result: str | os.PathLike[str], out_dir: Path, stem: str, overlay: bool = False,
                origin: str = DEFAULT_ORIGIN) -> list[Path]:
     """Write ``STEM.labels.tif`` (and ``STEM.overlay.tif`` with ``overlay``) into ``out_dir``.
 
@@ -113,7 +115,8 @@ def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: boo
     """
     labels, info = open_result(result)
     group = zarr.open_group(str(result), mode="r")
-    frame, offset = _frame(info, labels.shape, origin)
+    height, width = labels.shape
+    frame, offset = _frame(info, (height, width), origin)
     scratch = None
     try:
         paths = pyramid_paths(group)
@@ -143,7 +146,7 @@ def write_tiff(result: str | os.PathLike, out_dir: Path, stem: str, overlay: boo
 
 
 def _write(path: Path, levels: list[Any], frame: tuple[int, int], offset: tuple[int, int],
-           info: ResultInfo, origin: str, lut: np.ndarray | None) -> Path:
+           info: ResultInfo, origin: str, lut: npt.NDArray[np.uint8] | None) -> Path:
     import tifffile
 
     mpp_x, mpp_y = (float(v) for v in info.analysis_mpp)

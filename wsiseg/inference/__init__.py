@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = ["PredictConfig", "predict_slide"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # The pipeline imports torch; load it on first use so `import wsiseg.inference.grid` stays light.
     if name in __all__:
         from wsiseg.inference import pipeline

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from wsiseg.result.info import DamagedArea
-from wsiseg.slide.geometry import Geometry
+from wsiseg.slide.geometry import Geometry, Level0Box, MapBox
 from wsiseg.slide.reader import DamagedRegion, Slide
 
 
@@ -21,20 +21,19 @@ def damaged_areas(regions: list[DamagedRegion]) -> tuple[DamagedArea, ...]:
             last = out[-1]
             lx, ly, lw, lh = last.box_level0
             if last.level == r.level and (ly, lh) == (y, h) and lx + lw == x:
-                out[-1] = DamagedArea(r.level, (lx, ly, lw + w, lh), last.reason)
+                out[-1] = DamagedArea(r.level, Level0Box((lx, ly, lw + w, lh)), last.reason)
                 continue
-        out.append(DamagedArea(r.level, (x, y, w, h), r.reason))
+        out.append(DamagedArea(r.level, Level0Box((x, y, w, h)), r.reason))
     return tuple(out)
 
 
-def map_boxes(slide: Slide, geometry: Geometry) -> list[tuple[int, int, int, int]]:
+def map_boxes(slide: Slide, geometry: Geometry) -> list[MapBox]:
     """The map boxes of every damaged region found (at any level) that lie on the map."""
     boxes = (map_box(geometry, r) for r in slide.damaged_regions())
     return [box for box in boxes if box is not None]
 
 
-def map_box(geometry: Geometry, region: DamagedRegion | DamagedArea
-             ) -> tuple[int, int, int, int] | None:
+def map_box(geometry: Geometry, region: DamagedRegion | DamagedArea) -> MapBox | None:
     """The map pixels ``(x, y, width, height)`` whose area overlaps ``region``; None when it
     lies outside the map. Pure."""
     if isinstance(region, DamagedRegion) and region.level == geometry.level:
@@ -52,4 +51,4 @@ def map_box(geometry: Geometry, region: DamagedRegion | DamagedArea
     y1 = min(geometry.height, math.ceil((by + bh - loy) / ry))
     if x1 <= x0 or y1 <= y0:
         return None
-    return (x0, y0, x1 - x0, y1 - y0)
+    return MapBox((x0, y0, x1 - x0, y1 - y0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from wsiseg.errors import ConfigError
 
@@ -38,17 +39,17 @@ class PatchGrid:
         """Position of the first window's top-left corner (negative: padding)."""
         return -(self.patch_size - self.stride)
 
-    def _starts(self, extent: int) -> np.ndarray:
+    def _starts(self, extent: int) -> npt.NDArray[np.int64]:
         n = (extent - 1 - self.origin) // self.stride + 1
         return self.origin + self.stride * np.arange(n, dtype=np.int64)
 
     @property
-    def xs(self) -> np.ndarray:
+    def xs(self) -> npt.NDArray[np.int64]:
         """Left edges of the window columns."""
         return self._starts(self.width)
 
     @property
-    def ys(self) -> np.ndarray:
+    def ys(self) -> npt.NDArray[np.int64]:
         """Top edges of the window rows."""
         return self._starts(self.height)
 
@@ -58,7 +59,8 @@ class PatchGrid:
         return (len(self.ys), len(self.xs))
 
 
-def window_tissue_fractions(tissue: np.ndarray, factor: int, grid: PatchGrid) -> np.ndarray:
+def window_tissue_fractions(tissue: npt.NDArray[np.bool_], factor: int, grid: PatchGrid
+                            ) -> npt.NDArray[np.float64]:
     """Fraction of each window's area that is tissue, (rows, columns) float64.
 
     ``tissue`` is a boolean mask whose pixels are ``factor x factor`` analysis pixels. All
@@ -68,7 +70,8 @@ def window_tissue_fractions(tissue: np.ndarray, factor: int, grid: PatchGrid) ->
     sat = np.zeros((tissue.shape[0] + 1, tissue.shape[1] + 1), dtype=np.int64)
     sat[1:, 1:] = np.cumsum(np.cumsum(tissue, axis=0, dtype=np.int64), axis=1)
 
-    def edges(starts: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    def edges(starts: npt.NDArray[np.int64], limit: int
+              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         lo = np.clip(np.rint(starts / factor).astype(np.int64), 0, limit)
         hi = np.clip(np.rint((starts + grid.patch_size) / factor).astype(np.int64), 0, limit)
         return lo, hi

@@ -15,6 +15,7 @@ read they need has ended, so every damaged region under them is known by then.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -22,16 +23,25 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from wsiseg.inference.grid import PatchGrid
-from wsiseg.slide.region import RegionReader
+from wsiseg.slide.geometry import MapBox
 
 logger = logging.getLogger(__name__)
 
 Interval = tuple[int, int]
-Box = tuple[int, int, int, int]  # x, y, width, height in analysis pixels
+
+
+class RegionSource(Protocol):
+    """What the loader reads pixels through: a :class:`~wsiseg.slide.region.RegionReader`, or
+    anything else that reads rectangles of the analysis grid the same way."""
+
+    def read(self, x: int, y: int, width: int, height: int,
+             out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]: ...
 
 
 def merge_intervals(intervals: list[Interval]) -> list[Interval]:
@@ -72,7 +82,7 @@ class Band:
     columns: list[Interval]  # analysis x intervals the kept windows need
 
 
-def plan_bands(grid: PatchGrid, kept: np.ndarray, band_height: int) -> list[Band]:
+def plan_bands(grid: PatchGrid, kept: npt.NDArray[np.bool_], band_height: int) -> list[Band]:
     """Bands of about ``band_height`` analysis rows holding every kept window. Pure."""
     p, s = grid.patch_size, grid.stride
     rows_per_band = max(1, -(-(p - s) // s), round(band_height / s))
@@ -80,7 +90,7 @@ def plan_bands(grid: PatchGrid, kept: np.ndarray, band_height: int) -> list[Band
     bands = []
     for r0 in range(0, len(ys), rows_per_band):
         r1 = min(r0 + rows_per_band, len(ys))
-        rr, cc = np.nonzero(kept[r0:r1])
+        _, cc = np.nonzero(kept[r0:r1])
         if len(cc) == 0:
             continue
         cols = merge_intervals([(int(xs[c]), int(xs[c]) + p) for c in np.unique(cc)])
@@ -92,9 +102,9 @@ def plan_bands(grid: PatchGrid, kept: np.ndarray, band_height: int) -> list[Band
 class PatchBatch:
     """Windows at grid ``rows``/``cols`` (row-major order) and their pixels."""
 
-    rows: np.ndarray
-    cols: np.ndarray
-    patches: np.ndarray  # uint8 (n, P, P, 3)
+    rows: npt.NDArray[np.int64]
+    cols: npt.NDArray[np.int64]
+    patches: npt.NDArray[np.uint8]  # (n, P, P, 3)
 
 
 @dataclass
@@ -105,10 +115,14 @@ class LoaderStats:
     level_pixels_decoded: int = 0
     patches: int = 0
     patches_dropped: int = 0  # windows left out because they touch a damaged region
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
 
 
-_END = object()
+class _End:
+    """What the reading thread puts on the queue after the last batch."""
+
+
+_END = _End()
 
 
 class BandLoader:
@@ -116,16 +130,16 @@ class BandLoader:
 
     def __init__(
         self,
-        reader: RegionReader,
+        reader: RegionSource,
         grid: PatchGrid,
-        kept: np.ndarray,
+        kept: npt.NDArray[np.bool_],
         batch_size: int = 16,
         band_height: int = 1000,
         threads: int = 2,
         chunk: int = 1024,
         strip: int = 256,
         queue_batches: int = 8,
-        damaged: Callable[[], list[Box]] | None = None,
+        damaged: Callable[[], list[MapBox]] | None = None,
     ) -> None:
         """``damaged`` returns the analysis boxes known to be damaged so far; the windows
         that touch one are not emitted (see :attr:`LoaderStats.patches_dropped`)."""
@@ -135,7 +149,10 @@ class BandLoader:
         self.batch_size = batch_size
         self.bands = plan_bands(grid, kept, band_height)
         self.threads = threads
-        tiles = getattr(reader, "tile_grid", lambda: None)()
+        # Only a reader of a slide (RegionReader) knows the tiles its reads decode.
+        tile_grid: Callable[[], tuple[int, int, int] | None] = getattr(
+            reader, "tile_grid", lambda: None)
+        tiles = tile_grid()
         if tiles is None:
             self.chunk, self.strip, self.phase = chunk, strip, (0, 0)
         else:  # chunk and strip edges on tile edges, so no tile is decoded by two reads
@@ -149,10 +166,11 @@ class BandLoader:
         self.x_hi = int(grid.xs[used[-1]]) + grid.patch_size if len(used) else self.x_lo + 1
         self.damaged = damaged
         self.stats = LoaderStats()
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self._queue: queue.Queue[PatchBatch | BaseException | _End] = queue.Queue(
+            maxsize=queue_batches)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._spare: np.ndarray | None = None
+        self._spare: npt.NDArray[np.uint8] | None = None
 
     # -- consumer side --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[PatchBatch]:
@@ -161,7 +179,7 @@ class BandLoader:
         try:
             while True:
                 item = self._queue.get()
-                if item is _END:
+                if isinstance(item, _End):
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -182,7 +200,7 @@ class BandLoader:
             self._thread = None
 
     # -- producer side --------------------------------------------------------------------------
-    def _put(self, item) -> bool:
+    def _put(self, item: PatchBatch | BaseException | _End) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -196,7 +214,7 @@ class BandLoader:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="wsiseg-read") as pool:
                 self._run(pool)
             self._put(_END)
-        except BaseException as err:  # handed to the consumer, which re-raises it
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
             self._put(err)
 
     def _run(self, pool: ThreadPoolExecutor) -> None:
@@ -222,7 +240,7 @@ class BandLoader:
 
     def _start_band(
         self, pool: ThreadPoolExecutor, band: Band, prev: _ReadBand | None
-    ) -> tuple[_ReadBand, list[Future]]:
+    ) -> tuple[_ReadBand, list[Future[None]]]:
         """Start reading ``band``: rows shared with ``prev`` are copied, the rest is read.
 
         The band is cut into strips of ``strip`` rows (on tile edges), and each strip reads
@@ -247,10 +265,10 @@ class BandLoader:
             for piece in _split(a, b, self.strip, self.phase[1])
         ]
         held: list[tuple[int, int, list[Interval]]] = []
-        futures = []
+        futures: list[Future[None]] = []
         for y, h in strips:
             need = self._columns(band, y, y + h)
-            if y < carried_to:
+            if y < carried_to and prev is not None:  # rows carried over come from ``prev``
                 have = prev.columns_at(y)
                 todo = subtract_intervals(need, have)
                 held.append((y, y + h, merge_intervals(have + need)))
@@ -273,7 +291,8 @@ class BandLoader:
         cols = np.nonzero(self.kept[rows].any(axis=0))[0]
         return merge_intervals([(int(self.grid.xs[c]), int(self.grid.xs[c]) + p) for c in cols])
 
-    def _read_into(self, pixels: np.ndarray, y0: int, x: int, y: int, w: int, h: int) -> None:
+    def _read_into(self, pixels: npt.NDArray[np.uint8], y0: int, x: int, y: int, w: int,
+                   h: int) -> None:
         if self._stop.is_set():
             return
         c = x - self.x_lo
@@ -299,8 +318,8 @@ class BandLoader:
                 return
 
 
-def windows_touching(ys: np.ndarray, xs: np.ndarray, patch_size: int, boxes: list[Box]
-                     ) -> np.ndarray:
+def windows_touching(ys: npt.NDArray[np.int64], xs: npt.NDArray[np.int64], patch_size: int,
+                     boxes: list[MapBox]) -> npt.NDArray[np.bool_]:
     """(len(ys), len(xs)) bool: which windows at tops ``ys`` and lefts ``xs`` overlap any of
     ``boxes``. Pure."""
     out = np.zeros((len(ys), len(xs)), dtype=bool)
@@ -316,7 +335,7 @@ class _ReadBand:
     """A band's pixels and, per strip of rows, the column intervals they hold."""
 
     band: Band
-    pixels: np.ndarray
+    pixels: npt.NDArray[np.uint8]
     held: list[tuple[int, int, list[Interval]]]
 
     def columns_at(self, y: int) -> list[Interval]:
@@ -330,7 +349,7 @@ def _split(a: int, b: int, step: int, phase: int) -> list[tuple[int, int]]:
     """[a, b) cut at ``phase + k * step``: (start, length) pieces."""
     cuts = range(a + (phase - a) % step, b, step)
     edges = [a, *(c for c in cuts if c > a), b]
-    return [(lo, hi - lo) for lo, hi in zip(edges, edges[1:])]
+    return [(lo, hi - lo) for lo, hi in itertools.pairwise(edges)]
 
 
 class _BatchBuilder:
@@ -343,7 +362,7 @@ class _BatchBuilder:
         self.rows: list[int] = []
         self.cols: list[int] = []
 
-    def add(self, r: int, c: int, patch: np.ndarray) -> PatchBatch | None:
+    def add(self, r: int, c: int, patch: npt.NDArray[np.uint8]) -> PatchBatch | None:
         self.patches[len(self.rows)] = patch
         self.rows.append(r)
         self.cols.append(c)

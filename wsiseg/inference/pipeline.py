@@ -8,86 +8,42 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from wsiseg._version import __version__
-from wsiseg.errors import ConfigError, ModelError
+from wsiseg.errors import ModelError
+from wsiseg.inference.config import PredictConfig
 from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
 from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 from wsiseg.inference.stitcher import Stitcher
-from wsiseg.inference.tta import check_tta
 from wsiseg.progress import progress_bar
 from wsiseg.result.info import DamagedArea, ModelInfo, ResultInfo, SlideSource, TissueSampling
-from wsiseg.result.store import OutputWriter, check_output, default_output_path
-from wsiseg.slide.geometry import Geometry, plan_geometry
-from wsiseg.slide.reader import READERS, Slide, open_slide
+from wsiseg.result.writer import OutputWriter, check_output, default_output_path
+from wsiseg.slide.geometry import Geometry, MapBox, plan_geometry
+from wsiseg.slide.reader import Slide, open_slide
 from wsiseg.slide.region import RegionReader
 from wsiseg.slide.tissue import colour_warnings, mask_factor, read_tissue
 
+if TYPE_CHECKING:
+    from wsiseg.models import LoadedModel
+
 logger = logging.getLogger(__name__)
 
+N = TypeVar("N", int, float)
 
-@dataclass(frozen=True)
-class PredictConfig:
-    """Everything that decides how a slide becomes a map. ``None`` means "from the model card"."""
-
-    model: str | None = None  # registry name, installed card name, checkpoint or TorchScript file
-    weights: str | None = None  # weights for a registry name
-    out: str | None = None  # output path; default SLIDE.wsiseg.zarr beside the slide
-    device: str = "auto"
-    batch_size: int | None = None  # windows per forward pass; default 32 on CUDA, 4 on the CPU
-    patch_size: int | None = None
-    stride: int | None = None
-    sigma: float | None = None  # Gaussian sigma in analysis pixels; default patch_size / 8
-    target_mpp: float | None = None
-    slide_mpp: float | None = None
-    tissue_threshold: float = 0.2
-    probabilities: bool = False
-    overwrite: bool = False
-    threads: int | None = None  # reader threads; default: the cores this process may use
-    reader: str = "openslide"  # openslide, tifffile (SVS, generic TIFF) or auto
-    skip_damaged: bool = False  # map around tiles that cannot be decoded instead of failing
-    compile: bool = False  # torch.compile the network: a slow start, faster after
-    band_height: int = 1000  # analysis rows read at a time
-    stripe_width: int = 8192  # analysis columns blended at a time (rounded to output chunks)
-    chunk_size: int = 512  # edge of the output's zarr chunks
-    amp: str = "auto"
-    tta: str = "none"  # test-time augmentation: none, flip (4 views) or d4 (8 views)
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.reader not in READERS:
-            raise ConfigError(f"unknown reader {self.reader!r}; use {', '.join(READERS)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        # Windows further apart than their size would leave strips of the slide unpredicted.
-        if self.patch_size and self.stride and self.stride > self.patch_size:
-            raise ConfigError(
-                f"stride {self.stride} is larger than the patch size {self.patch_size}"
-            )
-        if self.chunk_size < 16 or self.stripe_width < self.chunk_size:
-            raise ConfigError(
-                f"chunk size {self.chunk_size} must be at least 16 and the stripe width "
-                f"{self.stripe_width} at least one chunk"
-            )
-        if not 0 <= self.tissue_threshold <= 1:
-            raise ConfigError(
-                f"tissue threshold is a fraction between 0 and 1, got {self.tissue_threshold}"
-            )
-        if self.sigma is not None and not self.sigma > 0:
-            raise ConfigError(f"sigma must be positive, got {self.sigma}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
-        check_tta(self.tta)
+# PredictConfig lives in the torch-free wsiseg.inference.config and is imported from here too.
+__all__ = ["PredictConfig", "column_stripes", "load_configured_model", "overlapping_columns",
+           "predict_slide", "usable_cores"]
 
 
-def load_configured_model(config: PredictConfig):
+def load_configured_model(config: PredictConfig) -> LoadedModel:
     """The model ``config`` names, or the installed default; refuses untrained networks."""
     from wsiseg.models import load_model
     from wsiseg.models.loading import default_model_name
@@ -110,7 +66,7 @@ def load_configured_model(config: PredictConfig):
     return loaded
 
 
-def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = None
+def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: Any = None
                   ) -> ResultInfo:
     """Segment one slide into a zarr diagnostic map; return what the map records, its final
     path in ``.path``.
@@ -119,7 +75,6 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
     default the one ``config`` names is loaded.
     """
     started = time.perf_counter()
-    config.validate()
     path = Path(path)
     out = Path(config.out) if config.out else default_output_path(path)
     check_output(out, config.overwrite)
@@ -147,7 +102,7 @@ def predict_slide(path: str | os.PathLike, config: PredictConfig, model: Any = N
             run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config)
             timings.update(run.timings)
             if run.damaged:
-                writer.write_damaged(map_boxes(slide, plan.geometry))
+                writer.write_damaged(list(map_boxes(slide, plan.geometry)))
             info = _result_info(out, slide, plan, tissue, run, timings, config, started)
             writer.publish(info, config.overwrite)
             return info
@@ -251,7 +206,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
     predicted = sum(int(k.sum()) for _, _, k in todo)
     dropped = 0
 
-    def damaged_boxes() -> list[tuple[int, int, int, int]]:
+    def damaged_boxes() -> list[MapBox]:
         # Only the read level's damage spoils windows; elsewhere (the tissue mask's level)
         # the analysis pixels are good, and what they lose is recorded in the result.
         return [box for r in slide.damaged_regions() if r.level == plan.geometry.level
@@ -291,8 +246,9 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                "read": read_s}
     damaged = damaged_areas(slide.damaged_regions())
     if damaged:
+        slide_mpp = slide.require_mpp()  # known: the map was planned with it
         area_mm2 = sum(a.box_level0[2] * a.box_level0[3] for a in damaged) * (
-            slide.mpp[0] * slide.mpp[1] / 1e6)
+            slide_mpp[0] * slide_mpp[1] / 1e6)
         where = ", ".join(f"level-0 x {a.box_level0[0]}, y {a.box_level0[1]}"
                           for a in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
         logger.warning(
@@ -316,18 +272,18 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
             path=slide.path.resolve(),
             size_bytes=slide.size_bytes,
             vendor=slide.vendor,
-            dimensions=tuple(slide.dimensions),
-            bounds=tuple(slide.bounds),
-            mpp=tuple(slide.mpp),
+            dimensions=_pair(slide.dimensions),
+            bounds=_box(slide.bounds),
+            mpp=_pair(slide.require_mpp()),
             mpp_source="metadata" if config.slide_mpp is None else "user",
             quickhash=slide.properties.get("openslide.quickhash-1"),
         ),
         level=geometry.level,
         level_downsample=geometry.level_downsample,
-        resample=tuple(geometry.resample),
-        analysis_mpp=tuple(geometry.mpp),
-        scale_to_level0=tuple(geometry.scale),
-        offset_level0=tuple(geometry.offset_level0),
+        resample=_pair(geometry.resample),
+        analysis_mpp=_pair(geometry.mpp),
+        scale_to_level0=_pair(geometry.scale),
+        offset_level0=_pair(geometry.offset_level0),
         shape=(geometry.height, geometry.width),
         classes=tuple(card.classes),
         model=ModelInfo(
@@ -343,9 +299,9 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         tta=config.tta,
         tissue=TissueSampling(
             factor=tissue.factor,
-            mpp=tuple(tissue.geometry.mpp),
-            scale_to_level0=tuple(tissue.geometry.scale),
-            offset_level0=tuple(tissue.geometry.offset_level0),
+            mpp=_pair(tissue.geometry.mpp),
+            scale_to_level0=_pair(tissue.geometry.scale),
+            offset_level0=_pair(tissue.geometry.offset_level0),
         ),
         patches_total=int(tissue.kept.size),
         patches_kept=int(tissue.kept.sum()),
@@ -357,6 +313,17 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         damaged_regions=run.damaged,
         warnings=tissue.warnings,
     )
+
+
+def _pair(values: Sequence[N]) -> tuple[N, N]:
+    """Two values as a tuple, whatever sequence holds them."""
+    first, second = values
+    return first, second
+
+
+def _box(values: Sequence[int]) -> tuple[int, int, int, int]:
+    x, y, width, height = values
+    return x, y, width, height
 
 
 def usable_cores() -> int:

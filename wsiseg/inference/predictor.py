@@ -5,14 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from wsiseg.errors import ConfigError, ModelError
+from wsiseg.inference.config import PRECISIONS
 from wsiseg.inference.tta import TTA_VIEWS, check_tta, unview, view_of
 
 logger = logging.getLogger(__name__)
+
+#: What a segmentation network may return: logits, or logits first in a tuple or list, or
+#: logits under ``"out"`` (torchvision's segmentation models).
+NetworkOutput = (torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]
+                 | dict[str, torch.Tensor])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,7 +70,6 @@ class Normalisation:
 
 
 #: Names of the ``amp`` settings; none, off and fp32 all mean no autocast.
-PRECISIONS = ("auto", "bf16", "fp16", "fp32", "none", "off")
 
 
 def autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None:
@@ -114,7 +121,7 @@ class Predictor:
         self._normalise = normalisation.normaliser(device)
         self.autocast_dtype = autocast_dtype(device, amp)
         self._host_to_device: _HostToDevice | None = None
-        self._network = self.module
+        self._network: Callable[[torch.Tensor], NetworkOutput] = self.module
         self._compiled_batch: int | None = None  # the batch size the graph was compiled for
         if compile:
             if isinstance(self.module, torch.jit.ScriptModule):
@@ -125,7 +132,7 @@ class Predictor:
                 self._network = torch.compile(self.module, dynamic=False)
                 self._compiled_batch = 0
 
-    def to_device(self, patches: np.ndarray) -> torch.Tensor:
+    def to_device(self, patches: npt.NDArray[np.uint8]) -> torch.Tensor:
         t = torch.from_numpy(patches)
         if self.device.type != "cuda":
             return t
@@ -134,7 +141,7 @@ class Predictor:
         return self._host_to_device.copy(t)
 
     @torch.inference_mode()
-    def __call__(self, patches: np.ndarray) -> torch.Tensor:
+    def __call__(self, patches: npt.NDArray[np.uint8]) -> torch.Tensor:
         n = len(patches)
         if self._compiled_batch is not None:
             self._compiled_batch = self._compiled_batch or n
@@ -183,15 +190,17 @@ class _HostToDevice:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.stream = torch.cuda.Stream(device)
+        # torch leaves Stream.__new__ and Event.__new__ unannotated.
+        self.stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
         self.buffers: list[torch.Tensor | None] = [None, None]
         self.copied: list[torch.cuda.Event | None] = [None, None]
         self.turn = 0
 
     def copy(self, batch: torch.Tensor) -> torch.Tensor:
         i, self.turn = self.turn, 1 - self.turn
-        if self.copied[i] is not None:
-            self.copied[i].synchronize()  # the buffer's last copy has left it
+        copied = self.copied[i]
+        if copied is not None:
+            copied.synchronize()  # the buffer's last copy has left it
         buffer = self.buffers[i]
         if buffer is None or buffer.numel() < batch.numel():
             buffer = self.buffers[i] = torch.empty(batch.numel(), dtype=batch.dtype,
@@ -201,7 +210,7 @@ class _HostToDevice:
         compute = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(self.stream):
             on_device = host.to(self.device, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # see __init__
             event.record(self.stream)
         self.copied[i] = event
         compute.wait_stream(self.stream)
@@ -211,7 +220,8 @@ class _HostToDevice:
         return on_device
 
 
-def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -> np.ndarray:
+def segment_image(predictor: Predictor, image: npt.NDArray[np.uint8], multiple: int = 32
+                  ) -> npt.NDArray[np.float32]:
     """Class probabilities (K, H, W) of a whole (H, W, 3) uint8 image, as a numpy array.
 
     The image is mirror-padded up to a multiple of ``multiple`` (the network's coarsest
@@ -219,7 +229,7 @@ def segment_image(predictor: Predictor, image: np.ndarray, multiple: int = 32) -
     """
     h, w = image.shape[:2]
     pad_h, pad_w = -h % multiple, -w % multiple
-    mode = "reflect" if pad_h < h and pad_w < w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if pad_h < h and pad_w < w else "edge"
     padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
     probs = predictor(np.ascontiguousarray(padded[None]))[0, :, :h, :w]
     return probs.float().cpu().numpy()

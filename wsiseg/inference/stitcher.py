@@ -27,15 +27,17 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from wsiseg.inference.grid import PatchGrid
+from wsiseg.result.rows import FinishedRows
 
 
-def gaussian_weight(patch_size: int, sigma: float) -> np.ndarray:
+def gaussian_weight(patch_size: int, sigma: float) -> npt.NDArray[np.float32]:
     """(P, P) float32 Gaussian centred on the window, peak 1, no floor."""
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
@@ -43,17 +45,18 @@ def gaussian_weight(patch_size: int, sigma: float) -> np.ndarray:
     d = np.arange(patch_size, dtype=np.float64) - c
     g = np.exp(-(d**2) / (2 * sigma**2))
     w = np.outer(g, g)
-    return (w / w.max()).astype(np.float32)
+    weight: npt.NDArray[np.float32] = (w / w.max()).astype(np.float32)
+    return weight
 
 
-@dataclass
-class FinishedRows:
-    """Rows ``[y, y + labels.shape[0])`` of the output, complete."""
+class _CopyDone(Protocol):
+    """What the stitcher asks of a ``torch.cuda.Event`` marking a copy to the host."""
 
-    y: int
-    labels: np.ndarray  # uint8 (h, w)
-    probabilities: np.ndarray | None  # uint8 (C, h, w), round(255 p)
-    x: int = 0  # output column of the first column
+    def record(self) -> None: ...
+
+    def query(self) -> bool: ...
+
+    def synchronize(self) -> None: ...
 
 
 class Stitcher:
@@ -101,7 +104,8 @@ class Stitcher:
         self._row = 0  # next grid row whose windows may still arrive
         self._done = grid.origin  # rows above _done are emitted (or were padding) and cleared
         # On CUDA: (copy done, y, labels, probabilities) on their way to the host, in row order.
-        self._pending: collections.deque = collections.deque()
+        self._pending: collections.deque[
+            tuple[_CopyDone, int, torch.Tensor, torch.Tensor | None]] = collections.deque()
 
     # -- ring addressing ------------------------------------------------------------------------
     def _slices(self, y: int, height: int) -> list[tuple[slice, slice]]:
@@ -157,12 +161,12 @@ class Stitcher:
         # Accumulator block of each of the windows' column blocks, the last one if outside.
         target = cols[:, None] * self._per_stride + np.arange(k) - self._first_block
         target = np.where((target >= 0) & (target < self._blocks), target, self._blocks)
-        target = torch.from_numpy(target).to(self.device, non_blocking=True)  # (n, k)
+        index = torch.from_numpy(target).to(self.device, non_blocking=True)  # (n, k)
         for ring, src in self._slices(int(self._ys[row]), p):
             acc = self.acc[:, ring].view(c + 1, -1, self._blocks + 1, g)
             for j in range(k):
-                acc[:c].index_add_(2, target[:, j], blocks[:, src, :, j])
-                acc[c:].index_add_(2, target[:, j], weights[:, src, :, j])
+                acc[:c].index_add_(2, index[:, j], blocks[:, src, :, j])
+                acc[c:].index_add_(2, index[:, j], weights[:, src, :, j])
 
     def _add_each(self, row: int, cols: np.ndarray, probs: torch.Tensor) -> None:
         """Add the windows of one grid row one by one."""
@@ -238,7 +242,8 @@ class Stitcher:
         # behind the work already queued, and handed to the sink once the copy is done.
         labels = _to_pinned(labels)
         probabilities = None if probabilities is None else _to_pinned(probabilities)
-        done = torch.cuda.Event()
+        # torch leaves Event's constructor and methods unannotated: typed as _CopyDone from here.
+        done: _CopyDone = torch.cuda.Event()  # type: ignore[no-untyped-call]
         done.record()
         self._pending.append((done, y, labels, probabilities))
         self._deliver(wait=False)

@@ -6,12 +6,18 @@ Pure: functions of tensors (..., H, W) that use only their methods, so naming th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from wsiseg.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+#: A test-time augmentation: none, the 4 flips of a window, or all 8 of its symmetries.
+TtaMode = Literal["none", "flip", "d4"]
+
+#: Names of the test-time augmentations, in the order ``--tta`` offers them.
+TTA_MODES: tuple[TtaMode, ...] = get_args(TtaMode)
 
 #: Each mode's views of a window, as (quarter turns counter-clockwise, mirrored left-right
 #: first); the first is the window as it is. A top-bottom flip is a half turn of the mirror
@@ -21,9 +27,6 @@ TTA_VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
     "flip": ((0, False), (0, True), (2, True), (2, False)),
     "d4": tuple((turns, mirrored) for mirrored in (False, True) for turns in range(4)),
 }
-
-#: Names of the test-time augmentations.
-TTA_MODES = tuple(TTA_VIEWS)
 
 
 def check_tta(tta: str) -> None:

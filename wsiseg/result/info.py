@@ -6,14 +6,9 @@ A prediction stores a :class:`ResultInfo` as the ``wsiseg`` attribute of its zar
 fields rather than string lookups, and a damaged or foreign store fails in one place, with one
 line naming the result, what is wrong and the way out.
 
-``layout`` is the version of the on-disk layout. A wsiseg refuses results of a layout newer than
-:data:`LAYOUT` rather than misread them. Results written before the layout was recorded have no
-``layout`` key; their content is that of layout 1. ``damaged_regions`` (and ``damaged_count``)
-came later within layout 1: a result without them had none. ``warnings`` (what looked wrong
-with the slide's colours) came later still: a result without them had none. Layout 2 made the
-store an OME-Zarr (NGFF 0.5) image with the map as a label image (see
-:mod:`wsiseg.result.store`). ``tta`` (the test-time augmentation) came later within layout 2:
-a result without it was predicted without (``none``).
+``layout`` is the version of the on-disk layout: a wsiseg refuses results of a layout newer than
+:data:`LAYOUT` rather than misread them. A field that older results lack reads as what those
+results were made with (no damage, no warnings, no test-time augmentation, layout 1).
 """
 
 from __future__ import annotations
@@ -22,11 +17,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 from wsiseg._version import __version__
+from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
-from wsiseg.models.card import ClassInfo
 
 #: The result layout this wsiseg writes and the newest it reads.
 LAYOUT = 2
@@ -188,7 +183,7 @@ class ResultInfo:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: Any, path: str | os.PathLike) -> ResultInfo:
+    def from_attrs(cls, attrs: Any, path: str | os.PathLike[str]) -> ResultInfo:
         """Parse and validate the ``wsiseg`` attribute of the result at ``path``.
 
         Raises :class:`ResultError` for a missing or ill-typed value, and for a layout newer
@@ -213,19 +208,19 @@ class ResultInfo:
                     path=Path(s.text("path")),
                     size_bytes=s.integer("size_bytes"),
                     vendor=s.text("vendor"),
-                    dimensions=s.integers("dimensions", 2),
-                    bounds=s.integers("bounds", 4),
-                    mpp=s.numbers("mpp", 2),
+                    dimensions=s.int_pair("dimensions"),
+                    bounds=s.int_box("bounds"),
+                    mpp=s.number_pair("mpp"),
                     mpp_source=s.text("mpp_source"),
                     quickhash=s.optional_text("quickhash"),
                 ),
                 level=top.integer("level"),
                 level_downsample=top.number("level_downsample"),
-                resample=top.numbers("resample", 2),
-                analysis_mpp=top.numbers("analysis_mpp", 2),
-                scale_to_level0=top.numbers("scale_to_level0", 2),
-                offset_level0=top.integers("offset_level0", 2),
-                shape=top.integers("shape", 2),
+                resample=top.number_pair("resample"),
+                analysis_mpp=top.number_pair("analysis_mpp"),
+                scale_to_level0=top.number_pair("scale_to_level0"),
+                offset_level0=top.int_pair("offset_level0"),
+                shape=top.int_pair("shape"),
                 classes=tuple(_class(c) for c in top.items("classes")),
                 model=ModelInfo(
                     name=m.text("name"),
@@ -239,9 +234,9 @@ class ResultInfo:
                 tissue_threshold=top.number("tissue_threshold"),
                 tissue=TissueSampling(
                     factor=t.integer("factor"),
-                    mpp=t.numbers("mpp", 2),
-                    scale_to_level0=t.numbers("scale_to_level0", 2),
-                    offset_level0=t.integers("offset_level0", 2),
+                    mpp=t.number_pair("mpp"),
+                    scale_to_level0=t.number_pair("scale_to_level0"),
+                    offset_level0=t.int_pair("offset_level0"),
                 ),
                 patches_total=top.integer("patches_total"),
                 patches_kept=top.integer("patches_kept"),
@@ -261,6 +256,45 @@ class ResultInfo:
                               "that wsiseg predict wrote, or predict the slide again") from None
 
 
+#: What a field of :class:`ResultInfo` is to a rerun that finds the result in its place:
+#: ``slide``, which slide it was made from (kept only for the same slide); ``settings``, how it
+#: was made (kept only when the settings that change the map are the same, compared through
+#: ``config``: ``wsiseg.inference.config.changed_settings``); ``produced``, what the run made or
+#: measured and where the result is: these follow from the other two, and a rerun compares none
+#: of them (it only asks whether ``damaged_regions`` left holes in the map).
+FieldRole = Literal["slide", "settings", "produced"]
+FIELD_ROLES: dict[str, FieldRole] = {
+    "path": "produced",
+    "version": "produced",
+    "slide": "slide",
+    "level": "produced",
+    "level_downsample": "produced",
+    "resample": "produced",
+    "analysis_mpp": "produced",
+    "scale_to_level0": "produced",
+    "offset_level0": "produced",
+    "shape": "produced",
+    "classes": "settings",
+    "model": "settings",
+    "patch_size": "settings",
+    "stride": "settings",
+    "sigma": "settings",
+    "tissue_threshold": "settings",
+    "tissue": "produced",
+    "patches_total": "produced",
+    "patches_kept": "produced",
+    "patches_predicted": "produced",
+    "stripes": "produced",
+    "seconds": "produced",
+    "timings": "produced",
+    "config": "settings",
+    "layout": "produced",
+    "damaged_regions": "produced",
+    "warnings": "produced",
+    "tta": "settings",
+}
+
+
 class _Invalid(Exception):
     """A stored value is missing or of the wrong kind; the message says which, in a few words."""
 
@@ -270,11 +304,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _is_integer(value: Any) -> bool:
+def _is_integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -331,6 +365,22 @@ class _Fields:
             raise self._wrong(key, value, f"{n} whole numbers")
         return tuple(value)
 
+    def int_pair(self, key: str) -> tuple[int, int]:
+        x, y = self.integers(key, 2)
+        return x, y
+
+    def int_box(self, key: str) -> tuple[int, int, int, int]:
+        x, y, w, h = self.integers(key, 4)
+        return x, y, w, h
+
+    def colour(self, key: str) -> tuple[int, int, int]:
+        r, g, b = self.integers(key, 3)
+        return r, g, b
+
+    def number_pair(self, key: str) -> tuple[float, float]:
+        x, y = self.numbers(key, 2)
+        return x, y
+
     def numbers(self, key: str, n: int) -> tuple[float, ...]:
         value = self._get(key)
         if not (isinstance(value, (list, tuple)) and len(value) == n
@@ -360,7 +410,7 @@ class _Fields:
 def _damaged(top: _Fields) -> tuple[DamagedArea, ...]:
     if "damaged_regions" not in top:  # written before damaged regions were recorded
         return ()
-    areas = tuple(DamagedArea(f.integer("level"), f.integers("box_level0", 4), f.text("reason"))
+    areas = tuple(DamagedArea(f.integer("level"), f.int_box("box_level0"), f.text("reason"))
                   for f in top.items("damaged_regions"))
     if "damaged_count" in top and top.integer("damaged_count") != len(areas):
         raise _Invalid(f"'damaged_count' is {top.integer('damaged_count')} but "
@@ -378,4 +428,4 @@ def _warnings(top: _Fields) -> tuple[str, ...]:
 
 
 def _class(fields: _Fields) -> ClassInfo:
-    return ClassInfo(fields.integer("index"), fields.text("name"), fields.integers("color", 3))
+    return ClassInfo(fields.integer("index"), fields.text("name"), fields.colour("color"))

@@ -18,18 +18,22 @@ Physical frame of the metadata: micrometres, with the centre of the slide's leve
 ``[o, o + s)`` has translation ``(o + s / 2 - 1 / 2) mpp``.
 
 Where arrays lie in the store depends on the result's layout (``ResultInfo.layout``); see
-:func:`array_path` and :mod:`wsiseg.result.store`.
+:func:`array_path`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:
+    import zarr
+    from zarr.core.array_spec import ArrayConfigParams
+
     from wsiseg.result.info import ResultInfo
 
 MIN_SIZE = 256  # the pyramid stops at the first level that fits in this many pixels
@@ -72,16 +76,17 @@ def label_level_path(name: str, level: int) -> str:
     return f"{LABELS_GROUP}/{name}/{level}"
 
 
-def max_downsample(block: np.ndarray) -> np.ndarray:
+def max_downsample(block: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """2 x 2 maximum (odd edges repeat their last row / column). Pure."""
     h, w = block.shape
     if h % 2 or w % 2:
         block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
-    return np.maximum(np.maximum(block[0::2, 0::2], block[0::2, 1::2]),
-                      np.maximum(block[1::2, 0::2], block[1::2, 1::2]))
+    out: npt.NDArray[np.uint8] = np.maximum(np.maximum(block[0::2, 0::2], block[0::2, 1::2]),
+                                            np.maximum(block[1::2, 0::2], block[1::2, 1::2]))
+    return out
 
 
-def mean_downsample(image: np.ndarray) -> np.ndarray:
+def mean_downsample(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """2 x 2 mean, rounded, of a uint8 (C, H, W) image (odd edges repeat themselves). Pure."""
     _, h, w = image.shape
     if h % 2 or w % 2:
@@ -91,7 +96,7 @@ def mean_downsample(image: np.ndarray) -> np.ndarray:
     return ((total + 2) // 4).astype(np.uint8)
 
 
-def mode_downsample(block: np.ndarray, num_classes: int) -> np.ndarray:
+def mode_downsample(block: npt.NDArray[np.uint8], num_classes: int) -> npt.NDArray[np.uint8]:
     """2 x 2 majority of a label array (odd edges repeat their last row / column). Pure."""
     h, w = block.shape
     if h % 2 or w % 2:
@@ -125,9 +130,10 @@ def level_path(level: int) -> str:
     return "labels" if level == 0 else f"labels_{level}"
 
 
-def write_pyramid(base: Any, group: Any, num_classes: int, min_size: int = MIN_SIZE,
-                  path: Callable[[int], str] | None = None, levels: int | None = None,
-                  reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+def write_pyramid(base: zarr.Array[Any], group: zarr.Group, num_classes: int,
+                  min_size: int = MIN_SIZE, path: Callable[[int], str] | None = None,
+                  levels: int | None = None,
+                  reduce: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
                   store_empty: bool = True) -> list[str]:
     """Write the levels below the label array ``base`` into the zarr ``group``.
 
@@ -140,15 +146,20 @@ def write_pyramid(base: Any, group: Any, num_classes: int, min_size: int = MIN_S
     """
     path = path or (lambda k: label_level_path(CLASSES_LABEL, k))
     reduce = reduce or (lambda band: mode_downsample(band, num_classes))
-    shapes = level_shapes(*base.shape, min_size=min_size, levels=levels)
+    if base.ndim != 2:
+        raise ValueError(f"a label pyramid is built from a 2-D array, got shape {base.shape}")
+    height, width = base.shape
+    shapes = level_shapes(height, width, min_size=min_size, levels=levels)
     chunk_rows, chunk_cols = base.chunks
+    # A cast: zarr's TypedDict leaves its keys optional only when checked as Python >= 3.11.
+    config = cast("ArrayConfigParams", {"write_empty_chunks": store_empty})
     paths = [path(0)]
     source = base
     for level, (h, w) in enumerate(shapes[1:], start=1):
         target = group.create_array(
             path(level), shape=(h, w), chunks=(min(chunk_rows, h), min(chunk_cols, w)),
             dtype="uint8", fill_value=0, dimension_names=("y", "x"), overwrite=True,
-            compressors=base.compressors, config={"write_empty_chunks": store_empty},
+            compressors=base.compressors, config=config,
         )
         rows = target.chunks[0]
         for y in range(0, h, rows):
@@ -171,7 +182,7 @@ def ngff_metadata(info: ResultInfo, levels: int, damaged: bool = False
     on_mask = (t.scale_to_level0, t.offset_level0)
     space = [{"name": "y", "type": "space", "unit": "micrometer"},
              {"name": "x", "type": "space", "unit": "micrometer"}]
-    image = {
+    image: dict[str, Any] = {
         "version": "0.5",
         "multiscales": [{
             "name": info.slide.path.name,
@@ -204,7 +215,8 @@ def ngff_metadata(info: ResultInfo, levels: int, damaged: bool = False
             DAMAGED_LABEL, _datasets(info, *on_map, levels), "max",
             "2 x 2 blocks; each pixel is damaged when any pixel of its block is",
             [(0, "decoded", [0, 0, 0, 0]), (1, "damaged", [255, 0, 255, 255])])
-    out = {"": image, LABELS_GROUP: {"version": "0.5", "labels": list(labels)}}
+    out: dict[str, dict[str, Any]] = {
+        "": image, LABELS_GROUP: {"version": "0.5", "labels": list(labels)}}
     out.update({f"{LABELS_GROUP}/{name}": attrs for name, attrs in labels.items()})
     return out
 
@@ -254,14 +266,14 @@ def _um(value: float) -> float:
     return round(value, 9)  # drops float noise such as 0.9999999999999999
 
 
-def result_layout(group: Any) -> int:
+def result_layout(group: zarr.Group) -> int:
     """The layout of the result ``group`` (1 when it records none)."""
     attrs = group.attrs.get("wsiseg")
     layout = attrs.get("layout", 1) if isinstance(attrs, dict) else 1
     return layout if isinstance(layout, int) and not isinstance(layout, bool) else 1
 
 
-def pyramid_paths(group: Any) -> list[str]:
+def pyramid_paths(group: zarr.Group) -> list[str]:
     """The paths in the result ``group`` of its label map's levels, as its NGFF metadata lists
     them (just level 0 for results written without a pyramid)."""
     if result_layout(group) >= 2:
@@ -272,8 +284,15 @@ def pyramid_paths(group: Any) -> list[str]:
             ome = None
         if not ome:
             return [array_path("labels", 2)]
-        return [f"{name}/{d['path']}" for d in ome["multiscales"][0]["datasets"]]
+        return [f"{name}/{path}" for path in _dataset_paths(ome)]
     ome = group.attrs.get("ome")
     if not ome:
         return [level_path(0)]
+    return _dataset_paths(ome)
+
+
+def _dataset_paths(ome: Any) -> list[str]:
+    """The ``path`` of each level of the first multiscales of the NGFF attributes ``ome``."""
+    # Any: the JSON as stored, unchecked; metadata of another shape fails with its own
+    # KeyError or TypeError, as reading it always has.
     return [d["path"] for d in ome["multiscales"][0]["datasets"]]

@@ -59,6 +59,11 @@ class DicomHeader:
         """A pyramid level (``VOLUME``), not a label, overview or thumbnail."""
         return len(self.image_type) >= 3 and self.image_type[2] == "VOLUME"
 
+    @property
+    def pixels(self) -> int:
+        """The pixels of the total pixel matrix; 0 when the header does not give its size."""
+        return 0 if self.size is None else self.size[0] * self.size[1]
+
 
 def dicom_files(folder: Path) -> list[Path]:
     """The ``.dcm`` files directly in ``folder``, sorted by name."""
@@ -89,7 +94,7 @@ def read_header(path: Path) -> DicomHeader | None:
         return None
 
 
-def _parse(path: Path, data) -> DicomHeader | None:
+def _parse(path: Path, data: mmap.mmap) -> DicomHeader | None:
     found: dict[int, bytes] = {}
     # The file meta group is always Explicit VR Little Endian.
     pos = _walk(data, 132, True, found, stop_group=0x0002)
@@ -111,7 +116,7 @@ def _text(raw: bytes) -> str:
     return raw.rstrip(b"\x00 ").decode("ascii", "replace").strip()
 
 
-def _walk(data, pos: int, explicit: bool, found: dict[int, bytes] | None,
+def _walk(data: mmap.mmap, pos: int, explicit: bool, found: dict[int, bytes] | None,
           stop_group: int | None = None, end: int | None = None) -> int:
     """Read elements from ``pos``; keep the wanted top-level values in ``found``. Returns where
     it stopped: at the end of the group ``stop_group``, past :data:`_LAST`, at ``end``, or at a
@@ -147,7 +152,7 @@ def _walk(data, pos: int, explicit: bool, found: dict[int, bytes] | None,
     return pos
 
 
-def _skip_undefined(data, pos: int, explicit: bool) -> int:
+def _skip_undefined(data: mmap.mmap, pos: int, explicit: bool) -> int:
     """Past a sequence of undefined length starting at ``pos`` (its first item)."""
     while pos + 8 <= len(data):
         tag = (struct.unpack_from("<H", data, pos)[0] << 16) | struct.unpack_from("<H", data,
@@ -197,7 +202,7 @@ def series_file(folder: Path) -> Path:
     levels = [h for h in headers if h.is_level and h.size is not None]
     if not levels:
         return files[0]
-    return min(levels, key=lambda h: (-h.size[0] * h.size[1], h.path.name)).path
+    return min(levels, key=lambda h: (-h.pixels, h.path.name)).path
 
 
 def slide_stem(path: Path) -> str:

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NewType
 
 from wsiseg.errors import ResolutionError
 
 #: Relative tolerance when matching a pyramid level to a resolution: a level within 2% of the
 #: requested pixel size is read as it is rather than resampled by a factor such as 1.003.
 LEVEL_TOLERANCE = 0.02
+
+# Boxes are ``(x, y, width, height)``; one type per frame so that a box of one frame cannot be
+# passed where another is meant. NewType keeps them plain tuples at run time.
+
+#: A box in level-0 pixels of the slide (the slide's full-resolution frame).
+Level0Box = NewType("Level0Box", tuple[int, int, int, int])
+#: A box in the own pixels of one pyramid level (the level it is read from).
+LevelBox = NewType("LevelBox", tuple[int, int, int, int])
+#: A box in pixels of the analysis grid, the frame of the result's map.
+MapBox = NewType("MapBox", tuple[int, int, int, int])
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def _choose_level(
 
 def plan_geometry(
     level_downsamples: tuple[float, ...],
-    bounds: tuple[int, int, int, int],
+    bounds: Level0Box,
     slide_mpp: tuple[float, float],
     target_mpp: float,
     source: str = "slide",

@@ -20,14 +20,37 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
+import numpy.typing as npt
 
-from wsiseg.errors import ConfigError, DamagedSlideError, ResolutionError, SlideError
+from wsiseg.errors import (
+    ConfigError,
+    DamagedSlideError,
+    ResolutionError,
+    SlideError,
+    first_line,
+)
 from wsiseg.slide.dicom_series import dicom_files, series_file, slide_size_bytes
+from wsiseg.slide.geometry import Level0Box, LevelBox
 from wsiseg.slide.tiff_extent import check_complete
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    import openslide
+    from openslide.lowlevel import _OpenSlide
+
+    from wsiseg.slide.tiff_tiles import TiffTiles
+
+    #: ``openslide_read_region`` through the binding: C handle, ARGB buffer, x, y, level, w, h.
+    _ReadRegion = Callable[
+        [_OpenSlide, ctypes._Pointer[ctypes.c_uint32], int, int, int, int, int], None]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +62,9 @@ CACHE_BYTES = 64 * 1024 * 1024
 GLASS = 255
 
 #: The ways pixels can be decoded (see :func:`open_slide`).
-READERS = ("openslide", "tifffile", "auto")
+#: The pixel decoders: OpenSlide (every format), tifffile (SVS and generic TIFF) or auto.
+Reader = Literal["openslide", "tifffile", "auto"]
+READERS: tuple[Reader, ...] = get_args(Reader)
 #: Edge of the blocks a failed read is narrowed down to on a level without a known tile size.
 PROBE_BLOCK = 256
 
@@ -53,8 +78,8 @@ class DamagedRegion:
     """
 
     level: int
-    box: tuple[int, int, int, int]
-    box_level0: tuple[int, int, int, int]
+    box: LevelBox
+    box_level0: Level0Box
     reason: str
 
     def describe(self) -> str:
@@ -74,13 +99,13 @@ class SlideInfo:
     level_downsamples: tuple[float, ...]
     mpp: tuple[float, float] | None
     objective_power: str | None
-    bounds: tuple[int, int, int, int]
+    bounds: Level0Box
     associated_images: dict[str, tuple[int, int]]
     opened: str = ""  # the file OpenSlide opened (differs from ``path`` for a DICOM folder)
     files: int = 1  # files the slide is stored in (a DICOM folder's instances)
 
 
-def _import_openslide():
+def _import_openslide() -> ModuleType:
     try:
         import openslide
     except ImportError as err:  # pragma: no cover - depends on the installation
@@ -99,32 +124,32 @@ class Slide:
     user knows better than missing or wrong metadata).
     """
 
-    def __init__(self, path: str | os.PathLike, slide_mpp: float | None = None,
+    def __init__(self, path: str | os.PathLike[str], slide_mpp: float | None = None,
                  reader: str = "openslide", skip_damaged: bool = False) -> None:
         if reader not in READERS:  # before anything is opened
             raise ConfigError(f"unknown reader {reader!r}; use {', '.join(READERS)}")
-        openslide = _import_openslide()
+        osl = _import_openslide()
         self.path = Path(path)
         #: Read damaged tiles as glass and record them (:meth:`damaged_regions`) instead of
         #: raising :class:`DamagedSlideError`.
         self.skip_damaged = skip_damaged
         self._lock = threading.Lock()  # the shared handle and the damage record
         self._probe_lock = threading.Lock()  # one failed read narrowed down at a time
-        self._damaged: dict[tuple[int, tuple[int, int, int, int]], DamagedRegion] = {}
+        self._damaged: dict[tuple[int, LevelBox], DamagedRegion] = {}
         if not self.path.exists():
             raise SlideError(f"{self.path}: no such file; check the path")
         #: The file OpenSlide opens: the slide file itself, or for a folder holding one DICOM
         #: series, its level-0 instance (OpenSlide gathers the rest of the series from there).
         self.file = series_file(self.path) if self.path.is_dir() else self.path
         try:
-            osr = openslide.OpenSlide(str(self.file))
-        except openslide.OpenSlideUnsupportedFormatError as err:
+            osr: openslide.OpenSlide = osl.OpenSlide(str(self.file))
+        except osl.OpenSlideUnsupportedFormatError as err:
             check_complete(self.file)
             raise SlideError(
                 f"{self.file}: not a whole-slide image OpenSlide can read (unsupported or "
                 "missing format); convert it to a tiled pyramidal TIFF/SVS"
             ) from err
-        except openslide.OpenSlideError as err:
+        except osl.OpenSlideError as err:
             check_complete(self.file)
             raise SlideError(
                 f"{self.file}: OpenSlide cannot open it ({err}); the file may be damaged or use "
@@ -139,9 +164,10 @@ class Slide:
                 osr.close()
                 raise
             logger.warning("%s; the missing part is read as damaged", err)
+        self._cache: openslide.OpenSlideCache | None
         try:  # one cache for every handle of this slide (see _retire)
-            self._cache = openslide.OpenSlideCache(CACHE_BYTES)
-        except (AttributeError, openslide.OpenSlideError):  # pragma: no cover - old OpenSlide
+            self._cache = osl.OpenSlideCache(CACHE_BYTES)
+        except (AttributeError, osl.OpenSlideError):  # pragma: no cover - old OpenSlide
             self._cache = None
         self._current = self._handle_of(osr)
         props = self._osr.properties
@@ -151,7 +177,7 @@ class Slide:
         self.level_dimensions: tuple[tuple[int, int], ...] = tuple(self._osr.level_dimensions)
         self.level_downsamples: tuple[float, ...] = tuple(self._osr.level_downsamples)
         self.dimensions: tuple[int, int] = self.level_dimensions[0]
-        self.bounds: tuple[int, int, int, int] = self._read_bounds()
+        self.bounds: Level0Box = self._read_bounds()
         self.metadata_mpp = self._read_mpp()
         if slide_mpp is not None:
             if not slide_mpp > 0:
@@ -167,29 +193,31 @@ class Slide:
         self._tiles = self._tile_reader(reader)
 
     @property
-    def _osr(self):
+    def _osr(self) -> openslide.OpenSlide:
         """The shared ``openslide.OpenSlide`` handle (replaced after a failed read)."""
         return self._current.osr
 
-    def _handle_of(self, osr) -> _Handle:
+    def _handle_of(self, osr: openslide.OpenSlide) -> _Handle:
         if self._cache is not None:
+            # The shared cache only saves decoding: whatever refuses it (an old binding or
+            # library), the slide is read without it.
             try:
                 osr.set_cache(self._cache)
-            except Exception:  # pragma: no cover - old OpenSlide
+            except Exception:  # noqa: BLE001, S110  # pragma: no cover - old OpenSlide
                 pass
         # The C handle, for reading straight into numpy (see _direct_reader); None: public API.
         c_handle = getattr(osr, "_osr", None) if _DIRECT_READ is not None else None
         return _Handle(osr, c_handle)
 
     def _open_handle(self) -> _Handle:
-        openslide = _import_openslide()
+        osl = _import_openslide()
         try:
-            return self._handle_of(openslide.OpenSlide(str(self.file)))
+            return self._handle_of(osl.OpenSlide(str(self.file)))
         except Exception as err:  # the file changed or vanished while being read
             raise SlideError(f"{self.path}: cannot be opened again after a failed read "
                              f"({err}); check the file is still there and unchanged") from err
 
-    def _tile_reader(self, reader: str):
+    def _tile_reader(self, reader: str) -> TiffTiles | None:
         """tifffile's tile reader when ``reader`` asks for it and the slide allows it."""
         if reader == "openslide":
             return None
@@ -216,7 +244,7 @@ class Slide:
             return None
         return (mx, my)
 
-    def _read_bounds(self) -> tuple[int, int, int, int]:
+    def _read_bounds(self) -> Level0Box:
         props = self._osr.properties
         w0, h0 = self.dimensions
         try:
@@ -225,8 +253,8 @@ class Slide:
             w = int(props.get("openslide.bounds-width", w0 - x))
             h = int(props.get("openslide.bounds-height", h0 - y))
         except ValueError:
-            return (0, 0, w0, h0)
-        return (x, y, w, h)
+            return Level0Box((0, 0, w0, h0))
+        return Level0Box((x, y, w, h))
 
     def require_mpp(self) -> tuple[float, float]:
         """The level-0 resolution, or a :class:`ResolutionError` that offers ``--slide-mpp``."""
@@ -266,8 +294,9 @@ class Slide:
 
     # -- pixels -------------------------------------------------------------------------------
     def read_level(
-        self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None
-    ) -> np.ndarray:
+        self, level: int, x: int, y: int, width: int, height: int,
+        out: npt.NDArray[np.uint8] | None = None,
+    ) -> npt.NDArray[np.uint8]:
         """Read ``height x width`` RGB pixels of ``level`` starting at level pixel ``(x, y)``.
 
         Pixels outside the level, and transparent ones, come back as white glass. Writes into
@@ -301,8 +330,7 @@ class Slide:
             found = list(self._damaged.values())
         return sorted(found, key=lambda r: (r.level, r.box[1], r.box[0]))
 
-    def _record_damage(self, level: int, bad: list[tuple[tuple[int, int, int, int], str]]
-                       ) -> None:
+    def _record_damage(self, level: int, bad: list[tuple[LevelBox, str]]) -> None:
         regions = [DamagedRegion(level, box, self._level0_box(level, box), reason)
                    for box, reason in bad]
         with self._lock:
@@ -321,14 +349,13 @@ class Slide:
             "the file is damaged: re-export or re-scan the slide, or pass --skip-damaged to "
             "map the rest of it", region=first)
 
-    def _level0_box(self, level: int, box: tuple[int, int, int, int]
-                    ) -> tuple[int, int, int, int]:
+    def _level0_box(self, level: int, box: LevelBox) -> Level0Box:
         d = self.level_downsamples[level]
         w0, h0 = self.dimensions
         x, y, w, h = box
         x0, y0 = min(int(x * d), w0), min(int(y * d), h0)
         x1, y1 = min(int(np.ceil((x + w) * d)), w0), min(int(np.ceil((y + h) * d)), h0)
-        return (x0, y0, x1 - x0, y1 - y0)
+        return Level0Box((x0, y0, x1 - x0, y1 - y0))
 
     def _tile_size(self, level: int) -> tuple[int, int]:
         """The level's tile size, or :data:`PROBE_BLOCK` where the slide does not say."""
@@ -339,15 +366,17 @@ class Slide:
             return (PROBE_BLOCK, PROBE_BLOCK)
 
     # -- OpenSlide reads and their failures ----------------------------------------------------
-    def _read_openslide(self, level: int, x: int, y: int, out: np.ndarray
-                        ) -> list[tuple[tuple[int, int, int, int], str]]:
+    def _read_openslide(self, level: int, x: int, y: int, out: npt.NDArray[np.uint8]
+                        ) -> list[tuple[LevelBox, str]]:
         """Level pixels from ``(x, y)`` into ``out`` through the shared handle; the damaged
         tiles (read as glass), if the read fails."""
         handle = self._acquire()
         try:
             self._decode(handle, level, x, y, out)
             return []
-        except Exception as err:  # OpenSlideError, or a decoder failure surfacing as OSError
+        # OpenSlideError, or a decoder failure surfacing as OSError; whatever it was, the
+        # tile-by-tile read below tells the damaged tiles from a handle broken by another read.
+        except Exception as err:  # noqa: BLE001
             error = err
         finally:
             self._release(handle)
@@ -358,16 +387,19 @@ class Slide:
                          "read (%s) and reads well alone", self.path, level, x, y, error)
         return bad
 
-    def _narrow_down(self, level: int, x: int, y: int, out: np.ndarray
-                     ) -> list[tuple[tuple[int, int, int, int], str]]:
+    def _narrow_down(self, level: int, x: int, y: int, out: npt.NDArray[np.uint8]
+                     ) -> list[tuple[LevelBox, str]]:
         """Read ``out`` again tile by tile on a handle of its own; the tiles that fail (and
         are left as glass) with OpenSlide's message."""
         tw, th = self._tile_size(level)
         lw, lh = self.level_dimensions[level]
         h, w = out.shape[:2]
-        bad = []
+        bad: list[tuple[LevelBox, str]] = []
         with self._probe_lock:
             handle = self._open_handle()
+            # The handle the end must close: none while a broken one is being replaced, as
+            # closing one twice would raise over the error that stopped the replacing.
+            unclosed: _Handle | None = handle
             try:
                 for ty in range(y // th, (y + h - 1) // th + 1):
                     for tx in range(x // tw, (x + w - 1) // tw + 1):
@@ -376,17 +408,19 @@ class Slide:
                         piece = out[ay - y : by - y, ax - x : bx - x]
                         try:
                             self._decode(handle, level, ax, ay, piece)
-                        except Exception as err:
+                        # Any failure here is this tile's: it is reported with its message.
+                        except Exception as err:  # noqa: BLE001
                             piece[...] = GLASS
-                            tile = (tx * tw, ty * th, min(tw, lw - tx * tw), min(th, lh - ty * th))
-                            bad.append((tile, _first_line(err)))
+                            tile = LevelBox((tx * tw, ty * th, min(tw, lw - tx * tw),
+                                             min(th, lh - ty * th)))
+                            bad.append((tile, first_line(err)))
                             # Its error state is set: the next tile needs a new handle.
-                            broken, handle = handle, None
-                            broken.osr.close()
-                            handle = self._open_handle()
+                            unclosed = None
+                            handle.osr.close()
+                            handle = unclosed = self._open_handle()
             finally:
-                if handle is not None:
-                    handle.osr.close()
+                if unclosed is not None:
+                    unclosed.osr.close()
         return bad
 
     def _acquire(self) -> _Handle:
@@ -414,7 +448,8 @@ class Slide:
         if done:
             handle.osr.close()
 
-    def _decode(self, handle: _Handle, level: int, x: int, y: int, out: np.ndarray) -> None:
+    def _decode(self, handle: _Handle, level: int, x: int, y: int,
+                out: npt.NDArray[np.uint8]) -> None:
         """OpenSlide's region at level pixel ``(x, y)``, the size of ``out``, composited into
         ``out``."""
         h, w = out.shape[:2]
@@ -422,8 +457,9 @@ class Slide:
         # OpenSlide takes the origin in level-0 pixels. Where a level's downsample is not an
         # integer (e.g. 2.0005), level pixel i starts at i * d, which is rounded here: a shift
         # of under half a level-0 pixel, instead of OpenSlide interpolating between pixels.
-        loc = (int(round(x * d)), int(round(y * d)))
-        if handle.c_handle is not None:
+        loc = (round(x * d), round(y * d))
+        # A C handle is only taken when the direct reader exists (see _handle_of).
+        if handle.c_handle is not None and _DIRECT_READ is not None:
             # OpenSlide's C call writes premultiplied ARGB straight into memory we own: no
             # PIL image, no RGBA conversion pass and no copies on the way to ``out``.
             argb = np.empty((h, w), dtype=np.uint32)
@@ -434,15 +470,17 @@ class Slide:
             _composite_on_white(np.asarray(handle.osr.read_region(loc, level, (w, h))), out)
 
     def close(self) -> None:
-        if getattr(self, "_tiles", None) is not None:
-            self._tiles.close()
+        # Also called before ``_tiles`` is set, when the tile reader is refused.
+        tiles: TiffTiles | None = getattr(self, "_tiles", None)
+        if tiles is not None:
+            tiles.close()
             self._tiles = None
         self._osr.close()
 
-    def __enter__(self) -> Slide:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -451,18 +489,13 @@ class _Handle:
 
     __slots__ = ("c_handle", "osr", "retired", "users")
 
-    def __init__(self, osr, c_handle) -> None:
+    def __init__(self, osr: openslide.OpenSlide, c_handle: _OpenSlide | None) -> None:
         self.osr, self.c_handle = osr, c_handle
         self.users = 0
         self.retired = False
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200]
-
-
-def _composite_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
+def _composite_on_white(rgba: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8]) -> None:
     """Write ``rgba`` (straight alpha, as ``OpenSlide.read_region`` gives) on white into ``out``."""
     alpha = rgba[..., 3]
     if alpha.min() == 255:
@@ -472,7 +505,8 @@ def _composite_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
     out[...] = np.rint(rgba[..., :3] * a + GLASS * (1.0 - a)).astype(np.uint8)
 
 
-def _premultiplied_bgra_on_white(bgra: np.ndarray, out: np.ndarray) -> None:
+def _premultiplied_bgra_on_white(bgra: npt.NDArray[np.uint8],
+                                  out: npt.NDArray[np.uint8]) -> None:
     """Premultiplied BGRA bytes (OpenSlide's native ARGB words, little-endian) on white, as RGB.
 
     Over white, a premultiplied colour c with alpha a becomes c + (255 - a): exact in integers.
@@ -483,7 +517,7 @@ def _premultiplied_bgra_on_white(bgra: np.ndarray, out: np.ndarray) -> None:
         out += (255 - alpha)[..., None]
 
 
-def _direct_reader():
+def _direct_reader() -> _ReadRegion | None:
     """OpenSlide's ``openslide_read_region`` through openslide-python's ctypes binding.
 
     Used when the binding has the shape this code knows (openslide-python 1.x on a
@@ -502,11 +536,11 @@ def _direct_reader():
         return None
 
 
-_DIRECT_READ = _direct_reader()
+_DIRECT_READ: _ReadRegion | None = _direct_reader()
 _UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 
 
-def open_slide(path: str | os.PathLike, slide_mpp: float | None = None,
+def open_slide(path: str | os.PathLike[str], slide_mpp: float | None = None,
                reader: str = "openslide", skip_damaged: bool = False) -> Slide:
     """Open a slide, raising :class:`SlideError` with a clear message when it cannot be.
 

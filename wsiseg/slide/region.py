@@ -9,15 +9,17 @@ between blocks.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, ContextManager
 
 import numpy as np
+import numpy.typing as npt
 
+from wsiseg.progress import NoProgress, ProgressBar
 from wsiseg.slide.geometry import Geometry, overview_geometry
 from wsiseg.slide.reader import GLASS, Slide
 from wsiseg.slide.resample import area_weights, resample_area
@@ -104,7 +106,7 @@ class RegionReader:
         self.geometry = geometry
         self.max_pixels = MAX_READ_PIXELS if max_pixels is None else max_pixels
         ox, oy = geometry.level_origin
-        self._direct_origin = (int(round(ox)), int(round(oy)))
+        self._direct_origin = (round(ox), round(oy))
         self.pixels_decoded = 0  # read-level pixels decoded, for the read-once accounting
 
     @property
@@ -134,8 +136,9 @@ class RegionReader:
         return tw, (-lx) % tw, (-ly) % tw
 
     def read(
-        self, x: int, y: int, width: int, height: int, out: np.ndarray | None = None
-    ) -> np.ndarray:
+        self, x: int, y: int, width: int, height: int,
+        out: npt.NDArray[np.uint8] | None = None,
+    ) -> npt.NDArray[np.uint8]:
         """uint8 (height, width, 3) RGB of the grid rectangle at ``(x, y)``.
 
         Written into ``out`` (which may be a view of a larger array) when given; returned.
@@ -152,7 +155,8 @@ class RegionReader:
                               out[cy0 - y : cy1 - y, cx0 - x : cx1 - x])
         return out
 
-    def _read_inside(self, x: int, y: int, width: int, height: int, out: np.ndarray) -> None:
+    def _read_inside(self, x: int, y: int, width: int, height: int,
+                     out: npt.NDArray[np.uint8]) -> None:
         (ox, oy), (rx, ry) = self.origin, self.geometry.resample
         if input_span(x, width, ox, rx) * input_span(y, height, oy, ry) <= self.max_pixels:
             self._read_block(x, y, width, height, out)
@@ -164,7 +168,8 @@ class RegionReader:
                 w = min(cols, width - bx)
                 self._read_block(x + bx, y + by, w, h, out[by : by + h, bx : bx + w])
 
-    def _read_block(self, x: int, y: int, width: int, height: int, out: np.ndarray) -> None:
+    def _read_block(self, x: int, y: int, width: int, height: int,
+                    out: npt.NDArray[np.uint8]) -> None:
         g = self.geometry
         if g.is_direct:
             lx, ly = self._direct_origin
@@ -227,8 +232,8 @@ def plan_grid_blocks(geometry: Geometry, origin: tuple[float, float] | None = No
     cols = _balanced(geometry.width, max(1, _fit(max_pixels // _span_bound(strip, ry), rx)))
     ys = _edges(geometry.height, oy, ry, strip, tile)
     xs = _edges(geometry.width, ox, rx, cols, None)
-    rows = tuple((a, b - a) for a, b in zip(ys, ys[1:]))
-    columns = tuple((a, b - a) for a, b in zip(xs, xs[1:]))
+    rows = tuple((a, b - a) for a, b in itertools.pairwise(ys))
+    columns = tuple((a, b - a) for a, b in itertools.pairwise(xs))
     level_pixels = (sum(input_span(x, w, ox, rx) for x, w in columns)
                     * sum(input_span(y, h, oy, ry) for y, h in rows))
     return GridBlocks(rows, columns, level_pixels)
@@ -246,23 +251,12 @@ def _split_runs(columns: tuple[tuple[int, int], ...], runs: int
     """``columns`` cut into at most ``runs`` contiguous runs of nearly equal length."""
     runs = max(1, min(runs, len(columns)))
     edges = [round(k * len(columns) / runs) for k in range(runs + 1)]
-    return [columns[a:b] for a, b in zip(edges, edges[1:])]
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+    return [columns[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def read_grid(slide: Slide, geometry: Geometry, threads: int = 1,
-              progress: Callable[[int], ContextManager[Any]] | None = None,
-              max_pixels: int | None = None) -> np.ndarray:
+              progress: Callable[[int], ProgressBar] | None = None,
+              max_pixels: int | None = None) -> npt.NDArray[np.uint8]:
     """The whole image of ``geometry``'s grid, uint8 (height, width, 3), read in blocks.
 
     Strips of rows (see :func:`plan_grid_blocks`) are read by ``threads`` threads, each strip
@@ -296,7 +290,7 @@ def read_grid(slide: Slide, geometry: Geometry, threads: int = 1,
     threads = max(1, threads)
     runs = _split_runs(blocks.columns, -(-2 * threads // len(blocks.rows)))
 
-    bar = progress(blocks.level_pixels) if progress is not None else _NoProgress()
+    bar: ProgressBar = progress(blocks.level_pixels) if progress is not None else NoProgress()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="wsiseg-grid")
     try:
         with bar:
@@ -318,7 +312,7 @@ def read_grid(slide: Slide, geometry: Geometry, threads: int = 1,
     return image
 
 
-def read_thumbnail(slide: Slide, size: int, threads: int = 1) -> np.ndarray:
+def read_thumbnail(slide: Slide, size: int, threads: int = 1) -> npt.NDArray[np.uint8]:
     """The slide's level-0 frame as an RGB image whose longer side is about ``size`` pixels.
 
     Each pixel is the area average of the pixels it covers on the coarsest level fine enough

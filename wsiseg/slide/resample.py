@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from scipy import sparse
 
 
@@ -49,8 +50,9 @@ def area_weights(
 SLAB_ELEMENTS = 1 << 20
 
 
-def resample_area(image: np.ndarray, rows: sparse.csr_matrix, cols: sparse.csr_matrix,
-                  out: np.ndarray | None = None) -> np.ndarray:
+def resample_area(image: npt.NDArray[np.uint8], rows: sparse.csr_matrix,
+                  cols: sparse.csr_matrix, out: npt.NDArray[np.uint8] | None = None
+                  ) -> npt.NDArray[np.uint8]:
     """Apply row and column weights to an (H, W, C) uint8 image; returns uint8 (h, w, C).
 
     Written into ``out`` (uint8 (h, w, C), may be a view) when given. The output is made a few

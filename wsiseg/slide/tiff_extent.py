@@ -39,7 +39,7 @@ _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 _OFFSETS_TAGS = {273: 279, 324: 325}  # StripOffsets, TileOffsets -> their byte counts
 
 
-def tiff_extent(path: str | os.PathLike, max_pages: int = 4096,
+def tiff_extent(path: str | os.PathLike[str], max_pages: int = 4096,
                 max_entries: int = 1 << 20) -> int | None:
     """How long a TIFF or BigTIFF file must be: the furthest byte its image directories, their
     strip or tile tables and the strips or tiles reach. None when ``path`` is not a TIFF, or
@@ -52,7 +52,7 @@ def tiff_extent(path: str | os.PathLike, max_pages: int = 4096,
         order = {b"II": "<", b"MM": ">"}.get(head[:2])
         if order is None or len(head) < 4:
             return None
-        magic = struct.unpack(order + "H", head[2:4])[0]
+        magic: int = struct.unpack(order + "H", head[2:4])[0]
         if magic == 42:
             word, count_fmt, entry_size, end = "I", "H", 12, 8
         elif magic == 43:
@@ -61,7 +61,7 @@ def tiff_extent(path: str | os.PathLike, max_pages: int = 4096,
             return None
         if len(head) < end:  # cut inside the header
             return end
-        first = struct.unpack(order + word, head[end - struct.calcsize(word) : end])[0]
+        first: int = struct.unpack(order + word, head[end - struct.calcsize(word) : end])[0]
         word_size, count_size = struct.calcsize(word), struct.calcsize(count_fmt)
 
         def read_values(offset: int, count: int, fmt: str) -> list[int] | None:
@@ -71,7 +71,8 @@ def tiff_extent(path: str | os.PathLike, max_pages: int = 4096,
             f.seek(offset)
             return list(struct.unpack(f"{order}{count}{fmt}", f.read(count * n)))
 
-        offset, seen = first, set()
+        offset = first
+        seen: set[int] = set()
         while offset and offset not in seen and len(seen) < max_pages:
             seen.add(offset)
             end = max(end, offset + count_size)
@@ -79,7 +80,7 @@ def tiff_extent(path: str | os.PathLike, max_pages: int = 4096,
             raw = f.read(count_size)
             if len(raw) < count_size:
                 return end
-            n = struct.unpack(order + count_fmt, raw)[0]
+            n: int = struct.unpack(order + count_fmt, raw)[0]
             max_entries -= n
             if max_entries < 0:
                 return None
@@ -92,14 +93,14 @@ def tiff_extent(path: str | os.PathLike, max_pages: int = 4096,
             for i in range(n):
                 entry = table[i * entry_size : (i + 1) * entry_size]
                 tag, kind = struct.unpack(order + "HH", entry[:4])
-                count = struct.unpack(order + word, entry[4 : 4 + word_size])[0]
+                count: int = struct.unpack(order + word, entry[4 : 4 + word_size])[0]
                 inline = entry[4 + word_size :]
                 fmt = {3: "H", 4: "I", 13: "I", 16: "Q", 18: "Q"}.get(kind)
                 if tag not in _OFFSETS_TAGS and tag not in _OFFSETS_TAGS.values():
                     continue  # other values: a bad one is damage, not a file cut short
                 nbytes = _TIFF_TYPE_SIZES.get(kind, 1) * count
                 if nbytes > word_size:
-                    at = struct.unpack(order + word, inline)[0]
+                    at: int = struct.unpack(order + word, inline)[0]
                     end = max(end, at + nbytes)
                     arrays[tag] = read_values(at, count, fmt) if fmt else None
                 elif fmt:

@@ -18,9 +18,17 @@ import collections
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
+
+from wsiseg.slide.geometry import LevelBox
+
+if TYPE_CHECKING:
+    import tifffile
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +41,13 @@ CACHE_BYTES = 64 * 1024 * 1024
 class TiffTiles:
     """Decodes regions of a slide's levels tile by tile; safe to call from several threads."""
 
-    def __init__(self, path: Path, tif, pages: list) -> None:
+    def __init__(self, path: Path, tif: tifffile.TiffFile,
+                 pages: list[tifffile.TiffPage]) -> None:
         self.path = path
         self._tif = tif  # the open tifffile.TiffFile: its pages decode the tiles
         self._pages = pages  # one per OpenSlide level
         self._fd = os.open(path, os.O_RDONLY)
-        self._cache: collections.OrderedDict[tuple[int, int], np.ndarray] = (
+        self._cache: collections.OrderedDict[tuple[int, int], npt.NDArray[np.uint8]] = (
             collections.OrderedDict())
         self._cached_bytes = 0
         self._lock = threading.Lock()
@@ -49,27 +58,28 @@ class TiffTiles:
         """The tile reader for ``path``, or None when its levels are not all plain tiles."""
         if vendor not in VENDORS:
             return None
-        tif = None
+        tif: tifffile.TiffFile | None = None
         try:
             import imagecodecs  # noqa: F401  (tifffile decodes JPEG and the rest through it)
             import tifffile
 
             tif = tifffile.TiffFile(path)
-            pages = [_level_page(tif.pages, w, h) for w, h in level_dimensions]
-            if any(p is None for p in pages):
+            found = [_level_page(tif.pages, w, h) for w, h in level_dimensions]
+            pages = [p for p in found if p is not None]
+            if len(pages) != len(found):
                 raise ValueError("a level is not a tiled 8-bit RGB page")
             reader = cls(path, tif, pages)
             for level in range(len(pages)):  # the codec is there and works
                 reader._check_codec(level)
             return reader
-        except Exception as err:  # anything unexpected: OpenSlide reads it
+        except Exception as err:  # noqa: BLE001 - anything unexpected: OpenSlide reads it
             logger.debug("%s: tiles left to OpenSlide (%s)", path, err)
             if tif is not None:
                 tif.close()
             return None
 
-    def read(self, level: int, x: int, y: int, out: np.ndarray
-             ) -> list[tuple[tuple[int, int, int, int], str]]:
+    def read(self, level: int, x: int, y: int, out: npt.NDArray[np.uint8]
+             ) -> list[tuple[LevelBox, str]]:
         """Level pixels from ``(x, y)`` into ``out`` (h, w, 3); the region lies in the level.
 
         Returns the tiles that cannot be decoded, as ``((x, y, width, height) in level pixels,
@@ -79,7 +89,7 @@ class TiffTiles:
         tw, th = page.tilewidth, page.tilelength
         across = -(-page.imagewidth // tw)
         h, w = out.shape[:2]
-        bad = []
+        bad: list[tuple[LevelBox, str]] = []
         for ty in range(y // th, (y + h - 1) // th + 1):
             for tx in range(x // tw, (x + w - 1) // tw + 1):
                 # The part of this tile inside the region, in tile and in ``out`` coordinates.
@@ -89,8 +99,8 @@ class TiffTiles:
                     tile = self._tile(level, ty * across + tx)
                 except Exception as err:  # noqa: BLE001 - any decoder failure is a bad tile
                     out[y0 - y : y1 - y, x0 - x : x1 - x] = 255
-                    box = (tx * tw, ty * th, min(tw, page.imagewidth - tx * tw),
-                           min(th, page.imagelength - ty * th))
+                    box = LevelBox((tx * tw, ty * th, min(tw, page.imagewidth - tx * tw),
+                                    min(th, page.imagelength - ty * th)))
                     bad.append((box, _reason(err)))
                     continue
                 out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[
@@ -102,16 +112,16 @@ class TiffTiles:
         (a single damaged tile is no reason to leave the slide to OpenSlide)."""
         page = self._pages[level]
         written = [i for i, n in enumerate(page.databytecounts) if n > 0][:tries] or [0]
-        error: Exception | None = None
+        errors: list[Exception] = []
         for index in written:
             try:
                 self._tile(level, index)
                 return
             except Exception as err:  # noqa: BLE001 - tried on the next tile
-                error = error or err
-        raise error
+                errors.append(err)
+        raise errors[0]
 
-    def _tile(self, level: int, index: int) -> np.ndarray:
+    def _tile(self, level: int, index: int) -> npt.NDArray[np.uint8]:
         key = (level, index)
         with self._lock:
             tile = self._cache.get(key)
@@ -138,17 +148,22 @@ def _reason(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:200]
 
 
-def _level_page(pages, width: int, height: int):
+def _level_page(pages: Iterable[tifffile.TiffPage | tifffile.TiffFrame], width: int,
+                height: int) -> tifffile.TiffPage | None:
     """The tiled, 8-bit, 3-sample, interleaved page of ``width x height``, if there is one."""
+    import tifffile
+
     for page in pages:
-        if (page.is_tiled and page.imagewidth == width and page.imagelength == height
+        # tifffile lists light frames instead of pages only when asked to (``useframes``).
+        if (isinstance(page, tifffile.TiffPage) and page.is_tiled
+                and page.imagewidth == width and page.imagelength == height
                 and page.samplesperpixel == 3 and page.bitspersample == 8
                 and page.planarconfig == 1 and page.imagedepth == 1):
             return page
     return None
 
 
-def _decode(page, fd: int, index: int) -> np.ndarray:
+def _decode(page: tifffile.TiffPage, fd: int, index: int) -> npt.NDArray[np.uint8]:
     """Tile ``index`` of ``page`` as (tilelength, tilewidth, 3) uint8 RGB."""
     count, offset = page.databytecounts[index], page.dataoffsets[index]
     if count == 0:  # a tile the scanner never wrote: glass, as OpenSlide shows it

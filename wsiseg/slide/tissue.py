@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from typing import Any, ContextManager
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
+from wsiseg.progress import ProgressBar
 from wsiseg.slide.geometry import Geometry
 from wsiseg.slide.reader import Slide
 from wsiseg.slide.region import grid_blocks, read_grid
@@ -34,7 +36,7 @@ MIN_MASK_MPP, MAX_MASK_MPP = 8.0, 16.0
 SATURATION_CHUNK = 1 << 20
 
 
-def saturation(rgb: np.ndarray) -> np.ndarray:
+def saturation(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """HSV saturation in [0, 1] of a uint8 (H, W, 3) image, float32 (H, W)."""
     out = np.empty(rgb.shape[:-1], dtype=np.float32)
     rows = max(1, SATURATION_CHUNK // max(1, rgb.shape[1]))
@@ -46,7 +48,7 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+def otsu_threshold(values: npt.NDArray[np.floating[Any]], bins: int = 256) -> float:
     """Otsu's threshold of values in [0, 1]."""
     hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
     hist = hist.astype(np.float64)
@@ -63,7 +65,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def tissue_mask(rgb: np.ndarray, pixel_um: float = MASK_MPP) -> np.ndarray:
+def tissue_mask(rgb: npt.NDArray[np.uint8], pixel_um: float = MASK_MPP
+                ) -> npt.NDArray[np.bool_]:
     """Boolean tissue mask of a low-resolution uint8 RGB image of ``pixel_um`` um/px."""
     sat = saturation(rgb)
     threshold = min(max(otsu_threshold(sat), MIN_THRESHOLD), MAX_THRESHOLD)
@@ -75,7 +78,8 @@ def tissue_mask(rgb: np.ndarray, pixel_um: float = MASK_MPP) -> np.ndarray:
     # Closing pads first: eroding against an implicit empty border would eat tissue that
     # touches the image edge.
     padded = np.pad(mask, close_px, mode="edge")
-    mask = ndimage.binary_closing(padded, structure=_disk(close_px))[close_px:-close_px, close_px:-close_px]
+    closed: npt.NDArray[np.bool_] = ndimage.binary_closing(padded, structure=_disk(close_px))
+    mask = closed[close_px:-close_px, close_px:-close_px]
     min_object_px = (100 * 100) / pixel_um**2  # 0.01 mm^2
     max_hole_px = (300 * 300) / pixel_um**2  # 0.09 mm^2: lumens and tears, not glass between
     mask = _fill_small_holes(mask, max_hole_px)
@@ -100,7 +104,7 @@ BRIGHTEST_FRACTION = 0.02
 _CHECK_OVERLAY = "check the overlay (wsiseg export RESULT --to png)"
 
 
-def colour_warnings(rgb: np.ndarray, mask: np.ndarray) -> list[str]:
+def colour_warnings(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> list[str]:
     """What looks wrong with the colours of a slide's low-resolution RGB image and its tissue
     ``mask`` (same height and width), as one-line messages; empty when nothing does.
 
@@ -112,7 +116,7 @@ def colour_warnings(rgb: np.ndarray, mask: np.ndarray) -> list[str]:
     if mask.size == 0:
         return []
     mask = mask.astype(bool, copy=False)
-    warnings = []
+    warnings: list[str] = []
     mean, where = _glass_colour(rgb, mask)
     imbalance = float((mean.max() - mean.min()) / max(mean.max(), 1.0))
     if imbalance > MAX_GLASS_IMBALANCE or mean.mean() < MIN_GLASS_BRIGHTNESS:
@@ -129,13 +133,15 @@ def colour_warnings(rgb: np.ndarray, mask: np.ndarray) -> list[str]:
     return warnings
 
 
-def _row_chunks(rgb: np.ndarray, mask: np.ndarray):
+def _row_chunks(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]
+                ) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]]:
     rows = max(1, SATURATION_CHUNK // max(1, rgb.shape[1]))
     for y in range(0, rgb.shape[0], rows):
         yield rgb[y : y + rows], mask[y : y + rows]
 
 
-def _glass_colour(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, str]:
+def _glass_colour(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]
+                  ) -> tuple[npt.NDArray[np.float64], str]:
     """The mean colour of the glass, and which pixels stood for it."""
     sums, count = np.zeros(3, dtype=np.int64), 0
     for part, tissue in _row_chunks(rgb, mask):
@@ -160,13 +166,16 @@ def _glass_colour(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, str]:
     return sums / count, where
 
 
-def _disk(radius: int) -> np.ndarray:
+def _disk(radius: int) -> npt.NDArray[np.bool_]:
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return xx**2 + yy**2 <= radius**2
+    disk: npt.NDArray[np.bool_] = xx**2 + yy**2 <= radius**2
+    return disk
 
 
-def drop_small_objects(mask: np.ndarray, min_px: float) -> np.ndarray:
+def drop_small_objects(mask: npt.NDArray[np.bool_], min_px: float
+                       ) -> npt.NDArray[np.bool_]:
     """``mask`` without its connected pieces smaller than ``min_px`` pixels."""
+    labels: npt.NDArray[np.int32]
     labels, n = ndimage.label(mask)
     if n == 0:
         return mask
@@ -176,7 +185,9 @@ def drop_small_objects(mask: np.ndarray, min_px: float) -> np.ndarray:
     return keep[labels]
 
 
-def _fill_small_holes(mask: np.ndarray, max_px: float) -> np.ndarray:
+def _fill_small_holes(mask: npt.NDArray[np.bool_], max_px: float
+                      ) -> npt.NDArray[np.bool_]:
+    holes: npt.NDArray[np.int32]
     holes, n = ndimage.label(~mask)
     if n == 0:
         return mask
@@ -212,8 +223,8 @@ def tissue_geometry(slide: Slide, analysis: Geometry, factor: int) -> Geometry:
 
 def read_tissue(
     slide: Slide, analysis: Geometry, factor: int, threads: int = 1,
-    progress: Callable[[int], ContextManager[Any]] | None = None,
-) -> tuple[np.ndarray, Geometry, np.ndarray]:
+    progress: Callable[[int], ProgressBar] | None = None,
+) -> tuple[npt.NDArray[np.bool_], Geometry, npt.NDArray[np.uint8]]:
     """The tissue mask on the grid of ``factor x factor`` analysis pixels, that grid, and the
     low-resolution uint8 (H, W, 3) RGB image the mask was found on.
 

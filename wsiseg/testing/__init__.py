@@ -44,14 +44,14 @@ The modules:
 
 from __future__ import annotations
 
+from wsiseg.slide.svs_writer import COMPRESSIONS, area_downsample
 from wsiseg.testing.annotated import write_annotated_folder
 from wsiseg.testing.aperio import write_large_svs, write_svs
-from wsiseg.testing.common import COMPRESSIONS
 from wsiseg.testing.dicom import DICOM_COMPRESSIONS, write_dicom_wsi, ycbcr_read_as_rgb
 from wsiseg.testing.generic import write_generic_tiff
 from wsiseg.testing.leica import write_scn
 from wsiseg.testing.result import write_result
-from wsiseg.testing.tissue import area_downsample, synthetic_tissue
+from wsiseg.testing.tissue import synthetic_tissue
 
 __all__ = [
     "COMPRESSIONS",

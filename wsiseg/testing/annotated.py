@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def write_annotated_folder(folder: str | os.PathLike, count: int = 6, size: tuple[int, int] = (96, 128),
-                           seed: int = 0) -> dict[str, str]:
+def write_annotated_folder(folder: str | os.PathLike[str], count: int = 6,
+                           size: tuple[int, int] = (96, 128), seed: int = 0) -> dict[str, str]:
     """Write ``count`` H&E-like PNG images with gland masks and a ``grades.csv``; for training.
 
     Each image ``img_N.png`` has ``img_N_mask.png`` (1 = gland, 0 = other): pink stroma with

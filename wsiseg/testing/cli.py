@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 
-def error_line(result: Any, *words: str) -> str:
+def error_line(result: Result, *words: str) -> str:
     """The one error line of a failed ``wsiseg`` command run by click's ``CliRunner``.
 
     Asserts that ``result`` exited with 1, that its stderr is exactly one line starting with

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from wsiseg.testing.common import _check_downsamples, _check_rgb
-from wsiseg.testing.tissue import area_downsample
+from wsiseg.slide.svs_writer import area_downsample, check_downsamples, check_rgb
 
 #: Frame encodings :func:`write_dicom_wsi` writes; only ``"jpeg"`` is lossy.
 DICOM_COMPRESSIONS = ("none", "jpeg")
@@ -40,8 +40,8 @@ _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 def write_dicom_wsi(
-    folder: str | os.PathLike,
-    rgb_level0: np.ndarray,
+    folder: str | os.PathLike[str],
+    rgb_level0: npt.NDArray[np.uint8],
     mpp: float | None,
     downsamples: Sequence[int] = (1, 4),
     tile: int = 256,
@@ -59,8 +59,8 @@ def write_dicom_wsi(
     import pydicom  # noqa: F401  (a clear ImportError before any file is written)
     from pydicom.uid import generate_uid
 
-    rgb = _check_rgb(rgb_level0)
-    ds = _check_downsamples(downsamples)
+    rgb = check_rgb(rgb_level0)
+    ds = check_downsamples(downsamples)
     if compression not in DICOM_COMPRESSIONS:
         raise ValueError(f"compression {compression!r}: use one of {', '.join(DICOM_COMPRESSIONS)}")
     if tile < 16 or tile % 16:
@@ -81,18 +81,18 @@ def write_dicom_wsi(
     return paths
 
 
-def ycbcr_read_as_rgb(rgb: np.ndarray) -> np.ndarray:
+def ycbcr_read_as_rgb(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """``rgb`` as a reader shows it that takes YCbCr samples for R, G and B (a DICOM whose
     frames are YCbCr but labelled RGB): the full-range BT.601 conversion of JPEG, its Y, Cb and
     Cr returned as the three channels. White glass turns salmon (255, 128, 128)."""
-    x = _check_rgb(rgb).astype(np.float64)
+    x = check_rgb(rgb).astype(np.float64)
     y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
     cb = 128 - 0.168736 * x[..., 0] - 0.331264 * x[..., 1] + 0.5 * x[..., 2]
     cr = 128 + 0.5 * x[..., 0] - 0.418688 * x[..., 1] - 0.081312 * x[..., 2]
     return np.clip(np.rint(np.stack([y, cb, cr], axis=-1)), 0, 255).astype(np.uint8)
 
 
-def _frames(level: np.ndarray, tile: int) -> list[np.ndarray]:
+def _frames(level: npt.NDArray[np.uint8], tile: int) -> list[npt.NDArray[np.uint8]]:
     """The level's tiles in row-major order, those at the edges padded with white."""
     h, w = level.shape[:2]
     across, down = math.ceil(w / tile), math.ceil(h / tile)
@@ -102,20 +102,20 @@ def _frames(level: np.ndarray, tile: int) -> list[np.ndarray]:
             for r in range(down) for c in range(across)]
 
 
-def _write_instance(path: Path, level: np.ndarray, pixel_um: float | None,
+def _write_instance(path: Path, level: npt.NDArray[np.uint8], pixel_um: float | None,
                     volume_mm: tuple[float, float] | None, index: int, tile: int,
                     compression: str, quality: int, study_uid: str, series_uid: str,
                     frame_uid: str) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
     h, w = level.shape[:2]
     frames = _frames(level, tile)
     sop_uid = generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _WSI_SOP_CLASS
+    meta.MediaStorageSOPClassUID = UID(_WSI_SOP_CLASS)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = JPEGBaseline8Bit if compression == "jpeg" else ExplicitVRLittleEndian
     ds = Dataset()

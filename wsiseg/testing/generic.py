@@ -5,20 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import tifffile
 
-from wsiseg.testing.common import _check_common, _check_downsamples, _check_rgb, _drop_tags
-from wsiseg.testing.tissue import area_downsample
+from wsiseg.slide.svs_writer import area_downsample, check_common, check_downsamples, check_rgb
+from wsiseg.testing.common import _drop_tags
 
 # Tags that carry a TIFF's resolution: XResolution, YResolution, ResolutionUnit.
 _RESOLUTION_TAGS = frozenset({282, 283, 296})
 
 
 def write_generic_tiff(
-    path: str | os.PathLike,
-    rgb: np.ndarray,
+    path: str | os.PathLike[str],
+    rgb: npt.NDArray[np.uint8],
     mpp: float | None = None,
     tile: int = 256,
     levels: Sequence[int] = (1,),
@@ -31,13 +33,13 @@ def write_generic_tiff(
     OpenSlide reports as ``openslide.mpp-x``/``mpp-y``; with ``mpp=None`` the file has no
     resolution tags at all, so OpenSlide has no resolution. Returns the path written.
     """
-    rgb = _check_rgb(rgb)
-    codec = _check_common(tile, compression, 90)
-    ds = _check_downsamples(levels)
+    rgb = check_rgb(rgb)
+    codec = check_common(tile, compression, 90)
+    ds = check_downsamples(levels)
     if mpp is not None and not mpp > 0:
         raise ValueError(f"mpp must be positive or None, got {mpp}")
     path = Path(path)
-    args: dict = {"compression": codec, "photometric": "rgb", "metadata": None}
+    args: dict[str, Any] = {"compression": codec, "photometric": "rgb", "metadata": None}
     if compression == "jpeg":
         args["compressionargs"] = {"level": 90}
     if mpp is not None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import tifffile
 
-from wsiseg.testing.common import _check_common, _check_downsamples, _check_rgb
-from wsiseg.testing.tissue import GLASS_RGB, area_downsample
+from wsiseg.slide.svs_writer import area_downsample, check_common, check_downsamples, check_rgb
+from wsiseg.testing.tissue import GLASS_RGB
 
 #: The XML namespace by which OpenSlide detects a Leica SCN, and the device model written.
 LEICA_SCN_XMLNS = "http://www.leica-microsystems.com/scn/2010/10/01"
@@ -115,8 +118,8 @@ def _leica_xml(
 
 
 def write_scn(
-    path: str | os.PathLike,
-    rgb_level0: np.ndarray,
+    path: str | os.PathLike[str],
+    rgb_level0: npt.NDArray[np.uint8],
     mpp: float,
     offset: tuple[int, int],
     downsamples: Sequence[int] = (1, 4),
@@ -156,9 +159,9 @@ def write_scn(
     ``compression`` is one of :data:`COMPRESSIONS` (lossless ones read back bit-exact).
     Returns the path written.
     """
-    rgb = _check_rgb(rgb_level0)
-    codec = _check_common(tile, compression, quality)
-    ds = _check_downsamples(downsamples)
+    rgb = check_rgb(rgb_level0)
+    codec = check_common(tile, compression, quality)
+    ds = check_downsamples(downsamples)
     if not mpp >= 0.001:
         raise ValueError(f"mpp must be at least 0.001 um/px (1 nm), got {mpp}")
     height, width = rgb.shape[:2]
@@ -181,7 +184,7 @@ def write_scn(
             "give a non-zero offset or a larger scan_size"
         )
     level_sizes = [(math.ceil(width / d), math.ceil(height / d)) for d in ds]
-    if any(b[0] >= a[0] for a, b in zip(level_sizes, level_sizes[1:])):
+    if any(b[0] >= a[0] for a, b in itertools.pairwise(level_sizes)):
         raise ValueError(
             f"downsamples {ds} give levels of widths {[w for w, _ in level_sizes]}; OpenSlide "
             "orders levels by width, so each must be narrower than the one before"
@@ -207,7 +210,7 @@ def write_scn(
         path.stem, collection, view, (macro.shape[1], macro.shape[0]), level_sizes, mpp
     )
 
-    args: dict = {"compression": codec, "photometric": "rgb", "metadata": None}
+    args: dict[str, Any] = {"compression": codec, "photometric": "rgb", "metadata": None}
     if compression == "jpeg":
         args["compressionargs"] = {"level": quality}
     with tifffile.TiffWriter(path, bigtiff=True) as tif:

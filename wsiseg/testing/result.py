@@ -7,16 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 
-from wsiseg.models.card import ClassInfo
+from wsiseg.cards import ClassInfo
 from wsiseg.result.info import LAYOUT, ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.pyramid import CLASSES_LABEL, LABELS_GROUP, array_path, ngff_metadata
+from wsiseg.slide.geometry import Level0Box
 
 
 def write_result(
     path: str | Path,
-    labels: np.ndarray,
+    labels: npt.NDArray[np.uint8],
     classes: Sequence[ClassInfo],
     scale: tuple[float, float] = (1.0, 1.0),
     offset: tuple[int, int] = (0, 0),
@@ -42,19 +44,22 @@ def write_result(
                                fill_value=0, dimension_names=("y", "x"))
     array[...] = labels
     analysis_mpp = (slide_mpp[0] * scale[0], slide_mpp[1] * scale[1])
+    # Pairs rebuilt as tuples: callers may give lists.
+    scale = (scale[0], scale[1])
+    offset = (offset[0], offset[1])
     info = ResultInfo(
         path=path, version="0.0", slide=SlideSource(
             path=Path("slide.svs"), size_bytes=0, vendor="test",
-            dimensions=tuple(dimensions),
-            bounds=(*offset, dimensions[0] - offset[0], dimensions[1] - offset[1]),
-            mpp=tuple(slide_mpp), mpp_source="metadata", quickhash=None),
-        level=0, level_downsample=1.0, resample=tuple(scale), analysis_mpp=analysis_mpp,
-        scale_to_level0=tuple(scale), offset_level0=tuple(offset), shape=(h, w),
+            dimensions=(dimensions[0], dimensions[1]),
+            bounds=Level0Box((*offset, dimensions[0] - offset[0], dimensions[1] - offset[1])),
+            mpp=(slide_mpp[0], slide_mpp[1]), mpp_source="metadata", quickhash=None),
+        level=0, level_downsample=1.0, resample=scale, analysis_mpp=analysis_mpp,
+        scale_to_level0=scale, offset_level0=offset, shape=(h, w),
         classes=tuple(classes),
         model=ModelInfo(name="test-model", source="test", card={}, weights_sha256=None),
         patch_size=64, stride=32, sigma=8.0, tissue_threshold=0.2,
-        tissue=TissueSampling(factor=1, mpp=analysis_mpp, scale_to_level0=tuple(scale),
-                              offset_level0=tuple(offset)),
+        tissue=TissueSampling(factor=1, mpp=analysis_mpp, scale_to_level0=scale,
+                              offset_level0=offset),
         patches_total=0, patches_kept=0, patches_predicted=0, stripes=1, seconds=0.0,
         timings={}, config={}, layout=layout,
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from wsiseg.slide.tissue import drop_small_objects
 
@@ -21,44 +23,9 @@ HAEMATOXYLIN_RGB = (92.0, 58.0, 148.0)
 
 
 # -- resampling ---------------------------------------------------------------------------------
-def area_downsample(rgb: np.ndarray, d: int) -> np.ndarray:
-    """Area average of ``rgb`` (H, W, C) uint8 over ``d x d`` blocks: (ceil(H/d), ceil(W/d), C).
-
-    Each output pixel is the mean of the input pixels in its block, rounded half up; a block cut
-    by the right or bottom edge averages only the pixels it holds. ``d = 1`` returns a copy.
-    """
-    if rgb.ndim != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 (H, W, C) image, got {rgb.dtype} {rgb.shape}")
-    if int(d) != d or d < 1:
-        raise ValueError(f"downsample must be a positive integer, got {d}")
-    d = int(d)
-    if d == 1:
-        return rgb.copy()
-    h, w, c = rgb.shape
-    oh, ow = -(-h // d), -(-w // d)
-    if h % d or w % d:
-        padded = np.zeros((oh * d, ow * d, c), dtype=np.uint8)
-        padded[:h, :w] = rgb
-        rgb = padded
-    # Sum the d rows of each block, then the d columns, by adding strided slices: much faster
-    # than a reduction over two inner axes. uint16 holds up to 16 x 16 x 255.
-    acc = np.uint16 if d <= 16 else np.uint32
-    blocks = rgb.reshape(oh, d, ow * d * c)
-    rows = blocks[:, 0].astype(acc)
-    for k in range(1, d):
-        rows += blocks[:, k]
-    cols = rows.reshape(oh, ow, d, c)
-    sums = cols[:, :, 0].astype(np.uint32)
-    for k in range(1, d):
-        sums += cols[:, :, k]
-    ny = np.minimum(d, h - d * np.arange(oh)).astype(np.uint32)
-    nx = np.minimum(d, w - d * np.arange(ow)).astype(np.uint32)
-    counts = (ny[:, None] * nx[None, :])[:, :, None]
-    return ((sums + counts // 2) // counts).astype(np.uint8)
-
-
 # -- smooth random fields -----------------------------------------------------------------------
-def _bspline(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bspline(u: npt.NDArray[np.float64]
+             ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating[Any]]]:
     """Cubic B-spline lattice index and the 4 weights (for indices i-1..i+2) at positions u."""
     i = np.floor(u)
     t = (u - i).astype(np.float32)
@@ -75,7 +42,8 @@ def _bspline(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i.astype(np.int64), w
 
 
-def _spline_matrix(index: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+def _spline_matrix(index: npt.NDArray[np.int64], weights: npt.NDArray[np.floating[Any]], n: int
+                   ) -> npt.NDArray[np.float32]:
     """(len(index), n) float32 matrix with ``weights[k]`` at column ``index - 1 + k``."""
     m = np.zeros((len(index), n), dtype=np.float32)
     rows = np.arange(len(index))
@@ -92,15 +60,16 @@ class _LatticeNoise:
     resolution, in any order, sees the same field: tiles never show seams.
     """
 
-    def __init__(self, seed: int, tag: int, cell_x: float, cell_y: float, width: int, height: int):
+    def __init__(self, seed: int, tag: int, cell_x: float, cell_y: float, width: int,
+                 height: int) -> None:
         self.seed, self.tag = seed, tag
         self.cell_x, self.cell_y = float(cell_x), float(cell_y)
         # Lattice columns -2 .. ceil(width / cell_x) + 5 (points just past the edge need
         # their 4 neighbours too), stored from index 0.
         self.ncols = math.ceil(width / self.cell_x) + 8
-        self._rows: dict[int, np.ndarray] = {}
+        self._rows: dict[int, npt.NDArray[np.float32]] = {}
 
-    def _row(self, j: int) -> np.ndarray:
+    def _row(self, j: int) -> npt.NDArray[np.float32]:
         row = self._rows.get(j)
         if row is None:
             if len(self._rows) > 256:
@@ -110,10 +79,11 @@ class _LatticeNoise:
             self._rows[j] = row
         return row
 
-    def _lattice(self, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
+    def _lattice(self, i0: int, i1: int, j0: int, j1: int) -> npt.NDArray[np.float32]:
         return np.stack([self._row(j)[i0 + 2 : i1 + 3] for j in range(j0, j1 + 1)])
 
-    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    def grid(self, xs: npt.NDArray[np.floating[Any]], ys: npt.NDArray[np.floating[Any]]
+             ) -> npt.NDArray[np.float32]:
         """The field on the grid ``ys x xs`` of level-0 coordinates: float32 (len(ys), len(xs))."""
         ix, wx = _bspline(np.asarray(xs, dtype=np.float64) / self.cell_x)
         iy, wy = _bspline(np.asarray(ys, dtype=np.float64) / self.cell_y)
@@ -122,9 +92,12 @@ class _LatticeNoise:
         lattice = self._lattice(i0, i1, j0, j1)
         # Separable: (rows x lattice rows) @ lattice @ (lattice columns x columns), as dense
         # matrices with 4 weights a row, which BLAS multiplies faster than gathers would.
-        return _spline_matrix(iy - j0, wy, j1 - j0 + 1) @ lattice @ _spline_matrix(ix - i0, wx, i1 - i0 + 1).T
+        rows = _spline_matrix(iy - j0, wy, j1 - j0 + 1)
+        # float32 throughout; asarray only tells the type checker so (no copy).
+        return np.asarray(rows @ lattice @ _spline_matrix(ix - i0, wx, i1 - i0 + 1).T,
+                          dtype=np.float32)
 
-    def blocks(self, x0: int, y0: int, w: int, h: int, step: int) -> np.ndarray:
+    def blocks(self, x0: int, y0: int, w: int, h: int, step: int) -> npt.NDArray[np.float32]:
         """The field over the level-0 region ``(x0, y0, w, h)``, constant on ``step x step``
         blocks aligned to multiples of ``step`` (so regions agree wherever they overlap)."""
         bx0, by0 = (x0 // step) * step, (y0 // step) * step
@@ -133,7 +106,8 @@ class _LatticeNoise:
         g = np.broadcast_to(g[:, None, :, None], (ny, step, nx, step)).reshape(ny * step, nx * step)
         return g[y0 - by0 : y0 - by0 + h, x0 - bx0 : x0 - bx0 + w]
 
-    def points(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    def points(self, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
+               ) -> npt.NDArray[np.float32]:
         """The field at scattered level-0 points ``(xs[n], ys[n])``: float32 (n,)."""
         if len(xs) == 0:
             return np.zeros(0, dtype=np.float32)
@@ -157,18 +131,29 @@ class _BlobField:
 
     _OCTAVES = ((1.0, 1.0), (2.3, 0.45), (5.5, 0.15))  # (scale divisor, weight)
 
-    def __init__(self, seed: int, width: int, height: int, blob_scale: float):
+    def __init__(self, seed: int, width: int, height: int, blob_scale: float) -> None:
         self.width, self.height = width, height
         self.octaves = [
             (_LatticeNoise(seed, 1 + k, blob_scale / div, blob_scale / div, width, height), weight)
             for k, (div, weight) in enumerate(self._OCTAVES)
         ]
 
-    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        return sum(weight * noise.grid(xs, ys) for noise, weight in self.octaves)
+    def _sum(self, field: Callable[[_LatticeNoise], npt.NDArray[np.float32]]
+             ) -> npt.NDArray[np.float32]:
+        """The octaves' ``field`` weighted and added up in order."""
+        (noise, weight), *rest = self.octaves
+        total = weight * field(noise)
+        for noise, weight in rest:
+            total = total + weight * field(noise)
+        return total
 
-    def points(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        return sum(weight * noise.points(xs, ys) for noise, weight in self.octaves)
+    def grid(self, xs: npt.NDArray[np.floating[Any]], ys: npt.NDArray[np.floating[Any]]
+             ) -> npt.NDArray[np.float32]:
+        return self._sum(lambda noise: noise.grid(xs, ys))
+
+    def points(self, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
+               ) -> npt.NDArray[np.float32]:
+        return self._sum(lambda noise: noise.points(xs, ys))
 
     def threshold(self, tissue_fraction: float, samples: int = 512) -> float:
         """The field value above which ``tissue_fraction`` of the slide lies (from a coarse grid)."""
@@ -179,7 +164,7 @@ class _BlobField:
         return _quantile_threshold(self.grid(xs, ys), tissue_fraction)
 
 
-def _quantile_threshold(field: np.ndarray, tissue_fraction: float) -> float:
+def _quantile_threshold(field: npt.NDArray[np.float32], tissue_fraction: float) -> float:
     if tissue_fraction <= 0:
         return math.inf
     if tissue_fraction >= 1:
@@ -203,22 +188,23 @@ class _Painter:
         height: int,
         nucleus_radius: float,
         nuclei_fraction: float,
-        in_tissue: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    ):
+        in_tissue: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]],
+                            npt.NDArray[np.bool_]],
+    ) -> None:
         self.seed, self.width, self.height = seed, width, height
         self.radius = float(nucleus_radius)
         self.in_tissue = in_tissue
         r = self.radius
         self.pale = _LatticeNoise(seed, 11, 5 * r, 5 * r, width, height)
         self.fibre = _LatticeNoise(seed, 12, 9 * r, 1.2 * r, width, height)
-        self.cell = max(16, int(round(5 * r)))
+        self.cell = max(16, round(5 * r))
         # Sizes vary uniformly in [0.75, 1.25] r: E[s^2] = 1 + 0.5^2 / 12.
         mean_area = math.pi * r * r * (1 + 0.25 / 12)
         self.per_cell = nuclei_fraction * self.cell**2 / mean_area
-        self.reach = int(math.ceil(1.25 * 1.35 * r)) + 1  # largest half-axis, in pixels
-        self._rows: dict[int, tuple[np.ndarray, ...]] = {}
+        self.reach = math.ceil(1.25 * 1.35 * r) + 1  # largest half-axis, in pixels
+        self._rows: dict[int, tuple[npt.NDArray[np.float64], ...]] = {}
 
-    def _nuclei_row(self, cy: int) -> tuple[np.ndarray, ...]:
+    def _nuclei_row(self, cy: int) -> tuple[npt.NDArray[np.float64], ...]:
         """Nuclei whose centres fall in cell row ``cy``: x, y, radius, elongation, angle, shade."""
         row = self._rows.get(cy)
         if row is None:
@@ -239,7 +225,8 @@ class _Painter:
             self._rows[cy] = row
         return row
 
-    def _nuclei(self, x0: int, y0: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    def _nuclei(self, x0: int, y0: int, w: int, h: int
+                ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Nucleus coverage alpha (h, w) in [0, 1] and a per-nucleus shade image."""
         alpha = np.zeros(h * w, dtype=np.float32)
         shade = np.ones(h * w, dtype=np.float32)
@@ -267,7 +254,7 @@ class _Painter:
         shade[flat] = np.broadcast_to(tone[:, None], a.shape)[inside]
         return alpha.reshape(h, w), shade.reshape(h, w)
 
-    def paint(self, tissue: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    def paint(self, tissue: npt.NDArray[np.bool_], x0: int, y0: int) -> npt.NDArray[np.uint8]:
         """RGB uint8 (h, w, 3) for the level-0 region at ``(x0, y0)`` with tissue mask ``tissue``."""
         h, w = tissue.shape
         rng = np.random.default_rng([self.seed, 17, y0, x0])
@@ -326,7 +313,7 @@ def synthetic_tissue(
     blob_scale: float | None = None,
     nucleus_radius: float = 6.0,
     nuclei_fraction: float = 0.15,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
     """An H&E-looking image and its tissue mask: ``(rgb uint8 (H, W, 3), tissue bool (H, W))``.
 
     Glass is light grey (about 240, with a little noise). Tissue lies in smooth, lobed blobs
@@ -352,7 +339,8 @@ def synthetic_tissue(
     tissue = drop_small_objects(tissue, min_px)
     tissue = ~drop_small_objects(~tissue, min_px)
 
-    def in_tissue(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    def in_tissue(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
+                  ) -> npt.NDArray[np.bool_]:
         ix = np.clip(xs.astype(np.int64), 0, width - 1)
         iy = np.clip(ys.astype(np.int64), 0, height - 1)
         return tissue[iy, ix]

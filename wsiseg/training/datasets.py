@@ -24,6 +24,7 @@ import numpy as np
 from wsiseg.errors import ConfigError, DatasetError
 from wsiseg.slide.resample import area_weights, resample_area
 from wsiseg.slide.tissue import tissue_mask
+from wsiseg.training.config import IMAGE_MPP_ERROR
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class ClassRule:
 
     index: int
     name: str
-    color: tuple[int, int, int]
+    color: tuple[int, ...]  # RGB
     mask: tuple[int, ...] | None = None
     where: Mapping[str, str] = field(default_factory=dict)
     tissue: bool | None = None
@@ -76,20 +77,20 @@ class LabelScheme:
         cols = {k for r in self.rules for k in r.where}
         return cols | ({self.grade} if self.grade else set())
 
-    def classes(self) -> list[tuple[int, str, tuple[int, int, int]]]:
+    def classes(self) -> list[tuple[int, str, tuple[int, ...]]]:
         """(index, name, colour) per class, by index; the names of a model card's classes."""
-        seen: dict[int, tuple[int, str, tuple[int, int, int]]] = {}
+        seen: dict[int, tuple[int, str, tuple[int, ...]]] = {}
         for r in self.rules:
             seen.setdefault(r.index, (r.index, r.name, r.color))
         return [seen[i] for i in sorted(seen)]
 
     @classmethod
-    def identity(cls, classes: Sequence[tuple[int, str, tuple[int, int, int]]]) -> LabelScheme:
+    def identity(cls, classes: Sequence[tuple[int, str, Sequence[int]]]) -> LabelScheme:
         """Mask values are class indices (no attributes, no tissue rule)."""
         return cls(tuple(ClassRule(i, n, tuple(c), mask=(i,)) for i, n, c in classes))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> LabelScheme:
+    def from_file(cls, path: str | os.PathLike[str]) -> LabelScheme:
         """Read a scheme from JSON: ``{"classes": [{"index", "name", "color", "mask",
         "where", "tissue"}, ...], "grade": {"column": ..., "values": [...]}}``."""
         path = Path(path)
@@ -176,7 +177,7 @@ class Sample:
     grade: int = -1
 
 
-def find_pairs(folder: str | os.PathLike, mask_suffix: str = "_mask") -> list[Pair]:
+def find_pairs(folder: str | os.PathLike[str], mask_suffix: str = "_mask") -> list[Pair]:
     """Image / mask pairs in ``folder``, sorted by name; an image without its mask is an error."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -207,7 +208,7 @@ def _natural_sort(pairs: list[Pair]) -> list[Pair]:
     return sorted(pairs, key=key)
 
 
-def read_attributes(path: str | os.PathLike, key: str = "name") -> dict[str, dict[str, str]]:
+def read_attributes(path: str | os.PathLike[str], key: str = "name") -> dict[str, dict[str, str]]:
     """Rows of a CSV of per-image attributes, by the value of column ``key``."""
     path = Path(path)
     try:
@@ -270,7 +271,8 @@ def resample_labels(labels: np.ndarray, ratio: float, num_classes: int) -> np.nd
     values = list(range(num_classes)) + [IGNORE_INDEX]
     area = np.stack([cols @ (rows @ (labels == v).astype(np.float32)).T for v in values])
     area = area.transpose(0, 2, 1)
-    return np.asarray(values, dtype=np.uint8)[np.argmax(area, axis=0)]
+    majority: np.ndarray = np.asarray(values, dtype=np.uint8)[np.argmax(area, axis=0)]
+    return majority
 
 
 def _tissue(image: np.ndarray, image_mpp: float, mask_mpp: float = 2.0) -> np.ndarray:
@@ -280,7 +282,8 @@ def _tissue(image: np.ndarray, image_mpp: float, mask_mpp: float = 2.0) -> np.nd
     mask = tissue_mask(small, pixel_um=image_mpp * ratio)
     rows = np.minimum((np.arange(image.shape[0]) / ratio).astype(int), mask.shape[0] - 1)
     cols = np.minimum((np.arange(image.shape[1]) / ratio).astype(int), mask.shape[1] - 1)
-    return mask[rows[:, None], cols[None, :]]
+    tissue: np.ndarray = mask[rows[:, None], cols[None, :]]
+    return tissue
 
 
 def load_sample(pair: Pair, scheme: LabelScheme, attributes: Mapping[str, str],
@@ -303,13 +306,12 @@ def load_sample(pair: Pair, scheme: LabelScheme, attributes: Mapping[str, str],
                   resample_labels(target, ratio, scheme.num_classes), scheme.grade_of(attributes))
 
 
-def load_folder(folder: str | os.PathLike, scheme: LabelScheme, image_mpp: float,
+def load_folder(folder: str | os.PathLike[str], scheme: LabelScheme, image_mpp: float,
                 target_mpp: float, attributes: Mapping[str, Mapping[str, str]] | None = None,
                 mask_suffix: str = "_mask") -> list[Sample]:
     """Every pair of ``folder`` as samples at ``target_mpp`` (see :func:`load_sample`)."""
     if not (isinstance(image_mpp, (int, float)) and image_mpp > 0):
-        raise ConfigError(f"image resolution {image_mpp!r} um/px is not positive; pass "
-                          "--image-mpp (GlaS: 0.62)")
+        raise ConfigError(IMAGE_MPP_ERROR.format(value=image_mpp))
     pairs = find_pairs(folder, mask_suffix)
     needed = scheme.attribute_columns
     samples = []

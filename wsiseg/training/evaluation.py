@@ -4,11 +4,11 @@
 values are the map's class indices: a mask of the map's size is compared pixel by pixel; a mask
 of the slide's level-0 size is sampled at each map pixel's centre (level-0 pixels outside the
 map's bounds are not scored). Both are read in bands of rows, so neither is ever whole in
-memory when it is a TIFF. ``evaluate_folders`` runs a model over folders of image / mask pairs,
-whole image by whole image at the model's resolution, with the same label scheme as training;
-:mod:`wsiseg.training.on_glass` runs it over the same folders through the whole pipeline. Both
-load the images and pool their confusion matrices through :class:`AnnotatedModel` and report an
-:class:`Evaluation`.
+memory when it is a TIFF. ``evaluate_folders`` runs a model over folders of image / mask pairs
+as an :class:`~wsiseg.training.config.EvaluateConfig` says: whole image by whole image at the
+model's resolution, with the same label scheme as training, or through the whole pipeline
+(:mod:`wsiseg.training.on_glass`). Both load the images and pool their confusion matrices
+through :class:`AnnotatedModel` and report an :class:`Evaluation`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import ConfigError, ResultError, WsisegError
+from wsiseg.errors import ConfigError, MetricsError, ResultError, WsisegError
 from wsiseg.result.info import ResultInfo
-from wsiseg.result.store import open_result, reads_result
+from wsiseg.result.reading import reads_result
+from wsiseg.result.store import open_result
+from wsiseg.training.config import EvaluateConfig
 from wsiseg.training.datasets import LabelScheme, Sample, load_folder, read_attributes
-from wsiseg.training.metrics import IGNORE_INDEX, MetricsError, Scores, confusion_matrix
+from wsiseg.training.metrics import IGNORE_INDEX, Scores, confusion_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ def _open_mask(path: Path) -> Iterator[Any]:
                     raise ResultError(
                         f"mask {path} has axes {series.axes} {series.shape}; give a "
                         "single-channel 2-D image of class indices")
-                image = zarr.open(series.aszarr(level=0), mode="r")
+                image: zarr.Array[Any] | zarr.Group | np.ndarray = zarr.open(
+                    series.aszarr(level=0), mode="r")
             else:
                 import imagecodecs
 
@@ -105,7 +108,7 @@ def level0_sampling(info: ResultInfo, shape: tuple[int, int],
 
 
 @reads_result
-def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
+def evaluate_result(result: str | os.PathLike[str], mask: str | os.PathLike[str],
                     mean_over: Sequence[int] | None = None,
                     groups: Mapping[str, Sequence[int]] | None = None,
                     ignore_index: int = IGNORE_INDEX) -> Scores:
@@ -122,10 +125,12 @@ def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
     with _open_mask(mask) as truth_source:
         mask_shape = _mask_shape(truth_source, mask)
         level0 = info.slide.dimensions[::-1]
+        # None: the mask is at the map's size; else the level-0 rows and columns to read
+        sampling: tuple[np.ndarray, np.ndarray] | None = None
         if mask_shape == (height, width):
-            rows = cols = None
+            pass
         elif mask_shape == level0:
-            rows, cols = level0_sampling(info, (height, width), mask_shape)
+            sampling = level0_sampling(info, (height, width), mask_shape)
             logger.info("%s is at level 0: sampling it at the centres of the %d x %d map "
                         "pixels", mask, width, height)
         else:
@@ -139,15 +144,17 @@ def evaluate_result(result: str | os.PathLike, mask: str | os.PathLike,
         matrix = np.zeros((k, k), dtype=np.int64)
         for y0 in range(0, height, step):
             y1 = min(y0 + step, height)
-            if rows is None:
-                truth = truth_source[y0:y1]
+            if sampling is None:
+                band = truth_source[y0:y1]
             elif isinstance(truth_source, np.ndarray):
-                truth = truth_source[rows[y0:y1, None], cols[None, :]]
+                rows, cols = sampling
+                band = truth_source[rows[y0:y1, None], cols[None, :]]
             else:
-                truth = truth_source.oindex[rows[y0:y1], cols]
-            truth = _single_channel(np.asarray(truth), mask)
+                rows, cols = sampling
+                band = truth_source.oindex[rows[y0:y1], cols]
+            truth = _single_channel(np.asarray(band), mask)
             _check_values(truth, k, ignore_index, names, mask, y0)
-            matrix += confusion_matrix(truth, labels[y0:y1], k, ignore_index)
+            matrix += confusion_matrix(truth, np.asarray(labels[y0:y1]), k, ignore_index)
     if not matrix.any():
         raise MetricsError(f"mask {mask} scores no pixel of the map: every value there is the "
                            f"ignore value {ignore_index}; check the mask and --ignore")
@@ -206,8 +213,8 @@ class AnnotatedModel:
     attributes: Mapping[str, Mapping[str, str]] | None
 
     @classmethod
-    def load(cls, model: str, classes: str | os.PathLike | None = None,
-             attributes: str | os.PathLike | None = None) -> AnnotatedModel:
+    def load(cls, model: str, classes: str | os.PathLike[str] | None = None,
+             attributes: str | os.PathLike[str] | None = None) -> AnnotatedModel:
         """Load ``model``; ``classes`` is a label scheme JSON (default: mask values are the
         model's class indices), ``attributes`` a CSV of per-image attributes."""
         from wsiseg.models import load_model
@@ -227,7 +234,7 @@ class AnnotatedModel:
     def class_names(self) -> list[str]:
         return [c.name for c in self.loaded.card.classes]
 
-    def score(self, folders: Sequence[str | os.PathLike], image_mpp: float, sample_mpp: float,
+    def score(self, folders: Sequence[str | os.PathLike[str]], image_mpp: float, sample_mpp: float,
               segment: Callable[[Sample], tuple[np.ndarray, np.ndarray]]
               ) -> tuple[np.ndarray, int]:
         """The confusion matrix pooled over every image of ``folders``, and how many there were.
@@ -254,29 +261,25 @@ class AnnotatedModel:
         return matrix, count
 
 
-def evaluate_folders(model: str, folders: Sequence[str | os.PathLike], image_mpp: float,
-                     classes: str | os.PathLike | None = None,
-                     attributes: str | os.PathLike | None = None,
-                     mean_over: Sequence[int] | None = None,
-                     groups: Mapping[str, Sequence[int]] | None = None,
-                     device: str = "auto", tta: str = "none") -> Evaluation:
-    """Run ``model`` over the image / mask pairs of ``folders``, each image whole at the
-    model's resolution, and score all pixels together.
+def evaluate_folders(config: EvaluateConfig) -> Evaluation:
+    """Run ``config.model`` over the image / mask pairs of ``config.folders`` and score all
+    pixels together: each image whole at the model's resolution, or with ``config.on_glass``
+    placed on glass and mapped through the whole pipeline (:mod:`wsiseg.training.on_glass`)."""
+    if config.on_glass:
+        from wsiseg.training.on_glass import evaluate_on_glass
 
-    ``classes`` and ``attributes`` are as in :meth:`AnnotatedModel.load`, ``mean_over`` and
-    ``groups`` as in :meth:`Scores.from_matrix`; ``tta`` is the test-time augmentation.
-    """
+        return evaluate_on_glass(config)
     from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device, segment_image
 
-    annotated = AnnotatedModel.load(model, classes, attributes)
+    annotated = AnnotatedModel.load(config.model, config.classes, config.attributes)
     card = annotated.loaded.card
     predictor = Predictor(annotated.loaded.module, card.num_classes,
                           Normalisation(card.mean, card.std, card.channel_order),
-                          resolve_device(device), tta=tta)
+                          resolve_device(config.device), tta=config.tta)
 
     def segment(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         return sample.target, segment_image(predictor, sample.image).argmax(axis=0)
 
-    matrix, count = annotated.score(folders, image_mpp, card.mpp, segment)
-    return Evaluation(Scores.from_matrix(matrix, annotated.class_names, mean_over, groups),
-                      card.name, "whole image", tta, count, image_mpp)
+    matrix, count = annotated.score(config.folders, config.image_mpp, card.mpp, segment)
+    scores = Scores.from_matrix(matrix, annotated.class_names, config.mean_over, config.groups)
+    return Evaluation(scores, card.name, "whole image", config.tta, count, config.image_mpp)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from wsiseg.errors import MetricsError
 
@@ -59,10 +60,11 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int,
     return counts.astype(np.int64).reshape(num_classes, num_classes)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _ratio(num: npt.NDArray[np.float64] | float,
+           den: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
     # A class absent from both truth and prediction has no score (NaN), not a perfect one.
     out = np.full(np.shape(num), np.nan)
-    np.divide(num, den, out=out, where=den > 0)
+    np.divide(num, den, out=out, where=np.asarray(den) > 0)
     return out
 
 

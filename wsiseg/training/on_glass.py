@@ -14,20 +14,29 @@ a temporary folder, removed afterwards.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsiseg.errors import ConfigError
-from wsiseg.result.store import open_result, result_reads
+from wsiseg.naming import result_name
+from wsiseg.result.reading import result_reads
+from wsiseg.result.store import open_result
+from wsiseg.slide.svs_writer import write_svs
+from wsiseg.training.config import DEFAULT_MARGIN_UM, IMAGE_MPP_ERROR, MARGIN_ERROR, EvaluateConfig
 from wsiseg.training.datasets import Sample
 from wsiseg.training.evaluation import AnnotatedModel, Evaluation, level0_sampling
 from wsiseg.training.metrics import IGNORE_INDEX, Scores
+
+if TYPE_CHECKING:
+    from wsiseg.inference.config import PredictConfig
+    from wsiseg.models import LoadedModel
+
+__all__ = ["DEFAULT_MARGIN_UM", "GLASS_NOISE", "GLASS_RGB", "evaluate_on_glass", "margin_pixels",
+           "predict_on_glass", "slide_on_glass", "truth_on_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +44,6 @@ logger = logging.getLogger(__name__)
 GLASS_RGB = (242, 242, 242)
 #: Standard deviation of the noise on the glass, in 8-bit levels: no scan's glass is flat.
 GLASS_NOISE = 2.0
-#: Glass around each image on every side, um, unless told otherwise.
-DEFAULT_MARGIN_UM = 200.0
 #: Level-0 pyramid of the slides written: downsamples, tile edge, lossless compression.
 _DOWNSAMPLES = (1, 4)
 _TILE = 256
@@ -46,11 +53,9 @@ _COMPRESSION = "zstd"
 def margin_pixels(margin_um: float, image_mpp: float) -> int:
     """The glass around an image, in its own pixels, for ``margin_um`` micrometres."""
     if not (isinstance(image_mpp, (int, float)) and image_mpp > 0):
-        raise ConfigError(f"image resolution {image_mpp!r} um/px is not positive; pass "
-                          "--image-mpp (GlaS: 0.62)")
+        raise ConfigError(IMAGE_MPP_ERROR.format(value=image_mpp))
     if not margin_um >= 0:
-        raise ConfigError(f"the glass margin must be 0 um or more, got {margin_um:g} um; "
-                          "pass --margin 200, say")
+        raise ConfigError(MARGIN_ERROR.format(value=margin_um))
     return round(margin_um / image_mpp)
 
 
@@ -78,8 +83,9 @@ def truth_on_map(target: np.ndarray, offset: tuple[int, int], rows: np.ndarray,
     return truth
 
 
-def predict_on_glass(sample: Sample, image_mpp: float, margin: int, config: Any, loaded: Any,
-                     folder: Path, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def predict_on_glass(sample: Sample, image_mpp: float, margin: int, config: PredictConfig,
+                     loaded: LoadedModel, folder: Path, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(truth, predicted classes) on the map's grid for ``sample`` (at ``image_mpp``) placed
     on glass ``margin`` pixels wide and mapped by :func:`wsiseg.predict_slide` with
     ``config`` (a :class:`~wsiseg.inference.pipeline.PredictConfig`; its ``out`` is set here)
@@ -87,46 +93,38 @@ def predict_on_glass(sample: Sample, image_mpp: float, margin: int, config: Any,
     from dataclasses import replace
 
     from wsiseg.inference.pipeline import predict_slide
-    from wsiseg.testing.aperio import write_svs
 
     slide = folder / f"{sample.name}.svs"
-    out = folder / f"{sample.name}.wsiseg.zarr"
+    out = folder / result_name(sample.name)
     try:
         write_svs(slide, slide_on_glass(sample.image, margin, rng), mpp=image_mpp,
                   downsamples=_DOWNSAMPLES, tile=_TILE, compression=_COMPRESSION)
         predict_slide(slide, replace(config, out=str(out)), model=loaded)
         labels, info = open_result(out)
         with result_reads(out):
-            predicted = labels[:]
+            predicted = np.asarray(labels[:])
         h0, w0 = info.slide.dimensions[1], info.slide.dimensions[0]
-        rows, cols = level0_sampling(info, predicted.shape, (h0, w0))
+        rows, cols = level0_sampling(info, (predicted.shape[0], predicted.shape[1]), (h0, w0))
         return truth_on_map(sample.target, (margin, margin), rows, cols), predicted
     finally:
         slide.unlink(missing_ok=True)
         shutil.rmtree(out, ignore_errors=True)
 
 
-def evaluate_on_glass(model: str, folders: Sequence[str | os.PathLike], image_mpp: float,
-                      classes: str | os.PathLike | None = None,
-                      attributes: str | os.PathLike | None = None,
-                      mean_over: Sequence[int] | None = None,
-                      groups: Mapping[str, Sequence[int]] | None = None,
-                      device: str = "auto", margin_um: float = DEFAULT_MARGIN_UM,
-                      tta: str = "none", seed: int = 0) -> Evaluation:
-    """Score ``model`` on the image / mask pairs of ``folders``, each image placed on glass
-    ``margin_um`` wide and mapped by :func:`wsiseg.predict_slide`; all images' pixels are
-    scored together, glass never.
-
-    Arguments as in :func:`~wsiseg.training.evaluation.evaluate_folders`; ``seed`` makes the
-    glass's noise (different for each image) repeatable.
-    """
+def evaluate_on_glass(config: EvaluateConfig) -> Evaluation:
+    """Score ``config.model`` on the image / mask pairs of ``config.folders``, each image placed
+    on glass ``config.glass_margin_um`` wide and mapped by :func:`wsiseg.predict_slide`; all
+    images' pixels are scored together, glass never. ``config.seed`` makes the glass's noise
+    (different for each image) repeatable. :func:`~wsiseg.training.evaluation.evaluate_folders`
+    calls it for a config with ``on_glass``."""
     from wsiseg.inference.pipeline import PredictConfig
 
-    margin = margin_pixels(margin_um, image_mpp)
-    config = PredictConfig(device=device, tta=tta, progress=False)
-    config.validate()
-    annotated = AnnotatedModel.load(model, classes, attributes)
+    margin_um = config.glass_margin_um
+    margin = margin_pixels(margin_um, config.image_mpp)
+    predict_config = PredictConfig(device=config.device, tta=config.tta, progress=False)
+    annotated = AnnotatedModel.load(config.model, config.classes, config.attributes)
     card = annotated.loaded.card
+    image_mpp = config.image_mpp
     if card.mpp < image_mpp * (1 - 1e-6):
         raise ConfigError(f"the images are at {image_mpp:g} um/px, coarser than the model's "
                           f"{card.mpp:g} um/px; use images scanned at {card.mpp:g} um/px or "
@@ -138,12 +136,13 @@ def evaluate_on_glass(model: str, folders: Sequence[str | os.PathLike], image_mp
         def segment(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
             nonlocal count
             count += 1
-            rng = np.random.default_rng([seed, count])  # other glass for each image
-            return predict_on_glass(sample, image_mpp, margin, config, annotated.loaded,
+            rng = np.random.default_rng([config.seed, count])  # other glass for each image
+            return predict_on_glass(sample, image_mpp, margin, predict_config, annotated.loaded,
                                     Path(work), rng)
 
         # The images at their own resolution: the pipeline brings them to the model's.
-        matrix, images = annotated.score(folders, image_mpp, image_mpp, segment)
+        matrix, images = annotated.score(config.folders, image_mpp, image_mpp, segment)
     mode = f"on glass, margin {margin_um:g} um, through the pipeline"
-    return Evaluation(Scores.from_matrix(matrix, annotated.class_names, mean_over, groups),
-                      card.name, mode, tta, images, image_mpp, margin_um=float(margin_um))
+    scores = Scores.from_matrix(matrix, annotated.class_names, config.mean_over, config.groups)
+    return Evaluation(scores, card.name, mode, config.tta, images, image_mpp,
+                      margin_um=float(margin_um))

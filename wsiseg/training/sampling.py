@@ -52,7 +52,8 @@ def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float) -> n
     od = -np.log10(np.maximum(image.astype(np.float32), 1.0) / 255.0)
     matrix = (_HED_FROM_RGB * alpha[None, :]) @ _RGB_FROM_HED
     od = od @ matrix.astype(np.float32) + (beta @ _RGB_FROM_HED).astype(np.float32)
-    return np.clip(np.rint(255.0 * np.power(10.0, -od)), 0, 255).astype(np.uint8)
+    jittered: np.ndarray = np.clip(np.rint(255.0 * np.power(10.0, -od)), 0, 255).astype(np.uint8)
+    return jittered
 
 
 def glass_pixels(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -95,16 +96,17 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float
     x = x * rng.uniform(1 - brightness, 1 + brightness)
     mean = x.mean()
     x = (x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
-    grey = x @ np.float32([0.299, 0.587, 0.114])
+    grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     x = (x - grey[..., None]) * rng.uniform(1 - saturation, 1 + saturation) + grey[..., None]
     angle = rng.uniform(-hue, hue) * 2 * math.pi
     if angle:
-        to_yiq = np.float32([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                             [0.211, -0.523, 0.312]])
+        to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                           [0.211, -0.523, 0.312]], dtype=np.float32)
         c, s = math.cos(angle), math.sin(angle)
-        turn = np.float32([[1, 0, 0], [0, c, -s], [0, s, c]])
+        turn = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float32)
         x = x @ (np.linalg.inv(to_yiq) @ turn @ to_yiq).T.astype(np.float32)
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    jittered: np.ndarray = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    return jittered
 
 
 def random_crop(sample: Sample, size: int, rng: np.random.Generator, augment: bool = True,
@@ -136,7 +138,7 @@ def random_crop(sample: Sample, size: int, rng: np.random.Generator, augment: bo
 
 def crop_size_for(samples: Sequence[Sample], patch_size: int, multiple: int = 32) -> int:
     """The card's patch size, or the largest multiple of ``multiple`` every image can give."""
-    smallest = min(min(s.target.shape) for s in samples)
+    smallest: int = min(min(s.target.shape) for s in samples)
     size = min(patch_size, smallest)
     if size >= multiple:
         size -= size % multiple

@@ -31,8 +31,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import numpy.typing as npt
+import zarr
 
 from wsiseg.errors import ResultError, SlideError, WsisegError
+from wsiseg.naming import RESULT_SUFFIX
+from wsiseg.result.reading import result_reads
+from wsiseg.result.store import label_pyramid, open_result
+from wsiseg.slide.reader import open_slide
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,6 @@ TILE_SIZE = 254
 OVERLAP = 1
 TILE_CACHE = 4096  # tiles per image kept in memory
 THUMB_SIZE = 256
-RESULT_SUFFIX = ".wsiseg.zarr"
 
 _CONTENT_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html",
                   ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
@@ -51,18 +56,13 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 class ResultView:
     """One result and its slide, as Deep Zoom images and JSON. Thread-safe."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         import openslide
         from openslide.deepzoom import DeepZoomGenerator
-
-        from wsiseg.result.store import label_pyramid, open_result, result_reads
-        from wsiseg.slide.reader import open_slide
 
         self.path = Path(path)
         with result_reads(self.path):
             labels, self.info = open_result(self.path)
-        import zarr
-
         group = zarr.open_group(str(self.path), mode="r")
         self.levels = label_pyramid(group)
         self.labels = labels
@@ -130,10 +130,9 @@ class ResultView:
         Image.fromarray(rgba, "RGBA").save(out, "PNG", compress_level=1)
         return out.getvalue()
 
-    def map_rgba(self, x: int, y: int, w: int, h: int, down: float) -> np.ndarray:
+    def map_rgba(self, x: int, y: int, w: int, h: int, down: float) -> npt.NDArray[np.uint8]:
         """(h, w, 4) colours of the map over level pixels ``[x, x+w) x [y, y+h)`` of a Deep
         Zoom level ``down`` times smaller than level 0, from the pyramid level that matches."""
-        from wsiseg.result.store import result_reads
 
         sx, sy = self.info.scale_to_level0
         ox, oy = self.info.offset_level0
@@ -161,7 +160,6 @@ class ResultView:
 
     def class_at(self, x0: float, y0: float) -> int | None:
         """The class index at level-0 pixel (x0, y0); None outside the map."""
-        from wsiseg.result.store import result_reads
 
         sx, sy = self.info.scale_to_level0
         ox, oy = self.info.offset_level0
@@ -170,7 +168,7 @@ class ResultView:
         if not (0 <= mx < mw and 0 <= my < mh):
             return None
         with result_reads(self.path):
-            return int(self.labels[my, mx])
+            return int(np.asarray(self.labels[my, mx]))
 
     def thumbnail(self) -> bytes:
         """A small PNG of the slide."""
@@ -187,7 +185,6 @@ class ResultView:
             return self._stats
 
     def _compute_stats(self) -> dict[str, Any]:
-        from wsiseg.result.store import result_reads
 
         n = max(c.index for c in self.info.classes) + 1
         counts = np.zeros(n, dtype=np.int64)
@@ -228,7 +225,7 @@ def find_results(path: Path) -> dict[str, Path]:
 class Viewer:
     """What the server shows: one result, or the results of a folder."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         path = Path(path)
         if not path.exists():
             raise ResultError(f"{path} does not exist; give a result .zarr or a folder of them")
@@ -361,7 +358,7 @@ def index_page(viewer: Viewer) -> str:
                                                            ).replace("{{rows}}", "".join(rows))
 
 
-def make_server(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
+def make_server(path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
                 ) -> tuple[ThreadingHTTPServer, Viewer]:
     """A server (not yet serving) of the result or folder at ``path``; port 0 picks a free
     port. Raises :class:`ResultError` or :class:`SlideError` in one line."""
@@ -375,4 +372,6 @@ def make_server(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
 def server_url(server: ThreadingHTTPServer) -> str:
     """The URL the server answers at."""
     host, port = server.server_address[:2]
+    if isinstance(host, bytes | bytearray):  # socketserver allows it; make_server gives a str
+        host = host.decode()
     return f"http://{host}:{port}/"

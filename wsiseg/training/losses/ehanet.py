@@ -6,10 +6,10 @@ For the K-class logits "BCE" is the cross-entropy and "Dice" the soft Dice of th
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from wsiseg.models.protocol import TrainingOutputs
 
 from .core import (
     IGNORE_INDEX,
@@ -33,7 +33,7 @@ class EHANetCriterion(nn.Module):
         self.side_weight, self.edge_weight = float(side_weight), float(edge_weight)
         self.ignore_index = ignore_index
 
-    def forward(self, outputs: dict[str, Any],
+    def forward(self, outputs: TrainingOutputs,
                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         target = batch["target"]
         ignore = self.ignore_index

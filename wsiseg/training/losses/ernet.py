@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wsiseg.models.protocol import TrainingOutputs
 
 from .core import IGNORE_INDEX, binary_cross_entropy, cross_entropy, edge_target
 
@@ -25,7 +25,7 @@ class ERNetCriterion(nn.Module):
         self.grade_weight, self.edge_weight = float(grade_weight), float(edge_weight)
         self.ignore_index = ignore_index
 
-    def forward(self, outputs: dict[str, Any],
+    def forward(self, outputs: TrainingOutputs,
                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         target = batch["target"]
         seg = cross_entropy(outputs["logits"], target, ignore_index=self.ignore_index)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from wsiseg.errors import ConfigError
+from wsiseg.models.protocol import TrainingOutputs
 
 from .core import IGNORE_INDEX, edge_target, lovasz_hinge, lovasz_softmax
 
@@ -42,7 +41,7 @@ class ETNetCriterion(nn.Module):
         self.edge_loss = edge_loss
         self.ignore_index = ignore_index
 
-    def forward(self, outputs: dict[str, Any],
+    def forward(self, outputs: TrainingOutputs,
                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, target = outputs["logits"], batch["target"]
         seg = lovasz_softmax(logits.float().softmax(dim=1), target, ignore_index=self.ignore_index)

@@ -9,12 +9,12 @@ instances of the batch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
+
+from wsiseg.models.protocol import TrainingOutputs
 
 from .core import IGNORE_INDEX, cross_entropy
 
@@ -30,7 +30,8 @@ def weight_map(instances: np.ndarray, w0: float = 10.0, sigma: float = 20.0) -> 
     distances = np.stack([ndimage.distance_transform_edt(instances != i) for i in ids])
     distances.sort(axis=0)
     d1, d2 = distances[0], distances[1]
-    return (1.0 + w0 * np.exp(-((d1 + d2) ** 2) / (2.0 * sigma**2))).astype(np.float32)
+    weights: np.ndarray = (1.0 + w0 * np.exp(-((d1 + d2) ** 2) / (2.0 * sigma**2)))
+    return weights.astype(np.float32)
 
 
 def three_class_target(instances: np.ndarray, contour_width: int = 1) -> np.ndarray:
@@ -54,7 +55,7 @@ def instances_from_target(target: np.ndarray, background: int = 0,
     """Connected components (8-connectivity) of the pixels that are neither background nor
     ignored: the instances when a data set gives no instance ids."""
     foreground = (target != background) & (target != ignore_index)
-    labels, _ = ndimage.label(foreground, structure=np.ones((3, 3), dtype=bool))
+    labels: np.ndarray = ndimage.label(foreground, structure=np.ones((3, 3), dtype=bool))[0]
     return labels
 
 
@@ -87,7 +88,7 @@ class FullNetCriterion(nn.Module):
         self.alpha, self.w0, self.sigma = float(alpha), float(w0), float(sigma)
         self.ignore_index = ignore_index
 
-    def forward(self, outputs: dict[str, Any],
+    def forward(self, outputs: TrainingOutputs,
                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, target = outputs["logits"], batch["target"]
         instances = batch.get("instances")

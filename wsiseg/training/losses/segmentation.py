@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from wsiseg.models.protocol import TrainingOutputs
 
 from .core import IGNORE_INDEX, cross_entropy, soft_dice_loss
 
@@ -24,7 +24,7 @@ class SegmentationCriterion(nn.Module):
         self.dice_weight = float(dice_weight)
         self.ignore_index = ignore_index
 
-    def forward(self, outputs: dict[str, Any],
+    def forward(self, outputs: TrainingOutputs,
                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, target = outputs["logits"], batch["target"]
         ce = cross_entropy(logits, target, ignore_index=self.ignore_index)

@@ -1,0 +1,24 @@
+"""How a batch runs: :class:`BatchConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wsiseg.export import ExportOptions, check_formats
+from wsiseg.inference.config import PredictConfig
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How a batch runs: where results go, how each slide is predicted, what is exported."""
+
+    out_dir: str
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    overwrite: bool = False  # redo slides whose result exists
+    exports: tuple[str, ...] = ()
+    export_options: ExportOptions = field(default_factory=ExportOptions)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.exports:  # unknown formats are refused before any slide is predicted
+            check_formats(self.exports)
