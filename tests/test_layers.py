@@ -1,4 +1,4 @@
-"""Reading, exporting and viewing a result never load torch.
+"""Reading, exporting and viewing a result, and refusing a slide, never load torch.
 
 The layers themselves are checked by import-linter (``.ci/checks``); these tests check what a
 user pays for: each runs in a fresh interpreter and looks at ``sys.modules`` afterwards.
@@ -57,3 +57,19 @@ def test_a_report_export_runs_without_torch(tmp_path):
     assert ran == {"code": 0, "torch": False}
     assert (tmp_path / "slide.report.json").is_file()
 
+
+
+def test_a_refused_slide_is_refused_before_torch_is_loaded(tmp_path):
+    slide = tmp_path / "notes.svs"
+    slide.write_text("not a slide")
+    ran = _fresh(RUN_CLI, "predict", str(slide), "--quiet")
+    assert ran == {"code": 1, "torch": False}
+
+
+def test_a_slide_without_a_resolution_is_refused_before_torch_is_loaded(tmp_path):
+    from wsiseg.testing import synthetic_tissue, write_generic_tiff
+
+    rgb, _ = synthetic_tissue(256, 256, seed=3)
+    slide = write_generic_tiff(tmp_path / "no-mpp.tif", rgb, mpp=None)
+    ran = _fresh(RUN_CLI, "predict", str(slide), "--quiet")
+    assert ran == {"code": 1, "torch": False}

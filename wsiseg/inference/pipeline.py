@@ -21,8 +21,6 @@ from wsiseg.inference.config import PredictConfig
 from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
-from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
-from wsiseg.inference.stitcher import Stitcher
 from wsiseg.progress import progress_bar
 from wsiseg.result.info import DamagedArea, ModelInfo, ResultInfo, SlideSource, TissueSampling
 from wsiseg.result.writer import OutputWriter, check_output, default_output_path
@@ -32,6 +30,7 @@ from wsiseg.slide.region import RegionReader
 from wsiseg.slide.tissue import colour_warnings, mask_factor, read_tissue
 
 if TYPE_CHECKING:
+    from wsiseg.inference.predictor import Predictor
     from wsiseg.models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,10 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
     with open_slide(path, slide_mpp=config.slide_mpp, reader=config.reader,
                     skip_damaged=config.skip_damaged) as slide:
         plan = _plan(slide, config, model)
+        # torch loads with the model, once the slide has opened and has a resolution: a slide
+        # refused, a batch's commonest failure, costs no torch.
+        from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
+
         t = time.perf_counter()
         tissue = _find_tissue(slide, plan, config)
         timings = {"tissue": time.perf_counter() - t}
@@ -198,6 +201,8 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
 def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Predictor,
                      writer: OutputWriter, device: Any, config: PredictConfig) -> _Run:
     """Read, predict and blend the kept windows into ``writer``, stripe by stripe."""
+    from wsiseg.inference.stitcher import Stitcher  # torch, as the predictor (predict_slide)
+
     grid, num_classes = plan.grid, plan.loaded.card.num_classes
     threads = config.threads or usable_cores()
     batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
