@@ -205,7 +205,7 @@ def test_slides_and_maps_are_removed_after_a_ctrl_c(folder, colour_model, tmp_pa
                                                     monkeypatch):
     import tempfile
 
-    import wsiseg.inference.pipeline
+    import wsiseg.training.on_glass
 
     written = []
 
@@ -216,7 +216,7 @@ def test_slides_and_maps_are_removed_after_a_ctrl_c(folder, colour_model, tmp_pa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(wsiseg.inference.pipeline, "predict_slide", interrupted)
+    monkeypatch.setattr(wsiseg.training.on_glass, "predict_slide", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate_folders(EvaluateConfig(str(colour_model), [folder], 1.0, device="cpu",
                                         on_glass=True))

@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsiseg.errors import ConfigError
+from wsiseg.inference.config import PredictConfig
+from wsiseg.inference.pipeline import predict_slide
 from wsiseg.naming import result_name
 from wsiseg.result.reading import result_reads
 from wsiseg.result.store import open_result
@@ -32,7 +35,6 @@ from wsiseg.training.evaluation import AnnotatedModel, Evaluation, level0_sampli
 from wsiseg.training.metrics import IGNORE_INDEX, Scores
 
 if TYPE_CHECKING:
-    from wsiseg.inference.config import PredictConfig
     from wsiseg.models import LoadedModel
 
 __all__ = ["DEFAULT_MARGIN_UM", "GLASS_NOISE", "GLASS_RGB", "evaluate_on_glass", "margin_pixels",
@@ -90,10 +92,6 @@ def predict_on_glass(sample: Sample, image_mpp: float, margin: int, config: Pred
     on glass ``margin`` pixels wide and mapped by :func:`wsiseg.predict_slide` with
     ``config`` (a :class:`~wsiseg.inference.pipeline.PredictConfig`; its ``out`` is set here)
     and the model ``loaded``. The slide and its map are written in ``folder``, and removed."""
-    from dataclasses import replace
-
-    from wsiseg.inference.pipeline import predict_slide
-
     slide = folder / f"{sample.name}.svs"
     out = folder / result_name(sample.name)
     try:
@@ -117,8 +115,6 @@ def evaluate_on_glass(config: EvaluateConfig) -> Evaluation:
     images' pixels are scored together, glass never. ``config.seed`` makes the glass's noise
     (different for each image) repeatable. :func:`~wsiseg.training.evaluation.evaluate_folders`
     calls it for a config with ``on_glass``."""
-    from wsiseg.inference.pipeline import PredictConfig
-
     margin_um = config.glass_margin_um
     margin = margin_pixels(margin_um, config.image_mpp)
     predict_config = PredictConfig(device=config.device, tta=config.tta, progress=False)

@@ -10,6 +10,7 @@ from wsiseg.errors import ConfigError
 from wsiseg.inference.predictor import Predictor, segment_image
 from wsiseg.training.datasets import IGNORE_INDEX, Sample
 from wsiseg.training.metrics import Scores, confusion_matrix
+from wsiseg.training.on_glass import slide_on_glass
 
 #: The scores of a run's history, besides each class's Dice.
 HISTORY_SCORES = ("mean_dice", "mean_iou", "pixel_accuracy")
@@ -22,8 +23,6 @@ def evaluate_samples(predictor: Predictor, samples: Sequence[Sample],
     With ``glass_margin`` > 0 each image is laid on a scan's glass with that many pixels on
     every side (:func:`wsiseg.training.on_glass.slide_on_glass`), and only the image is scored.
     """
-    from wsiseg.training.on_glass import slide_on_glass
-
     matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
     m = glass_margin
     for i, s in enumerate(samples):
