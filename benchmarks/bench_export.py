@@ -59,7 +59,7 @@ def main() -> None:
     if not is_complete(result):
         model = colour_model()
         t = time.perf_counter()
-        predict_slide(slide, PredictConfig(model=str(model), out=str(result), overwrite=True,
+        predict_slide(slide, PredictConfig(model=str(model), trust_code=True, out=str(result), overwrite=True,
                                            progress=False))
         print(f"predicted {slide.name} in {time.perf_counter() - t:.0f} s")
     _, info = open_result(result)

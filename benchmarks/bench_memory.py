@@ -29,7 +29,7 @@ def measure(slide: str, model: str, out: str, batch_size: int | None,
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
     from wsiseg.models import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(model, trust_code=True)
     weights_bytes = sum(p.numel() * p.element_size() for p in loaded.module.parameters())
     rss_loaded = _rss_now()
     t = time.perf_counter()

@@ -40,7 +40,7 @@ def run_wsiseg(slide: str, model: str, batch_size: int, reader: str) -> dict:
     from wsiseg.inference.pipeline import PredictConfig, predict_slide
     from wsiseg.models import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(model, trust_code=True)
     t = time.perf_counter()
     info = predict_slide(slide, PredictConfig(out=str(OUT / "overhead.wsiseg.zarr"), overwrite=True,
                                               progress=False, batch_size=batch_size,

@@ -46,7 +46,7 @@ def _result(folder: Path, width: int, height: int) -> Path:
     model = PixelModel([[6, 6, 6], [9, -3, -5], [-2, -6, 9], [-4, 7, -2]],
                        [-14.0, 0.0, 0.0, 0.5]).eval()
     save_torchscript(folder / "pixel.pt", torch.jit.script(model), _test_card("pixel", 4))
-    return predict_slide(slide, PredictConfig(model=str(folder / "pixel.pt"), out=str(out),
+    return predict_slide(slide, PredictConfig(model=str(folder / "pixel.pt"), trust_code=True, out=str(out),
                                               progress=False)).path
 
 

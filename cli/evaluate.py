@@ -70,7 +70,7 @@ _PARSING: dict[str, dict[str, Any]] = {
 # The options of a --model run, in two runs around those of a RESULT, as --help lists them.
 _BEFORE_RESULT_OPTIONS = ("model", "folders", "image_mpp", "classes", "attributes",
                           "mean_over", "groups")
-_AFTER_RESULT_OPTIONS = ("device", "tta", "on_glass", "margin_um")
+_AFTER_RESULT_OPTIONS = ("trust_code", "device", "tta", "on_glass", "margin_um")
 
 
 @click.command()

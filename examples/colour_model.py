@@ -6,7 +6,10 @@ It needs no training and no download, so it shows the whole slide-to-map path wo
 H&E slide. For diagnostic maps use trained weights: ``--model hspnet_r34 --weights FILE``.
 
     python examples/colour_model.py colour.pt
-    wsiseg predict ../shared/data/slides/CMU-1-Small-Region.svs --model colour.pt
+    wsiseg predict ../shared/data/slides/CMU-1-Small-Region.svs --model colour.pt --trust-code
+
+It is written as TorchScript, which is code: wsiseg runs it only with --trust-code (or
+WSISEG_TRUST_CODE=1), here a file you have just made yourself.
 """
 
 from __future__ import annotations

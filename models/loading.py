@@ -1,7 +1,12 @@
 """Load a network with its card: from the registry, a checkpoint, TorchScript or an installed card.
 
-Files are read with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain
-values only, never pickled code. Every failure a user can cause is a one-line
+Weights and checkpoints are read with ``torch.load(weights_only=True)``: they hold tensors and
+plain values only, never pickled code, so loading them runs nothing of the file's. A TorchScript
+file is different: it is a program, whose ``forward`` may do anything its author wrote (read or
+write files, say) with the rights of whoever runs it. It is loaded only when the caller trusts
+it: ``trust_code=True`` (``--trust-code`` on the command line) or the environment variable
+:data:`TRUST_CODE_ENV` set to ``1``; it is told from a weights file without running it (a zip
+with ``constants.pkl`` and ``code/`` entries). Every failure a user can cause is a one-line
 :class:`wsiseg.errors.ModelError` naming the file, the problem and the way out.
 """
 
@@ -24,6 +29,7 @@ import torch
 from wsiseg.atomic import atomic_write
 from wsiseg.cards import ModelCard
 from wsiseg.errors import ModelError, first_line
+from wsiseg.slide.geometry import ANALYSIS_MPP_RANGE, PATCH_SIZE_RANGE
 
 from .registry import create_model, default_card, is_model, list_models
 
@@ -34,6 +40,17 @@ CARDS_DIR = Path(__file__).resolve().parent / "cards"
 CHECKPOINT_FORMAT = "wsiseg-checkpoint"
 CHECKPOINT_VERSION = 1
 CARD_ENTRY = "wsiseg_card.json"  # name of the card inside a TorchScript archive
+#: The environment variable that, set to ``1``, lets scripts load TorchScript files (as
+#: ``trust_code=True`` does).
+TRUST_CODE_ENV = "WSISEG_TRUST_CODE"
+#: Parameters above which a card's arguments are taken for a mistake rather than a network:
+#: the largest registered network has about 50 million; this is 1 GB of float32 weights.
+MAX_PARAMETERS = 250_000_000
+
+
+def trusts_code(trust_code: bool = False) -> bool:
+    """Whether TorchScript files may be loaded: ``trust_code``, or :data:`TRUST_CODE_ENV` is 1."""
+    return trust_code or os.environ.get(TRUST_CODE_ENV, "").strip() == "1"
 
 
 @dataclass
@@ -142,14 +159,39 @@ def installed_cards() -> dict[str, Path]:
 
 
 def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
-               map_location: str | torch.device = "cpu") -> LoadedModel:
+               map_location: str | torch.device = "cpu", trust_code: bool = False
+               ) -> LoadedModel:
     """Load a model and its card, in eval mode.
 
     ``spec`` is a registered name (``weights``: an optional checkpoint or state dict file), an
     installed card name (see :func:`installed_cards`), or a checkpoint written by
     :func:`save_checkpoint` or a TorchScript file written by :func:`save_torchscript` (or with
-    its card beside it as ``NAME.card.json`` or ``NAME.json``).
+    its card beside it as ``NAME.card.json`` or ``NAME.json``). A TorchScript file is code and
+    is loaded only with ``trust_code`` (or :data:`TRUST_CODE_ENV` set to 1, see
+    :func:`trusts_code`); without, a :class:`ModelError` says so.
     """
+    loaded = _load(spec, weights, map_location, trusts_code(trust_code))
+    check_card_sizes(loaded.card, loaded.source)
+    return loaded
+
+
+def check_card_sizes(card: ModelCard, source: str) -> None:
+    """Refuse a card whose resolution or window size no network is used at (a typo, or a
+    broken file), in one line naming ``source``, the field and the sensible range."""
+    low, high = ANALYSIS_MPP_RANGE
+    if not low <= card.mpp <= high:
+        raise ModelError(f"{source}: its card's mpp {card.mpp:g} um/px is implausible "
+                         f"(sensible: {low:g}-{high:g} um/px, 1.0 at x10); fix the card's "
+                         "'mpp' field")
+    low_p, high_p = PATCH_SIZE_RANGE
+    if not low_p <= card.patch_size <= high_p:
+        raise ModelError(f"{source}: its card's patch_size {card.patch_size} is implausible "
+                         f"(sensible: {low_p}-{high_p} px, e.g. 400); fix the card's "
+                         "'patch_size' field")
+
+
+def _load(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | None,
+          map_location: str | torch.device, trusted: bool) -> LoadedModel:
     if isinstance(spec, str) and is_model(spec):
         if spec in installed_cards():
             logger.warning("%s is a registered architecture; the installed card %s is ignored "
@@ -167,8 +209,8 @@ def load_model(spec: str | os.PathLike[str], weights: str | os.PathLike[str] | N
                          f"({', '.join(list_models())}); {spec} brings its own weights, so "
                          "leave weights out")
     if installed:
-        return _from_installed(str(spec), cards[str(spec)], map_location)
-    return _from_file(Path(spec), map_location)
+        return _from_installed(str(spec), cards[str(spec)], map_location, trusted)
+    return _from_file(Path(spec), map_location, trusted)
 
 
 # --- the four kinds of spec -------------------------------------------------------------------
@@ -200,10 +242,10 @@ def _from_registry(name: str, weights: str | os.PathLike[str] | None,
     return LoadedModel(module.eval(), card, _sha256(path), name, True)
 
 
-def _from_file(path: Path, map_location: str | torch.device) -> LoadedModel:
+def _from_file(path: Path, map_location: str | torch.device, trusted: bool) -> LoadedModel:
     path = _existing_file(path, "model file")
     if _is_torchscript(path):
-        return _from_torchscript(path, None, map_location)
+        return _from_torchscript(path, None, map_location, trusted)
     obj = _read_torch(path, map_location)
     if _is_checkpoint(obj, path):
         card = _checkpoint_card(obj, path)
@@ -217,7 +259,13 @@ def _from_file(path: Path, map_location: str | torch.device) -> LoadedModel:
 
 
 def _from_torchscript(path: Path, card: ModelCard | None,
-                      map_location: str | torch.device) -> LoadedModel:
+                      map_location: str | torch.device, trusted: bool) -> LoadedModel:
+    if not trusted:
+        raise ModelError(
+            f"{path} is a TorchScript model: code that runs with your rights (it may read or "
+            "write your files), not plain weights; load it only if you trust where it came "
+            f"from, with --trust-code ({TRUST_CODE_ENV}=1 in scripts), or ask for its weights "
+            "as a checkpoint (wsiseg.models.save_checkpoint)")
     extra = {CARD_ENTRY: ""}
     try:
         # torch's stubs leave torch.jit.load untyped
@@ -231,7 +279,8 @@ def _from_torchscript(path: Path, card: ModelCard | None,
     return LoadedModel(module.eval(), card, _sha256(path), str(path), True)
 
 
-def _from_installed(name: str, card_path: Path, map_location: str | torch.device) -> LoadedModel:
+def _from_installed(name: str, card_path: Path, map_location: str | torch.device,
+                    trusted: bool) -> LoadedModel:
     card = ModelCard.from_json(_read_text(card_path), source=str(card_path))
     if card.weights is None:
         raise ModelError(f"{card_path} names no weights file; set its 'weights' field to the "
@@ -242,7 +291,7 @@ def _from_installed(name: str, card_path: Path, map_location: str | torch.device
                          "exist; put the weights file beside the card")
     _verify_sha256(path, card, card_path)
     if _is_torchscript(path):
-        loaded = _from_torchscript(path, card, map_location)
+        loaded = _from_torchscript(path, card, map_location, trusted)
     else:
         obj = _read_torch(path, map_location)
         if _is_checkpoint(obj, path):
@@ -451,11 +500,41 @@ def _torchscript_card(path: Path, embedded: bytes | str) -> ModelCard:
 
 
 def _build(card: ModelCard, source: Path) -> torch.nn.Module:
-    """The registry network ``card`` describes, with errors naming ``source``."""
+    """The registry network ``card`` describes, with errors naming ``source``; arguments that
+    would build an implausibly large one are refused before any memory is taken."""
+    _check_parameters(card, source)
     try:
         return create_model(card.architecture, **card.arguments)
     except ModelError as err:
         raise ModelError(f"{source}: its card cannot build a network: {err}") from err
+
+
+def _check_parameters(card: ModelCard, source: Path) -> None:
+    """Refuse arguments that make a network of more than :data:`MAX_PARAMETERS` parameters,
+    counted on the meta device (shapes only: no memory). Arguments other than the class
+    count that equal the defaults are known to build a network of sensible size."""
+    if not is_model(card.architecture):
+        return  # reported by create_model
+    defaults = dict(default_card(card.architecture).arguments)
+    given = {k: v for k, v in card.arguments.items() if k != "num_classes"}
+    if all(defaults.get(k) == v for k, v in given.items()):
+        return
+    try:
+        with torch.device("meta"):
+            module = create_model(card.architecture, **card.arguments)
+        count = sum(p.numel() for p in module.parameters())
+    except ModelError as err:
+        raise ModelError(f"{source}: its card cannot build a network: {err}") from err
+    except Exception as err:  # absurd arguments break a factory in many ways
+        raise ModelError(f"{source}: its card's arguments {card.arguments} cannot build "
+                         f"{card.architecture} ({type(err).__name__}: {first_line(err)}); fix "
+                         "the card's 'arguments'") from err
+    if count > MAX_PARAMETERS:
+        raise ModelError(
+            f"{source}: its card's arguments {card.arguments} make {card.architecture} a "
+            f"network of {count:.3g} parameters ({4 * count / 2**30:.3g} GiB of weights), "
+            f"implausibly large (sensible: under {MAX_PARAMETERS:.3g}); fix the card's "
+            "'arguments'")
 
 
 def _fits(state: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -8,6 +8,7 @@ once, not the array that was compressed), ``tissue`` the true tissue mask at lev
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +17,10 @@ import pytest
 import torch
 
 from wsiseg.testing import synthetic_tissue, write_generic_tiff, write_svs
+
+# The suite's test models are TorchScript files it writes itself, so it trusts their code as
+# --trust-code does; the commands it starts inherit this. Tests of the refusal remove it.
+os.environ["WSISEG_TRUST_CODE"] = "1"
 
 #: ../shared/data beside the repository (real slides, GlaS); absent on some machines.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

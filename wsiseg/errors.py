@@ -7,6 +7,7 @@ value, say what is wrong and give the way out, on one line.
 
 from __future__ import annotations
 
+import signal
 from typing import Protocol
 
 
@@ -63,6 +64,22 @@ class DatasetError(WsisegError, ValueError):
 
 class MetricsError(WsisegError, ValueError):
     """Predictions or truth that cannot be scored (shapes, class indices)."""
+
+
+#: The exit status of a process stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+#: The exit status of a process stopped by SIGTERM (128 + 15), what job schedulers expect.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM); a ``KeyboardInterrupt``, so that what cleans
+    up after a Ctrl-C cleans up after it too."""
+
+
+def exit_status(interrupt: KeyboardInterrupt) -> int:
+    """The exit status of a process that ``interrupt`` stops: 143 for SIGTERM, 130 for Ctrl-C."""
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:

@@ -24,7 +24,7 @@ from wsiseg.settings import setting_fields
 CHANGES_THE_MAP = ("model", "weights", "patch_size", "stride", "sigma", "target_mpp",
                    "slide_mpp", "tissue_threshold", "probabilities", "tta")
 DOES_NOT = ("out", "device", "batch_size", "overwrite", "threads", "reader", "skip_damaged",
-            "compile", "band_height", "stripe_width", "chunk_size", "amp", "progress")
+            "compile", "band_height", "stripe_width", "chunk_size", "amp", "progress", "trust_code")
 
 #: A value of each setting that changes the map, other than its default.
 OTHER_VALUES: dict[str, Any] = {
@@ -94,9 +94,9 @@ def test_a_map_with_damage_skipped_is_only_that_of_a_config_that_skips_damage():
     ({"reader": "pil"}, "unknown reader 'pil'; use openslide, tifffile, auto"),
     ({"tta": "rot"}, "unknown test-time augmentation 'rot'; use none, flip, d4"),
     ({"amp": "fp8"}, "unknown precision 'fp8'; use auto, bf16, fp16 or fp32"),
-    ({"batch_size": 0}, "batch size must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch size must be between 1 and 4096, got 0"),
     ({"threads": 0}, "threads must be at least 1, got 0"),
-    ({"patch_size": 0}, "patch size must be at least 1, got 0"),
+    ({"patch_size": 0}, "patch size must be between 16 and 4096 px, got 0"),
     ({"sigma": 0.0}, "sigma must be positive, got 0.0"),
     ({"sigma": float("nan")}, "sigma must be positive, got nan"),
     ({"target_mpp": -1.0}, "target mpp must be positive, got -1.0"),

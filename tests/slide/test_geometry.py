@@ -33,6 +33,9 @@ def test_level_within_tolerance_keeps_its_own_downsample():
 
 def test_coarser_slide_than_target_is_refused_not_upsampled():
     with pytest.raises(ResolutionError, match="coarser than the analysis resolution"):
+        plan_geometry((1.0,), (0, 0, 300, 250), (8.0, 8.0), 1.0, source="overview.tiff")
+    # A resolution no scanner gives is told as that, not as a coarse scan.
+    with pytest.raises(ResolutionError, match="which no scanner gives"):
         plan_geometry((1.0,), (0, 0, 300, 250), (352.8, 352.8), 1.0, source="boxes.tiff")
 
 
@@ -40,3 +43,13 @@ def test_bounds_offset_is_kept():
     g = plan_geometry((1.0, 4.0), (1000, 2000, 800, 400), (0.25, 0.25), 1.0)
     assert g.offset_level0 == (1000, 2000) and (g.width, g.height) == (200, 100)
     assert g.level_origin == (250.0, 500.0)
+
+
+def test_implausible_resolutions_and_map_sizes_are_refused_with_the_range():
+    with pytest.raises(ResolutionError, match=r"s\.svs has a resolution of 1e-09 um/px.*0\.01-100"):
+        plan_geometry((1.0,), (0, 0, 1000, 1000), (1e-9, 1e-9), 1.0, source="s.svs")
+    with pytest.raises(ResolutionError, match=r"analysis resolution 1e\+09 um/px.*0\.05-100"):
+        plan_geometry((1.0,), (0, 0, 1000, 1000), (0.25, 0.25), 1e9)
+    with pytest.raises(ResolutionError, match=r"a 2500000 x 1000 map .* --slide-mpp"):
+        plan_geometry((1.0,), (0, 0, 10**7, 4000), (0.25, 0.25), 1.0, source="s.svs")
+    assert plan_geometry((1.0,), (0, 0, 10**6, 10**6), (0.25, 0.25), 1.0).width == 250_000

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 from wsiseg.errors import ConfigError
 from wsiseg.inference.tta import TtaMode
 from wsiseg.settings import setting, setting_fields, validate_fields
+from wsiseg.slide.geometry import ANALYSIS_MPP_RANGE, PATCH_SIZE_RANGE, SLIDE_MPP_RANGE
 from wsiseg.slide.reader import Reader
 
 #: Autocast precisions on CUDA; none, off and fp32 all mean no autocast, and other devices
@@ -45,27 +46,34 @@ class PredictConfig:
              "file.")
     weights: str | None = map_setting(
         None, affects_map=True, help="Weights for a registry model name.")
+    # Who may run code, not what the map is; a result records it (a yes or no, nothing more).
+    trust_code: bool = map_setting(
+        False, affects_map=False,
+        help="Load a TorchScript --model: it is code, run with your rights, so only one from "
+             "a source you trust (scripts: WSISEG_TRUST_CODE=1).")
     out: str | None = map_setting(  # where, not what
         None, affects_map=False,
         help="The output zarr (default SLIDE.wsiseg.zarr beside the slide).")
     device: str = map_setting("auto", affects_map=False, help="auto, cpu, cuda or cuda:N.")
     batch_size: int | None = map_setting(
-        None, affects_map=False, min=1,
+        None, affects_map=False, min=1, max=4096,
         help="Windows per forward pass (default 32 on CUDA, 4 on the CPU).")
     patch_size: int | None = map_setting(
-        None, affects_map=True, min=1,
+        None, affects_map=True, min=PATCH_SIZE_RANGE[0], max=PATCH_SIZE_RANGE[1], unit="px",
         help="Window size in analysis pixels (default: the model card's).")
     stride: int | None = map_setting(
-        None, affects_map=True, min=1,
+        None, affects_map=True, min=1, max=PATCH_SIZE_RANGE[1], unit="px",
         help="Window stride in analysis pixels (default: the model card's).")
     sigma: float | None = map_setting(
         None, affects_map=True, positive=True,
         help="Gaussian blending sigma in analysis pixels (default patch/8).")
     target_mpp: float | None = map_setting(
-        None, affects_map=True, positive=True,
+        None, affects_map=True, positive=True, min=ANALYSIS_MPP_RANGE[0],
+        max=ANALYSIS_MPP_RANGE[1], unit="um/px",
         help="Analysis resolution in um/px (default: the model card's).")
     slide_mpp: float | None = map_setting(
-        None, affects_map=True, positive=True,
+        None, affects_map=True, positive=True, min=SLIDE_MPP_RANGE[0], max=SLIDE_MPP_RANGE[1],
+        unit="um/px",
         help="The slide's level-0 resolution in um/px, when its metadata lacks it or is wrong.")
     tissue_threshold: float = map_setting(
         0.2, affects_map=True, min=0, max=1,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from wsiseg._version import __version__
-from wsiseg.errors import ModelError
+from wsiseg.errors import ConfigError, ModelError
 from wsiseg.inference.config import PredictConfig
 from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
@@ -56,7 +56,7 @@ def load_configured_model(config: PredictConfig) -> LoadedModel:
                 "file and its card (see `wsiseg models`)"
             )
         logger.info("no --model given: using the installed model %s", spec)
-    loaded = load_model(spec, weights=config.weights)
+    loaded = load_model(spec, weights=config.weights, trust_code=config.trust_code)
     if not loaded.trained:
         raise ModelError(
             f"{spec} is an architecture without trained weights; pass --weights FILE, or "
@@ -84,15 +84,17 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
         # refused, a batch's commonest failure, costs no torch.
         from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
 
+        device = resolve_device(config.device)
+        check_memory(memory_estimate(plan, config, device.type), slide.path, device)
         t = time.perf_counter()
         tissue = _find_tissue(slide, plan, config)
         timings = {"tissue": time.perf_counter() - t}
-        device = resolve_device(config.device)
         card = plan.loaded.card
         predictor = Predictor(
             plan.loaded.module, card.num_classes,
             Normalisation(tuple(card.mean), tuple(card.std), card.channel_order),
             device, amp=config.amp, compile=config.compile, tta=config.tta,
+            name=str(plan.loaded.source),
         )
         writer = None
         try:
@@ -169,6 +171,97 @@ def _plan(slide: Slide, config: PredictConfig, model: Any) -> _Plan:
     return _Plan(loaded, geometry, grid, config.sigma or patch_size / 8)
 
 
+def _batch_size(config: PredictConfig, device_type: str) -> int:
+    return config.batch_size or (32 if device_type == "cuda" else 4)
+
+
+#: Bytes per window pixel of a batch on the network's device, besides the classes' share:
+#: the uint8 patch (3), its float32 input (12), and at least a 32-channel float32 feature map
+#: at full resolution (128), which every registered network makes (most several).
+_NETWORK_BYTES_PER_PIXEL = 3 + 12 + 128
+#: Batches the loader keeps ready, and bytes a tissue-mask pixel costs (RGB, mask, labels).
+_QUEUED_BATCHES = 10
+_TISSUE_BYTES_PER_PIXEL = 12
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The least memory a prediction needs, bytes: on the network's ``device`` and the host's."""
+
+    device: int  # the batch through the network, and the blending of a stripe
+    host: int  # batches queued, the band being read, and the tissue image and mask
+    batch_size: int
+    patch_size: int
+
+
+def memory_estimate(plan: _Plan, config: PredictConfig, device_type: str) -> MemoryEstimate:
+    """A lower bound of the memory predicting with ``plan`` takes: what its buffers need
+    whatever the network (its own layers only add to it). Pure."""
+    p, classes = plan.grid.patch_size, plan.loaded.card.num_classes
+    batch = _batch_size(config, device_type)
+    window = p * p
+    network = batch * window * (_NETWORK_BYTES_PER_PIXEL + 3 * 4 * classes)  # logits, probs, sum
+    stripe = min(config.stripe_width, plan.geometry.width) + p
+    stitch = (classes + 1) * 2 * p * stripe * 4
+    queued = _QUEUED_BATCHES * batch * window * 3
+    band = 2 * (config.band_height + p) * stripe * 3
+    factor = mask_factor(p, plan.grid.stride, plan.geometry.mpp[0])
+    tissue = (-(-plan.geometry.width // factor) * -(-plan.geometry.height // factor)
+              * _TISSUE_BYTES_PER_PIXEL)
+    return MemoryEstimate(network + stitch, queued + band + tissue, batch, p)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still take on the host: the least of the system's available
+    memory and what its address-space limit leaves; None when neither is known."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            found.append(max(0, limit - used))
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(estimate: MemoryEstimate, slide: Path, device: Any) -> None:
+    """Refuse, in one line, a run that cannot fit in the memory there is."""
+    host_needs = estimate.host
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        _refuse_above(estimate.device, free, f"{device} memory", estimate, slide)
+    else:
+        host_needs += estimate.device
+    available = available_memory()
+    if available is not None:
+        _refuse_above(host_needs, available, "memory", estimate, slide)
+
+
+def _refuse_above(needs: int, available: int, where: str, estimate: MemoryEstimate,
+                  slide: Path) -> None:
+    if needs <= available:
+        return
+    gib = 2**30
+    raise ConfigError(
+        f"{slide.name}: predicting needs at least {needs / gib:.3g} GiB of {where} (windows of "
+        f"{estimate.patch_size} px in batches of {estimate.batch_size}), but {available / gib:.3g} "
+        "GiB is available; pass a smaller --batch-size or --patch-size (the card's is the "
+        "default), or run where there is more memory")
+
+
 def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
     """The tissue mask and the windows that hold enough tissue to be predicted."""
     grid = plan.grid
@@ -205,7 +298,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
 
     grid, num_classes = plan.grid, plan.loaded.card.num_classes
     threads = config.threads or usable_cores()
-    batch_size = config.batch_size or (32 if device.type == "cuda" else 4)
+    batch_size = _batch_size(config, device.type)
     stripes = column_stripes(plan.geometry.width, config.stripe_width, writer.chunk)
     todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
     predicted = sum(int(k.sum()) for _, _, k in todo)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
+import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from wsiseg.errors import ConfigError, ModelError
+from wsiseg.errors import EXIT_INTERRUPTED, ConfigError, ModelError, exit_status
 from wsiseg.inference.config import PRECISIONS
 from wsiseg.inference.tta import TTA_VIEWS, check_tta, unview, view_of
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: What a segmentation network may return: logits, or logits first in a tuple or list, or
 #: logits under ``"out"`` (torchvision's segmentation models).
@@ -100,6 +108,12 @@ class Predictor:
     ``tta`` (one of :data:`~wsiseg.inference.tta.TTA_MODES`) runs the network on each view
     of the batch in turn (4 for ``flip``, 8 for ``d4``: that many times the network's time)
     and returns the mean of their probabilities, each mapped back onto the patches.
+
+    Called from the main thread, the network runs on a thread of its own while the main
+    thread waits for it, so that a Ctrl-C (or a SIGTERM made one) stops the run at once, and
+    its clean-up runs, even while the network is inside a long native call (a TorchScript
+    loop) that never returns to Python. A network whose output is NaN or infinite raises a
+    :class:`~wsiseg.errors.ModelError` naming ``name``, the model.
     """
 
     def __init__(
@@ -111,8 +125,11 @@ class Predictor:
         amp: str | None = "auto",
         compile: bool = False,
         tta: str = "none",
+        name: str = "the model",
     ) -> None:
         check_tta(tta)
+        self.name = name
+        self._runner = _NetworkThread()
         self.tta = tta
         self._views = TTA_VIEWS[tta]
         self.device = device
@@ -140,8 +157,12 @@ class Predictor:
             self._host_to_device = _HostToDevice(self.device)
         return self._host_to_device.copy(t)
 
-    @torch.inference_mode()
     def __call__(self, patches: npt.NDArray[np.uint8]) -> torch.Tensor:
+        """Class probabilities, float32 (n, C, P, P) on the device, of uint8 (n, P, P, 3)."""
+        return self._runner.run(self._predict, patches)
+
+    @torch.inference_mode()
+    def _predict(self, patches: npt.NDArray[np.uint8]) -> torch.Tensor:
         n = len(patches)
         if self._compiled_batch is not None:
             self._compiled_batch = self._compiled_batch or n
@@ -177,7 +198,96 @@ class Predictor:
             )
         # Softmax over classes is several times faster on a contiguous (n, C, P, P) tensor
         # than on a channels_last one, and the stitcher reads the classes as planes.
-        return torch.softmax(logits[:n].float().contiguous(), dim=1)
+        probs = torch.softmax(logits[:n].float().contiguous(), dim=1)
+        # NaN or an infinite logit makes the softmax NaN: one reduction finds either, where
+        # argmax would quietly call it background.
+        if not bool(torch.isfinite(probs).all()):
+            bad = int((~torch.isfinite(probs)).flatten(1).any(dim=1).sum())
+            raise ModelError(
+                f"{self.name} returned NaN or infinite logits for {bad} of {n} windows; its "
+                "weights are broken (a training run that diverged?) or it overflows in this "
+                "precision: check the model, or run it on the CPU (--device cpu)")
+        return probs
+
+
+_abandoned_registered = False
+
+
+def _abandoned(status: int) -> None:
+    """End the process, when it exits, without the interpreter's tear-down, with exit status
+    ``status`` (that of the interrupt): a network call left running (inside torch) would crash
+    the tear-down ("terminate called", exit status -6)."""
+    global _abandoned_registered
+    if _abandoned_registered:
+        return
+    _abandoned_registered = True
+
+    def exit_now() -> None:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    atexit.register(exit_now)
+
+
+class _NetworkThread:
+    """Runs calls on one daemon thread while the calling main thread waits, interruptibly.
+
+    A signal is handled in the main thread only, between Python instructions: a main thread
+    inside a native call that does not return (a TorchScript loop, a long kernel) would never
+    see a Ctrl-C. Waiting on a future instead, it does, at once; the call left running is
+    abandoned (a daemon thread ends with the process). Calls from other threads (a dask
+    worker's) run where they are made.
+    """
+
+    #: Seconds without a call after which the thread ends (a later call starts another).
+    IDLE_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
+            queue.SimpleQueue())
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def run(self, func: Callable[..., T], *args: Any) -> T:
+        if threading.current_thread() is not threading.main_thread():
+            return func(*args)
+        future: Future[T] = Future()
+        with self._lock:
+            self._calls.put((future, func, args))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="wsiseg-network",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            return future.result()  # a signal interrupts this wait
+        except BaseException as err:
+            if not future.done():
+                _abandoned(exit_status(err) if isinstance(err, KeyboardInterrupt)
+                           else EXIT_INTERRUPTED)
+            raise
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                future, func, args = self._calls.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:  # no call can be put between this check and the end
+                    if self._calls.empty():
+                        self._thread = None
+                        return
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(func(*args))
+            except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(err)
+            del future, func, args  # not the last batch kept while idle
 
 
 class _HostToDevice:

@@ -18,6 +18,19 @@ from wsiseg.errors import ResolutionError
 #: requested pixel size is read as it is rather than resampled by a factor such as 1.003.
 LEVEL_TOLERANCE = 0.02
 
+# Plausible sizes. A value outside these is a typo or a broken file, not a slide or a model:
+# refused in one line before it costs minutes or all the memory. Scanners give 0.1-1 um/px
+# (x100 oil to x10), overview cameras up to about 50; analyses run at 0.25-4 um/px.
+#: Level-0 resolution a slide may declare, um/px (inclusive).
+SLIDE_MPP_RANGE = (0.01, 100.0)
+#: Analysis resolution (a model card's, or --target-mpp), um/px (inclusive).
+ANALYSIS_MPP_RANGE = (0.05, 100.0)
+#: Window size in analysis pixels (inclusive): the networks' deepest stride is 32, and a
+#: batch of 4 windows of 4096 px already needs gigabytes of activations.
+PATCH_SIZE_RANGE = (16, 4096)
+#: Longest side of an analysis map, pixels: a 75 mm glass slide at 0.05 um/px is 1.5 million.
+MAX_MAP_SIDE = 2_000_000
+
 # Boxes are ``(x, y, width, height)``; one type per frame so that a box of one frame cannot be
 # passed where another is meant. NewType keeps them plain tuples at run time.
 
@@ -108,6 +121,12 @@ def plan_geometry(
     """
     if not target_mpp > 0:
         raise ResolutionError(f"target resolution must be positive, got {target_mpp} um/px")
+    low, high = ANALYSIS_MPP_RANGE
+    if not low <= target_mpp <= high:
+        raise ResolutionError(
+            f"analysis resolution {target_mpp:g} um/px is implausible (sensible: {low:g}-"
+            f"{high:g} um/px); check the model card's mpp or --target-mpp")
+    check_slide_mpp(slide_mpp, source)  # an implausible resolution is the likelier mistake
     scale = (target_mpp / slide_mpp[0], target_mpp / slide_mpp[1])
     if min(scale) < 1 / (1 + LEVEL_TOLERANCE):
         raise ResolutionError(
@@ -119,6 +138,12 @@ def plan_geometry(
     bx, by, bw, bh = bounds
     width = max(1, math.ceil(bw / scale[0] - 1e-9))
     height = max(1, math.ceil(bh / scale[1] - 1e-9))
+    if max(width, height) > MAX_MAP_SIDE:
+        raise ResolutionError(
+            f"{source} would need a {width} x {height} map at {target_mpp:g} um/px "
+            f"({bw * slide_mpp[0] / 1e3:.4g} x {bh * slide_mpp[1] / 1e3:.4g} mm at its "
+            f"{slide_mpp[0]:g} um/px), beyond the {MAX_MAP_SIDE} px a glass slide needs; its "
+            "size or resolution metadata is wrong: pass --slide-mpp with the true resolution")
     return Geometry(
         width=width,
         height=height,
@@ -129,6 +154,17 @@ def plan_geometry(
         resample=resample,
         mpp=(slide_mpp[0] * scale[0], slide_mpp[1] * scale[1]),
     )
+
+
+def check_slide_mpp(slide_mpp: tuple[float, float], source: str = "slide") -> None:
+    """Refuse a level-0 resolution outside :data:`SLIDE_MPP_RANGE`, in one line."""
+    low, high = SLIDE_MPP_RANGE
+    for mpp in slide_mpp:
+        if not low <= mpp <= high:  # NaN too
+            raise ResolutionError(
+                f"{source} has a resolution of {mpp:g} um/px, which no scanner gives "
+                f"(sensible: {low:g}-{high:g} um/px); pass --slide-mpp with the true "
+                "resolution (0.25 at x40, 0.5 at x20)")
 
 
 def overview_geometry(

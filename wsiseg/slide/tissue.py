@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from wsiseg.progress import ProgressBar
+from wsiseg.progress import NoProgress, ProgressBar
 from wsiseg.slide.geometry import Geometry
 from wsiseg.slide.reader import Slide
 from wsiseg.slide.region import grid_blocks, read_grid
+
+if TYPE_CHECKING:
+    from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,12 @@ MIN_MASK_MPP, MAX_MASK_MPP = 8.0, 16.0
 #: Pixels whose saturation is computed at a time: float temporaries of a few MB, not of the
 #: whole low-resolution image.
 SATURATION_CHUNK = 1 << 20
+#: Read-level pixels above which finding the tissue is announced with a warning: a slide
+#: without a pyramid (or one declaring an absurd size) costs minutes here, before any window.
+WARN_LEVEL_PIXELS = 4_000_000_000
+#: Seconds of reading after which, on such a slide, the time it takes is estimated from the
+#: speed so far (decoding speed varies tenfold with the compression, the tiles and the CPU).
+ESTIMATE_AFTER_SECONDS = 10.0
 
 
 def saturation(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -215,6 +225,50 @@ def mask_factor(patch_size: int, stride: int, analysis_mpp: float) -> int:
     return max(1, round(MASK_MPP / analysis_mpp))
 
 
+def work_warning(name: str, level: int, level_pixels: int, blocks: int) -> str:
+    """One line saying how much finding the tissue will decode, before it starts."""
+    return (f"{name}: finding the tissue decodes {level_pixels / 1e9:.4g} gigapixels of level "
+            f"{level} in {blocks} blocks, as the slide has no coarser level: this may take "
+            f"hours (estimated after {ESTIMATE_AFTER_SECONDS:g} s of reading); Ctrl-C stops it, "
+            "and a pyramidal copy of the slide avoids it")
+
+
+class _Timed:
+    """A progress bar that also logs, once, the time left at the speed so far."""
+
+    def __init__(self, bar: ProgressBar, name: str, total: int) -> None:
+        self.bar, self.name, self.total = bar, name, total
+        self.done = 0
+        self.started = time.monotonic()
+        self.told = False
+
+    def __enter__(self) -> Self:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+        elapsed = time.monotonic() - self.started
+        if not self.told and elapsed >= ESTIMATE_AFTER_SECONDS and self.done > 0:
+            self.told = True
+            rate = self.done / elapsed
+            logger.warning("%s: finding the tissue: %.2g%% in %.0f s (%.3g megapixels/s), "
+                           "about %s more", self.name, 100 * self.done / self.total, elapsed,
+                           rate / 1e6, _duration((self.total - self.done) / rate))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.0f} minutes" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 def tissue_geometry(slide: Slide, analysis: Geometry, factor: int) -> Geometry:
     """The tissue mask's grid: ``factor x factor`` analysis pixels a pixel, read from the
     coarsest level fine enough (level 0 on a slide without a pyramid)."""
@@ -240,5 +294,12 @@ def read_tissue(
         "in %d blocks)", slide.path.name, geometry.width, geometry.height, geometry.mpp[0],
         geometry.level, blocks.level_pixels / 1e6, len(blocks),
     )
+    if blocks.level_pixels > WARN_LEVEL_PIXELS:
+        name = slide.path.name
+        logger.warning(work_warning(name, geometry.level, blocks.level_pixels, len(blocks)))
+        make_bar = progress
+
+        def progress(total: int) -> ProgressBar:
+            return _Timed(make_bar(total) if make_bar is not None else NoProgress(), name, total)
     rgb = read_grid(slide, geometry, threads=threads, progress=progress)
     return tissue_mask(rgb, pixel_um=geometry.mpp[0]), geometry, rgb

@@ -103,6 +103,9 @@ class TrainConfig:
     init: str | None = setting(
         None, help="Start from the weights of this model (installed name or checkpoint) of the "
                    "same network and arguments.")
+    trust_code: bool = setting(
+        False, help="Let --init be a TorchScript file: it is code, run with your rights, so "
+                    "only one from a source you trust (scripts: WSISEG_TRUST_CODE=1).")
     optimizer: Optimizer = setting(
         "sgd", error="unknown optimizer {value!r}; use sgd or adamw",
         help="SGD with momentum 0.9, or AdamW.")
@@ -205,6 +208,9 @@ class EvaluateConfig:
         default_factory=dict, flag="--group",
         help="NAME=I,J: also score these classes together against the rest (repeatable), e.g. "
              "gland=2,3.")
+    trust_code: bool = setting(
+        False, help="Load a TorchScript --model: it is code, run with your rights, so only "
+                    "one from a source you trust (scripts: WSISEG_TRUST_CODE=1).")
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N (--data only).")
     tta: TtaMode = setting(
         "none", label="test-time augmentation",

@@ -214,12 +214,14 @@ class AnnotatedModel:
 
     @classmethod
     def load(cls, model: str, classes: str | os.PathLike[str] | None = None,
-             attributes: str | os.PathLike[str] | None = None) -> AnnotatedModel:
+             attributes: str | os.PathLike[str] | None = None, trust_code: bool = False
+             ) -> AnnotatedModel:
         """Load ``model``; ``classes`` is a label scheme JSON (default: mask values are the
-        model's class indices), ``attributes`` a CSV of per-image attributes."""
+        model's class indices), ``attributes`` a CSV of per-image attributes; ``trust_code``
+        lets it be a TorchScript file (see :func:`wsiseg.models.load_model`)."""
         from wsiseg.models import load_model
 
-        loaded = load_model(model)
+        loaded = load_model(model, trust_code=trust_code)
         card = loaded.card
         scheme = (LabelScheme.from_file(classes) if classes else
                   LabelScheme.identity([(c.index, c.name, c.color) for c in card.classes]))
@@ -271,11 +273,13 @@ def evaluate_folders(config: EvaluateConfig) -> Evaluation:
         return evaluate_on_glass(config)
     from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device, segment_image
 
-    annotated = AnnotatedModel.load(config.model, config.classes, config.attributes)
+    annotated = AnnotatedModel.load(config.model, config.classes, config.attributes,
+                                    config.trust_code)
     card = annotated.loaded.card
     predictor = Predictor(annotated.loaded.module, card.num_classes,
                           Normalisation(card.mean, card.std, card.channel_order),
-                          resolve_device(config.device), tta=config.tta)
+                          resolve_device(config.device), tta=config.tta,
+                          name=str(annotated.loaded.source))
 
     def segment(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         return sample.target, segment_image(predictor, sample.image).argmax(axis=0)

@@ -206,7 +206,7 @@ def _initial_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
     if not config.init:
         return None
 
-    loaded = load_model(config.init)
+    loaded = load_model(config.init, trust_code=config.trust_code)
     logger.info("starting from the weights of %s (sha256 %s)", loaded.source,
                 (loaded.weights_sha256 or "?")[:12])
     return loaded.module.state_dict()

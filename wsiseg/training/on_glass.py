@@ -118,7 +118,8 @@ def evaluate_on_glass(config: EvaluateConfig) -> Evaluation:
     margin_um = config.glass_margin_um
     margin = margin_pixels(margin_um, config.image_mpp)
     predict_config = PredictConfig(device=config.device, tta=config.tta, progress=False)
-    annotated = AnnotatedModel.load(config.model, config.classes, config.attributes)
+    annotated = AnnotatedModel.load(config.model, config.classes, config.attributes,
+                                    config.trust_code)
     card = annotated.loaded.card
     image_mpp = config.image_mpp
     if card.mpp < image_mpp * (1 - 1e-6):

@@ -22,7 +22,8 @@ from wsiseg.training.metrics import Scores
 TRAIN_STATE_VERSION = 1
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.csv"
 #: Settings that may change when a run resumes: its length and how it is watched.
-RESUME_MAY_CHANGE = frozenset({"epochs", "resume", "progress", "threads", "device"})
+RESUME_MAY_CHANGE = frozenset({"epochs", "resume", "progress", "threads", "device",
+                               "trust_code"})
 
 #: A row of the history: the epoch, its learning rate, losses, scores and times.
 HistoryRow = dict[str, Any]
