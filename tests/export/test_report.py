@@ -187,3 +187,34 @@ def test_predict_exports_right_after(svs_x20, pixel_model, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "x20.report.json").read_text())
     assert report["result"] == str(out)
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1:A2)", "\tTAB"]
+
+
+def test_names_that_a_spreadsheet_would_run_are_text_in_the_csv_and_exact_in_the_json(tmp_path):
+    labels = np.zeros((8, 10), dtype=np.uint8)
+    labels[2:5, 2:5] = 1
+    labels[6:8, 0:3] = 2
+    names = ["background", FORMULAS[0], FORMULAS[4], FORMULAS[1]]
+    classes = [ClassInfo(i, name, (10 * i, 0, 0)) for i, name in enumerate(names)]
+    result = write_result(tmp_path / "r.wsiseg.zarr", labels, classes)
+    group = zarr.open_group(str(result), mode="r+")
+    attrs = group.attrs["wsiseg"]
+    attrs["model"]["name"] = FORMULAS[3]
+    attrs["slide"]["path"] = FORMULAS[2]
+    attrs["model"]["card"] = {"description": "=cmd|' /C calc'!A0 for research use only."}
+    group.attrs["wsiseg"] = attrs
+    json_path, csv_path = export_result(result, ["report"], tmp_path / "out")
+    report = json.loads(json_path.read_text())
+    assert [c["name"] for c in report["classes"]] == names  # JSON: exact
+    assert report["model"] == FORMULAS[3] and report["slide"] == FORMULAS[2]
+    with csv_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    cells = [cell for row in rows for cell in row]
+    # No cell a spreadsheet would run; each name is there, behind an apostrophe.
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))], cells
+    assert [row[2] for row in rows[1:5]] == ["background", *("'" + n for n in names[1:])]
+    assert {row[1] for row in rows[1:-1]} == {"'" + FORMULAS[3]}
+    assert {row[0] for row in rows[1:-1]} == {"'" + report["slide"]}
+    assert rows[-1][1].startswith("'=cmd")

@@ -4,6 +4,7 @@ each, and leave nothing half-written behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -42,6 +43,8 @@ def _map(height: int = 300, width: int = 200) -> np.ndarray:
 def _publish(out: Path, labels: np.ndarray, chunk: int = 64) -> Path:
     """``labels`` published as ``wsiseg predict`` does, through an :class:`OutputWriter`."""
     info = open_result(write_result(out.with_name("described.zarr"), labels, CLASSES))[1]
+    # The tissue mask below is 8 times coarser than the map, as the attributes must say.
+    info = dataclasses.replace(info, tissue=dataclasses.replace(info.tissue, factor=8))
     h, w = labels.shape
     writer = OutputWriter(out, h, w, len(CLASSES), probabilities=False, chunk=chunk)
     writer.write_tissue((labels[::8, ::8] > 0).astype(np.uint8))

@@ -42,6 +42,9 @@ def write_layout_1(path: Path, labels: np.ndarray) -> Path:
     tissue = group.create_array("tissue", shape=(30, 28), chunks=(30, 28), dtype="uint8",
                                 fill_value=0, dimension_names=("y", "x"))
     tissue[...] = labels[::10, ::10] > 0
+    attrs = group.attrs["wsiseg"]
+    attrs["tissue"]["factor"] = 10  # the mask is 10 times coarser than the map
+    group.attrs["wsiseg"] = attrs
     group.attrs["ome"] = {"version": "0.5", "multiscales": [{
         "name": "labels", "axes": [{"name": "y", "type": "space", "unit": "micrometer"},
                                    {"name": "x", "type": "space", "unit": "micrometer"}],

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -58,7 +59,7 @@ from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError
-from wsiseg.export.report import LabelMap
+from wsiseg.export.report import LabelMap, check_min_area
 from wsiseg.result.reading import reads_result
 from wsiseg.result.store import open_result
 
@@ -291,10 +292,9 @@ def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
     """
     if origin not in ORIGINS:
         raise ConfigError(f"unknown origin {origin!r}; choose from {', '.join(ORIGINS)}")
-    if simplify_um is not None and not simplify_um >= 0:
+    if simplify_um is not None and not 0 <= simplify_um < math.inf:
         raise ConfigError(f"simplify tolerance must be 0 or more um, got {simplify_um}")
-    if not min_area_um2 >= 0:
-        raise ConfigError(f"minimum area must be 0 or more um^2, got {min_area_um2}")
+    check_min_area(min_area_um2)
     labels, info = open_result(result)
     renamed = dict(class_names or {})
     unknown = sorted(set(renamed) - {c.name for c in info.classes})

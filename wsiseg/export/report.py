@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -29,7 +30,9 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
-from wsiseg.result.reading import reads_result
+from wsiseg.cells import csv_text
+from wsiseg.errors import ConfigError, ResultError
+from wsiseg.result.reading import REDO, reads_result
 from wsiseg.result.store import open_result
 
 _STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
@@ -134,12 +137,20 @@ def region_sizes(labels: LabelMap, num_classes: int, connectivity: int = 4
     return counts, sizes
 
 
+def check_min_area(min_area_um2: float) -> None:
+    """Refuse a minimum region area that is not a finite number of 0 or more um^2."""
+    if not 0 <= min_area_um2 < math.inf:
+        raise ConfigError(f"minimum area must be a finite number of 0 or more um^2, got "
+                          f"{min_area_um2}")
+
+
 @reads_result
 def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> dict[str, Any]:
     """The report of a result: per-class rows, the total tissue, slide, model, settings, time.
 
     Regions smaller than ``min_area_um2`` are not counted (their pixels still are, in areas).
     """
+    check_min_area(min_area_um2)
     labels, info = open_result(result)
     counts, sizes = region_sizes(labels, len(info.classes))
     mpp_x, mpp_y = (float(v) for v in info.analysis_mpp)
@@ -198,8 +209,14 @@ def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     out_dir = Path(out_dir)
     json_path = out_dir / f"{stem}.report.json"
     csv_path = out_dir / f"{stem}.report.csv"
+    try:  # every number of a result is finite (open_result); a last guard all the same
+        text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise ResultError(f"the report of {result} would hold a number that is not finite "
+                          f"({err}); the result was edited or damaged since wsiseg predict "
+                          f"wrote it; {REDO}") from err
     with atomic_write(json_path) as f:
-        f.write(json.dumps(report, indent=2) + "\n")
+        f.write(text)
     mpp_x, mpp_y = report["analysis_mpp"]
     map_mpp = f"{mpp_x:g}" if mpp_x == mpp_y else f"{mpp_x:g} x {mpp_y:g}"
     with atomic_write(csv_path, newline="") as f:
@@ -208,7 +225,9 @@ def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 
         def row(name: str, area_mm2: float, percent: float | None, regions: int | None,
                 pixels: int | None) -> None:
-            writer.writerow([report["slide"], report["model"], name, f"{area_mm2:.4f}",
+            # Names come from the result (slide, model, classes): text a spreadsheet never runs.
+            writer.writerow([csv_text(report["slide"]), csv_text(report["model"]),
+                             csv_text(name), f"{area_mm2:.4f}",
                              "" if percent is None else f"{percent:.2f}",
                              "" if regions is None else regions,
                              "" if pixels is None else pixels,
@@ -222,5 +241,5 @@ def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         if report["damaged_regions"]:  # one more row: what could not be read, not a class
             row(DAMAGED_ROW, report["damaged_area_mm2"], None, report["damaged_regions"], None)
         # Last, a comment line (pandas: comment="#"): what the model may be used for.
-        writer.writerow(["# intended use", report["intended_use"]])
+        writer.writerow(["# intended use", csv_text(report["intended_use"])])
     return [json_path, csv_path]

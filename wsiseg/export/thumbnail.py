@@ -130,11 +130,15 @@ def overlay_image(result: str | os.PathLike[str], size: int = DEFAULT_SIZE,
     rows, rows_in = _map_indices(th, step_y, oy, sy, labels.shape[0])
     cols, cols_in = _map_indices(tw, step_x, ox, sx, labels.shape[1])
     classes = info.classes
-    colours = np.array([c.color for c in classes], dtype=np.float32)
+    # One colour per value a map pixel can hold; a value that is no class is left unpainted.
+    colours = np.zeros((256, 3), dtype=np.float32)
+    known = np.zeros(256, dtype=bool)
+    for c in classes:
+        colours[c.index], known[c.index] = c.color, c.index > 0
     small = np.asarray(labels.get_orthogonal_selection((rows, cols))
                        if hasattr(labels, "get_orthogonal_selection")
                        else np.asarray(labels[rows])[:, cols])
-    paint = (small > 0) & rows_in[:, None] & cols_in[None, :]
+    paint = known[small] & rows_in[:, None] & cols_in[None, :]
     out = thumb.astype(np.float32)
     out[paint] = (1 - opacity) * out[paint] + opacity * colours[small[paint]]
     image = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))

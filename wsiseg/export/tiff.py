@@ -44,7 +44,7 @@ from wsiseg.errors import ConfigError
 from wsiseg.result.info import ResultInfo
 from wsiseg.result.pyramid import level_shapes, pyramid_paths, write_pyramid
 from wsiseg.result.reading import read_error, reads_result, result_reads
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, open_result_group
 
 TILE = 256
 #: The frame a TIFF gets when none is asked for: the full level-0 frame, as ASAP expects.
@@ -114,7 +114,7 @@ def write_tiff(result: str | os.PathLike[str], out_dir: Path, stem: str, overlay
     ``origin`` is the frame: ``"level0"`` (the whole slide, ASAP's) or ``"bounds"`` (the map).
     """
     labels, info = open_result(result)
-    group = zarr.open_group(str(result), mode="r")
+    group = open_result_group(result)
     height, width = labels.shape
     frame, offset = _frame(info, (height, width), origin)
     scratch = None

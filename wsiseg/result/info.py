@@ -13,6 +13,7 @@ results were made with (no damage, no warnings, no test-time augmentation, layou
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, Literal, TypeGuard
 from wsiseg._version import __version__
 from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
+from wsiseg.result.reading import REDO
 
 #: The result layout this wsiseg writes and the newest it reads.
 LAYOUT = 2
@@ -191,6 +193,7 @@ class ResultInfo:
         """
         path = Path(path)
         try:
+            _check_numbers(attrs, "wsiseg")
             top = _Fields(attrs, "wsiseg")
             # Read first: a newer layout may have moved or renamed anything else.
             layout = top.integer("layout") if "layout" in top else 1  # written before versioning
@@ -201,7 +204,7 @@ class ResultInfo:
             if layout < 1:
                 raise _Invalid(f"'layout' is {layout}, not 1 or more")
             s, m, t = top.section("slide"), top.section("model"), top.section("tissue")
-            return cls(
+            info = cls(
                 path=path,
                 version=top.text("version"),
                 slide=SlideSource(
@@ -251,6 +254,11 @@ class ResultInfo:
                 # Written before test-time augmentation was recorded: there was none.
                 tta=top.text("tta") if "tta" in top else "none",
             )
+            _check_values(info)
+            return info
+        except _Edited as err:
+            raise ResultError(f"{path} records {err}; the result was edited or damaged since "
+                              f"wsiseg predict wrote it; {REDO}") from None
         except _Invalid as err:
             raise ResultError(f"{path} is not a finished wsiseg result ({err}); give the .zarr "
                               "that wsiseg predict wrote, or predict the slide again") from None
@@ -297,6 +305,11 @@ FIELD_ROLES: dict[str, FieldRole] = {
 
 class _Invalid(Exception):
     """A stored value is missing or of the wrong kind; the message says which, in a few words."""
+
+
+class _Edited(_Invalid):
+    """A stored value of the right kind that wsiseg predict cannot have written: out of range,
+    or not consistent with the others; the message names it and says why, in a few words."""
 
 
 def _show(value: Any) -> str:
@@ -429,3 +442,121 @@ def _warnings(top: _Fields) -> tuple[str, ...]:
 
 def _class(fields: _Fields) -> ClassInfo:
     return ClassInfo(fields.integer("index"), fields.text("name"), fields.colour("color"))
+
+
+#: The largest whole number a result records (sizes, counts, coordinates): exact as a float.
+MAX_INTEGER = 2**53
+#: A slide with a bounds offset (its scanned area inside a larger, empty scan: Leica, MIRAX)
+#: may extend past the map's far edge; by at most this many times that edge, per axis.
+SCAN_MARGIN = 16
+
+
+def _check_numbers(value: Any, key: str) -> None:
+    """Refuse a number anywhere in ``value`` (JSON) that no result holds: a float that is not
+    finite (JSON's ``NaN``, ``Infinity``) or a whole number too large to be exact as a float."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Edited(f"{key!r} = {value}, not a finite number")
+    if _is_integer(value) and abs(value) > MAX_INTEGER:
+        raise _Edited(f"{key!r} = {_show(value)}, too large a number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_numbers(v, f"{key}.{k}" if key != "wsiseg" else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{key}[{i}]")
+
+
+def _at_least(key: str, values: Any, least: float, strict: bool = False) -> None:
+    """Refuse ``values`` (a number or a sequence of them) below ``least`` (or at it)."""
+    for v in values if isinstance(values, (list, tuple)) else (values,):
+        if v < least or (strict and v == least):
+            kind = f"{'above' if strict else 'at least'} {least:g}"
+            raise _Edited(f"{key!r} = {_show(list(values) if isinstance(values, tuple) else values)}"
+                          f", not {kind}")
+
+
+def _check_values(info: ResultInfo) -> None:
+    """Refuse values of the right kind that wsiseg predict cannot have written: sizes and
+    resolutions that are not positive, classes out of 0..255, and a map, bounds and slide
+    that do not fit each other (see ``docs/output-format.md``)."""
+    s, t = info.slide, info.tissue
+    checks: tuple[tuple[str, Any], ...]
+    checks = (("slide.mpp", s.mpp), ("level_downsample", info.level_downsample),
+                       ("resample", info.resample), ("analysis_mpp", info.analysis_mpp),
+                       ("scale_to_level0", info.scale_to_level0), ("sigma", info.sigma),
+                       ("tissue.mpp", t.mpp), ("tissue.scale_to_level0", t.scale_to_level0))
+    for key, value in checks:
+        _at_least(key, value, 0, strict=True)
+    checks = (("slide.dimensions", s.dimensions), ("slide.bounds", s.bounds[2:]),
+                       ("shape", info.shape), ("patch_size", info.patch_size),
+                       ("stride", info.stride), ("tissue.factor", t.factor))
+    for key, value in checks:
+        _at_least(key, value, 1)
+    checks = (("slide.size_bytes", s.size_bytes), ("slide.bounds", s.bounds[:2]),
+                       ("level", info.level), ("offset_level0", info.offset_level0),
+                       ("tissue.offset_level0", t.offset_level0),
+                       ("patches_total", info.patches_total), ("patches_kept", info.patches_kept),
+                       ("patches_predicted", info.patches_predicted), ("stripes", info.stripes),
+                       ("seconds", info.seconds), ("timings", tuple(info.timings.values())))
+    for key, value in checks:
+        _at_least(key, value, 0)
+    if not 0 <= info.tissue_threshold <= 1:
+        raise _Edited(f"'tissue_threshold' = {info.tissue_threshold}, not a fraction of 0 to 1")
+    _check_classes(info.classes)
+    for i, area in enumerate(info.damaged_regions):
+        _at_least(f"damaged_regions[{i}].level", area.level, 0)
+        _at_least(f"damaged_regions[{i}].box_level0", area.box_level0[:2], 0)
+        _at_least(f"damaged_regions[{i}].box_level0", area.box_level0[2:], 1)
+    _check_frame(info)
+
+
+def _check_classes(classes: tuple[ClassInfo, ...]) -> None:
+    if not 1 <= len(classes) <= 256:
+        raise _Edited(f"{len(classes)} classes, not 1 to 256")
+    for i, c in enumerate(classes):
+        if c.index != i:
+            raise _Edited(f"'classes[{i}].index' = {c.index}, not {i} (classes are 0, 1, ... "
+                          "in order)")
+        if not all(0 <= v <= 255 for v in c.color):
+            raise _Edited(f"'classes[{i}].color' = {list(c.color)}, not three values of 0 to 255")
+
+
+def _check_frame(info: ResultInfo) -> None:
+    """The map, the slide's bounds and its dimensions as ``plan_geometry`` makes them: the map
+    starts at the bounds offset and covers the bounds, with less than one map pixel over
+    (``ceil``); the bounds lie on the slide; and the slide is no larger than the map, by one
+    map pixel, unless it has a bounds offset (then by at most :data:`SCAN_MARGIN` times)."""
+    s = info.slide
+    height, width = info.shape
+    bounds_offset = any(info.offset_level0)
+    for axis, (n, scale, offset, start, extent, size) in enumerate((
+            (width, info.scale_to_level0[0], info.offset_level0[0], s.bounds[0], s.bounds[2],
+             s.dimensions[0]),
+            (height, info.scale_to_level0[1], info.offset_level0[1], s.bounds[1], s.bounds[3],
+             s.dimensions[1]))):
+        name = "xy"[axis]
+        mpp = s.mpp[axis] * scale
+        if not math.isclose(info.analysis_mpp[axis], mpp, rel_tol=1e-6):
+            raise _Edited(f"'analysis_mpp' {name} = {info.analysis_mpp[axis]}, but the slide's "
+                          f"{s.mpp[axis]} um/px at {scale} level-0 pixels per map pixel is "
+                          f"{mpp:.6g}")
+        if offset != start:
+            raise _Edited(f"'offset_level0' {name} = {offset}, but the slide's bounds start at "
+                          f"{start}")
+        if info.tissue.offset_level0[axis] != offset:
+            raise _Edited(f"'tissue.offset_level0' {name} = {info.tissue.offset_level0[axis]}, "
+                          f"but the map starts at {offset}")
+        covered = n * scale  # level-0 pixels the map covers from its offset
+        slack = 1 + 1e-9 * (extent + covered)  # a level-0 pixel: rounding by whoever wrote it
+        if not extent - slack <= covered < extent + scale + slack:
+            raise _Edited(f"a map of {n} pixels ({name}) at {scale} level-0 pixels each, "
+                          f"{covered:.6g} level-0 pixels, but the slide's bounds are {extent} "
+                          "wide")
+        if start + extent > size + scale + slack:
+            raise _Edited(f"slide bounds to {start + extent} ({name}), past the slide's "
+                          f"{size} pixels")
+        far = offset + covered
+        most = far * SCAN_MARGIN if bounds_offset else far + scale + slack
+        if size > most:
+            raise _Edited(f"'slide.dimensions' {name} = {size}, larger than the map covers "
+                          f"({far:.6g} level-0 pixels)")

@@ -12,6 +12,7 @@ are.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from wsiseg.errors import ResultError
+from wsiseg.errors import ResultError, WsisegError
 from wsiseg.result.pyramid import array_path, result_layout
 from wsiseg.result.reading import REDO
 
@@ -38,10 +39,12 @@ def is_complete(out: Path) -> bool:
     A result only ever appears once complete; one that lost chunks since (see the module's
     docstring) is not complete: it is logged, and a batch predicts it again.
     """
+    from wsiseg.result.store import open_result_group  # the store opens results through here
+
     if not (out / "zarr.json").is_file():
         return False
     try:
-        group = zarr.open_group(str(out), mode="r")
+        group = open_result_group(out)
         if not (out / array_path("labels", result_layout(group)) / "zarr.json").is_file():
             return False
         damage = missing_chunks(out, group)
@@ -88,9 +91,11 @@ def _chunk_files(folder: Path, grid: tuple[int, ...]
         except (FileNotFoundError, NotADirectoryError):
             return
         with entries:
+            # A link is no chunk file (reading one is refused): it counts as missing.
             found = [(int(e.name), e) for e in entries
                      if e.name.isascii() and e.name.isdigit() and int(e.name) < size
-                     and (e.is_file() if last else e.is_dir())]
+                     and (e.is_file(follow_symlinks=False) if last
+                          else e.is_dir(follow_symlinks=False))]
         if last:
             yield index, [i for i, _ in found]
             return
@@ -122,7 +127,8 @@ def missing_chunks(path: Path, group: zarr.Group) -> str | None:
     None when it lacks nothing.
 
     Costs one listing of each array's folders. A result written before chunks were recorded
-    is not checked.
+    is not checked. A record that cannot be the array's (more chunks than its grid holds, or,
+    for an array that stores every chunk, another number) is told before any folder is listed.
     """
     record = group.attrs.get(CHUNKS_ATTR)
     if record is None:
@@ -131,10 +137,14 @@ def missing_chunks(path: Path, group: zarr.Group) -> str | None:
     if not (isinstance(record, dict) and all(
             isinstance(n, int) and not isinstance(n, bool) for n in record.values())):
         return f"its record of chunks ({CHUNKS_ATTR!r}) is unreadable"
-    problems = []
+    problems: list[str] = []
+    edited: list[str] = []
+    listed = []
     for name, expected in sorted(record.items()):
         try:
             array = group[name]
+        except WsisegError:  # a file the result's store refuses: told as it is
+            raise
         except Exception as err:  # noqa: BLE001  gone, or its metadata is: either way it is lost
             logger.debug("%s: array %s does not open: %r", path, name, err)
             problems.append(f"{name}: the whole array is missing")
@@ -142,6 +152,15 @@ def missing_chunks(path: Path, group: zarr.Group) -> str | None:
         grid = _chunk_grid(array)
         if grid is None:
             continue
+        total = math.prod(grid)
+        if not 0 <= expected <= total or (expected != total and not _sparse(name)):
+            edited.append(f"{name}: its record of {expected} chunk files does not fit its "
+                          f"grid of {total} chunks (edited?)")
+            continue
+        listed.append((name, expected, grid))
+    if edited:
+        return "; ".join(edited)
+    for name, expected, grid in listed:
         present = _count_chunk_files(path / name, grid)
         if present < expected:
             problems.append(f"{name}: {expected - present} of {expected} chunks missing"
@@ -154,9 +173,14 @@ def _first_missing(path: Path, name: str, grid: tuple[int, ...], expected: int) 
     if expected != math.prod(grid):
         return ""  # a sparse array: which ones it had is not recorded
     present = {(*index, i) for index, last in _chunk_files(path / name, grid) for i in last}
-    missing = [i for i in np.ndindex(*grid) if i not in present]
+    missing = list(itertools.islice((i for i in np.ndindex(*grid) if i not in present), 4))
     keys = [f"{name}/c/" + "/".join(map(str, i)) for i in missing[:3]]
     return f" ({', '.join(keys)}{', ...' if len(missing) > 3 else ''})"
+
+
+def _sparse(name: str) -> bool:
+    """True for the ``damaged`` mask and its levels, which store only their damaged chunks."""
+    return "damaged" in name.split("/")[-2:] or name.split("/")[-1].startswith("damaged")
 
 
 def damaged_error(path: str | os.PathLike[str], damage: str) -> ResultError:

@@ -51,7 +51,9 @@ def write_result(
         path=path, version="0.0", slide=SlideSource(
             path=Path("slide.svs"), size_bytes=0, vendor="test",
             dimensions=(dimensions[0], dimensions[1]),
-            bounds=Level0Box((*offset, dimensions[0] - offset[0], dimensions[1] - offset[1])),
+            # The scanned area: what the map covers, as wsiseg predict records it.
+            bounds=Level0Box((*offset, min(dimensions[0] - offset[0], math.ceil(w * scale[0])),
+                              min(dimensions[1] - offset[1], math.ceil(h * scale[1])))),
             mpp=(slide_mpp[0], slide_mpp[1]), mpp_source="metadata", quickhash=None),
         level=0, level_downsample=1.0, resample=scale, analysis_mpp=analysis_mpp,
         scale_to_level0=scale, offset_level0=offset, shape=(h, w),
