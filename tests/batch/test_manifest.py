@@ -5,6 +5,7 @@ line with nothing left behind."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import subprocess
 import sys
@@ -31,6 +32,38 @@ def test_rows_read_back_as_written_and_nothing_else_is_left(tmp_path):
     write_manifest(path, rows)
     assert read_manifest(path) == rows
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]  # no temporary file
+
+
+def test_text_a_spreadsheet_would_run_is_written_inert_and_read_back_exactly(tmp_path):
+    names = ["=HYPERLINK(1).svs", "@SUM(1).svs", "+1.svs", "-x.svs", "'x.svs", "'=x.svs", "'"]
+    rows = [SlideRecord(n, "failed", error=f"{n}: bad", output=n, worker=n) for n in names]
+    path = tmp_path / "manifest.csv"
+    write_manifest(path, rows)
+    assert read_manifest(path) == rows
+    with open(path, newline="") as f:
+        cells = [row for row in csv.reader(f)][1:]
+    for row in cells:  # slide, status, error, output, patches, seconds, worker
+        for cell in (row[0], row[2], row[3], row[6]):
+            assert cell.startswith("'")  # shown as text, never run
+    assert cells[0][0] == "'=HYPERLINK(1).svs" and cells[4][0] == "''x.svs"
+
+
+def test_a_batch_of_slides_named_like_formulas_resumes_from_its_manifest(
+        slides, pixel_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths: the slide cells begin with the names
+    names = ["=HYPERLINK(1).svs", "@SUM(1).svs", "'x.svs"]
+    for name in names:
+        (tmp_path / name).write_bytes((slides / "s0.svs").read_bytes())
+    config = BatchConfig(out_dir="out", progress=False,
+                         predict=PredictConfig(model=str(pixel_model[0]), trust_code=True))
+    first = predict_slides([Path(n) for n in names], config)
+    assert [r.status for r in first.records] == ["done"] * 3
+    text = (tmp_path / "out" / "manifest.csv").read_text()
+    assert "\n=" not in text and "\n@" not in text and "'=HYPERLINK(1).svs" in text
+    again = predict_slides([Path(n) for n in names], config)
+    assert [r.status for r in again.records] == ["skipped"] * 3
+    assert [(r.slide, r.status) for r in read_manifest(again.manifest)] == [
+        (n, "skipped") for n in names]  # one row each: every name came back as it was
 
 
 def test_a_slide_started_when_its_run_died_is_known_by_its_stem(tmp_path):

@@ -69,3 +69,39 @@ def test_a_bug_says_so_and_asks_for_a_report():
     assert run.exit_code == 1
     assert run.stderr.startswith("wsiseg: error: unexpected ValueError: a bug")
     assert "report it" in run.stderr and len(run.stderr.splitlines()) == 1
+
+
+def test_a_closed_stdout_ends_a_command_quietly_with_exit_code_141(tmp_path):
+    # As `wsiseg info SLIDE | head -1`, once head has its line and has gone.
+    import os
+    import subprocess
+    import sys
+
+    from wsiseg.testing import synthetic_tissue, write_svs
+
+    rgb, _ = synthetic_tissue(64, 64, seed=1, tissue_fraction=0.5)
+    slide = write_svs(tmp_path / "s.svs", rgb, mpp=0.5)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    try:
+        run = subprocess.run([sys.executable, "-m", "wsiseg.cli.main", "info", str(slide)],
+                             stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+                             check=False)
+    finally:
+        os.close(write)
+    assert run.stderr == ""
+    assert run.returncode == 141
+
+
+def test_sigterm_is_one_line_and_exit_code_143():
+    from wsiseg.batch.signals import Terminated
+
+    @click.command()
+    @handle_errors
+    def stopped():
+        on_interrupt("2 slides are kept in out")
+        raise Terminated
+
+    run = CliRunner().invoke(stopped, [])
+    assert run.exit_code == 143
+    assert run.stderr == "wsiseg: terminated (SIGTERM); 2 slides are kept in out\n"

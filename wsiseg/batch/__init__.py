@@ -2,8 +2,9 @@
 
 ``discovery`` finds the slides, ``manifest`` records each one in ``manifest.csv``, ``claims``
 lets several batch processes share one output folder, ``runner`` predicts them (resuming what an
-earlier run left), ``worker`` is what runs for each slide, here or on a dask worker, and
-``cluster`` connects to dask. The names below load their module on first
+earlier run left), ``worker`` is what runs for each slide, here or on a dask worker,
+``cluster`` connects to dask, and ``signals`` makes SIGTERM stop a batch as cleanly as
+Ctrl-C does (:func:`sigterm_as_interrupt`). The names below load their module on first
 use, so that the manifest and the claims can be used without loading torch.
 """
 
@@ -26,6 +27,8 @@ _WHERE = {
     "predict_slides": "runner",
     "run_slide": "worker",
     "summary_table": "runner",
+    "Terminated": "signals",
+    "sigterm_as_interrupt": "signals",
 }
 
 __all__ = list(_WHERE)

@@ -7,18 +7,29 @@ Inputs are slide files, folders of slides, glob patterns and list files (one pat
 
 A folder holding ``.dcm`` files is one DICOM slide (its series, see
 :mod:`wsiseg.slide.dicom_series`), not a batch; a folder of such folders is a batch of them.
+A FIFO, socket or device named like a slide in a folder or matched by a pattern is left out
+with a warning (opening one could wait forever); one named on its own fails as that slide.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from wsiseg.errors import ConfigError, SlideError
 from wsiseg.naming import result_name
-from wsiseg.slide.dicom_series import DICOM_SUFFIX, dicom_files, series_file, slide_stem
+from wsiseg.slide.dicom_series import (
+    DICOM_SUFFIX,
+    dicom_files,
+    series_file,
+    slide_stem,
+    special_kind,
+)
+
+logger = logging.getLogger(__name__)
 
 #: File name endings taken from a folder (OpenSlide's formats).
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
@@ -60,6 +71,7 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if any(ch in text for ch in "*?[") and not path.exists():
             matches = [Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
             # A DICOM instance stands for its series: the folder it is in.
+            _warn_special(matches)
             matches = [p.parent if p.suffix.lower() == DICOM_SUFFIX else p
                        for p in matches if p.is_file() or (p.is_dir() and dicom_files(p))]
             if not matches:
@@ -102,12 +114,22 @@ def _folder_slides(path: Path) -> list[Path]:
     matches = sorted(p for p in path.iterdir()
                      if (p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
                      or (p.is_dir() and dicom_files(p)))
+    _warn_special(p for p in path.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES)
     if not matches:
         raise ConfigError(
             f"{path}: folder holds no slide (no {', '.join(SLIDE_SUFFIXES)} file, and no "
             "sub-folder of .dcm files); give the folder that holds the slides, a DICOM series "
             "folder, or the slide files themselves")
     return matches
+
+
+def _warn_special(paths: Iterable[Path]) -> None:
+    """Say which of ``paths`` are left out for being FIFOs, sockets or devices (named like
+    slides, but opening one could wait forever)."""
+    for p in paths:
+        kind = special_kind(p)
+        if kind is not None:
+            logger.warning("%s: is %s, not a slide file; left out of the batch", p, kind)
 
 
 def _read_list(path: Path) -> list[Path]:

@@ -14,6 +14,10 @@ whole through :func:`wsiseg.atomic.atomic_write` (readers see the old file or th
 rows of slides that earlier batches into the same folder left there are kept. A write that
 fails raises a one-line :class:`~wsiseg.errors.OutputError` and leaves the earlier file, and
 no temporary file, behind.
+
+Text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) is written
+with a leading apostrophe, and so is text that begins with an apostrophe of its own; reading
+the file removes that one apostrophe, so every name comes back exactly as it was.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Literal, cast, get_args
 from wsiseg.atomic import atomic_write
 from wsiseg.batch.claims import claim_path, folder_lock, is_held
 from wsiseg.batch.discovery import output_for
+from wsiseg.cells import csv_text
 from wsiseg.naming import PARTIAL_SUFFIX
 from wsiseg.slide.dicom_series import slide_stem
 
@@ -124,27 +129,51 @@ def manifest_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
 
 
+#: The columns holding text (names, paths, messages); the others are numbers or a status.
+TEXT_FIELDS = ("slide", "error", "output", "worker")
+
+
+def _cell(text: str) -> str:
+    """``text`` as a manifest cell that a spreadsheet shows and never runs
+    (:func:`~wsiseg.cells.csv_text`), and that :func:`_text` reads back exactly: a text that
+    begins with an apostrophe of its own gets one more, so that a leading apostrophe in a cell
+    is always one that was added."""
+    cell = csv_text(text)
+    return "'" + cell if cell == text and text.startswith("'") else cell
+
+
+def _text(cell: str) -> str:
+    """The text of a manifest cell written by :func:`_cell`."""
+    return cell.removeprefix("'")
+
+
 def write_manifest(path: str | os.PathLike[str], records: list[SlideRecord]) -> None:
-    """Write ``records`` to ``path`` as CSV; a reader sees the old file or the new one."""
+    """Write ``records`` to ``path`` as CSV; a reader sees the old file or the new one.
+
+    Text cells that a spreadsheet would run as a formula (a slide named ``=HYPERLINK(...)``)
+    are written with a leading apostrophe (:func:`_cell`); :func:`read_manifest` removes it.
+    """
     with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         for r in records:
             row = asdict(r)
-            writer.writerow({k: "" if row[k] is None else row[k] for k in FIELDS})
+            writer.writerow({k: "" if row[k] is None else _cell(row[k]) if k in TEXT_FIELDS
+                             else row[k] for k in FIELDS})
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[SlideRecord]:
-    """The rows of a manifest written by :func:`write_manifest`."""
+    """The rows of a manifest written by :func:`write_manifest`, its text as it was given."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     out = []
     for row in rows:
         out.append(SlideRecord(
             # As written; one that is none of STATUSES (edited by hand) is kept as it is.
-            slide=row["slide"], status=cast(Status, row["status"]), error=row["error"],
-            output=row["output"],
+            slide=_text(row["slide"]), status=cast(Status, row["status"]),
+            error=_text(row["error"]), output=_text(row["output"]),
             patches=int(row["patches"]) if row["patches"] else None,
-            seconds=float(row["seconds"]) if row["seconds"] else None, worker=row["worker"],
+            seconds=float(row["seconds"]) if row["seconds"] else None,
+            worker=_text(row["worker"]),
         ))
     return out

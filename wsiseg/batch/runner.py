@@ -42,7 +42,9 @@ from wsiseg.batch.cluster import workers_by_host
 from wsiseg.batch.config import BatchConfig
 from wsiseg.batch.discovery import output_for, refuse_clashes
 from wsiseg.batch.manifest import ELSEWHERE, MANIFEST, Manifest, SlideRecord
+from wsiseg.batch.signals import interrupt_slides
 from wsiseg.batch.worker import (
+    STOPPED,
     Identity,
     SlideTask,
     claim_and_run,
@@ -136,6 +138,10 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]], config: BatchConfig,
     return BatchResult(records, manifest.path)
 
 
+#: How many times a slide whose worker was stopped is run again on another worker.
+_RERUNS_WHEN_STOPPED = 3
+
+
 class _BatchStopped(OutputError):
     """An output error that stopped the batch; the message says so and what is kept."""
 
@@ -215,14 +221,19 @@ class _Batch:
         """Run the slides ``todo`` as one task each on the cluster of ``client``."""
         from distributed import as_completed
 
+        from wsiseg.batch.worker_plugin import NAME, CleanStop
+
         per_host = workers_by_host(client)
+        client.register_plugin(CleanStop(), name=NAME)
         futures = {}
         for i in todo:
             key = f"wsiseg-{i}-{self.slides[i].stem}-{self.id[:8]}"
             futures[client.submit(slide_task, self.task(i, per_host), key=key, pure=False)] = i
         # distributed leaves as_completed and Client.cancel unannotated.
+        stopped = dict.fromkeys(todo, 0)
         try:
-            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            done = as_completed(futures)  # type: ignore[no-untyped-call]
+            for future in done:
                 i = futures[future]
                 try:
                     record = future.result()
@@ -231,10 +242,21 @@ class _Batch:
                     record.update(status="failed", error=f"{type(err).__name__}: {err} (the "
                                   "worker running this slide was lost repeatedly; check its "
                                   "memory)")
+                if record["error"] == STOPPED and stopped[i] < _RERUNS_WHEN_STOPPED:
+                    # Its worker was stopped (SIGTERM) and cleaned up: run it on another.
+                    stopped[i] += 1
+                    again = client.submit(slide_task, self.task(i, per_host), pure=False,
+                                          key=f"{future.key}-again{stopped[i]}")
+                    futures[again] = i
+                    done.add(again)  # type: ignore[no-untyped-call]
+                    continue
                 self.finish(i, record)
-        except BaseException:  # the batch stops: slides not started yet are not started
+        except BaseException as err:  # the batch stops: slides not started yet are not started
             with contextlib.suppress(Exception):
                 client.cancel(list(futures))  # type: ignore[no-untyped-call]
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C or SIGTERM: running slides too
+                with contextlib.suppress(Exception):
+                    client.run(interrupt_slides)
             raise
 
     def finish(self, i: int, record: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from wsiseg.batch.claims import ClaimedElsewhere, claim_path, take_claim
 from wsiseg.batch.config import BatchConfig
 from wsiseg.batch.manifest import ELSEWHERE, SlideRecord
+from wsiseg.batch.signals import Terminated, running_slide
 from wsiseg.errors import WsisegError
 from wsiseg.export import ExportOptions, export_result, exports_current
 from wsiseg.inference.config import PredictConfig, changed_settings
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from wsiseg.models import LoadedModel
 
 logger = logging.getLogger(__name__)
+
+#: The error of a slide whose worker was stopped while predicting it (its row is ``pending``).
+STOPPED = "its worker was stopped while predicting it"
 
 #: What tells one result in a folder from the one that replaces it (None: nothing there).
 Identity = tuple[int, int, int | None] | None
@@ -98,9 +102,16 @@ def claim_and_run(task: SlideTask, on_start: Callable[[], None] | None = None
 
 def slide_task(task: SlideTask) -> dict[str, Any]:
     """What a dask worker runs for one slide: :func:`claim_and_run`, never raising for a claim
-    that cannot be created (that slide fails)."""
+    that cannot be created (that slide fails). A worker that is stopped meanwhile
+    (:func:`~wsiseg.batch.signals.interrupt_slides`) removes the slide's partial result,
+    releases its claim and returns the slide's row as ``pending``, for the batch to run it
+    again if it goes on."""
     try:
-        return claim_and_run(task)
+        with running_slide(task.slide):
+            return claim_and_run(task)
+    except Terminated:
+        return asdict(SlideRecord(slide=task.slide, status="pending", output=task.output,
+                                  error=STOPPED, worker=worker_name()))
     except WsisegError as err:
         return asdict(SlideRecord(slide=task.slide, status="failed", error=str(err),
                                   worker=worker_name()))
@@ -162,12 +173,16 @@ def run_slide(slide: str, output: str, config: PredictConfig, exports: Sequence[
 
 # --- what each process keeps, here or on a worker ---------------------------------------------
 
-_MODELS: dict[tuple[str | None, str | None], LoadedModel] = {}
+_MODELS: dict[tuple[str | None, str | None, bool], LoadedModel] = {}
 
 
 def cached_model(config: PredictConfig) -> LoadedModel:
-    """The model, loaded once per process and kept for the following slides."""
-    key = (config.model, config.weights)
+    """The model, loaded once per process and kept for the following slides. Whether code is
+    trusted is part of the key: a TorchScript model loaded for a batch that trusts it is never
+    handed to one that does not."""
+    from wsiseg.models.loading import trusts_code
+
+    key = (config.model, config.weights, trusts_code(config.trust_code))
     if key not in _MODELS:
         _MODELS.clear()
         _MODELS[key] = load_configured_model(config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,32 @@ class DicomHeader:
     def pixels(self) -> int:
         """The pixels of the total pixel matrix; 0 when the header does not give its size."""
         return 0 if self.size is None else self.size[0] * self.size[1]
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is ("a FIFO (named pipe)", "a socket", "a character device", ...) when it
+    is neither a regular file nor a folder; None when it is one of those, or does not exist.
+    Symbolic links are followed: a link to a slide file is a slide file."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
+def refuse_special_file(path: str | os.PathLike[str]) -> None:
+    """Raise a :class:`SlideError` when ``path`` is a FIFO, socket or device: opening one
+    could wait forever for a writer, or read a stream that never ends."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise SlideError(f"{path}: is {kind}, not a slide file; give the path of the slide "
+                         "file itself (copy the data into a regular file first)")
 
 
 def dicom_files(folder: Path) -> list[Path]:

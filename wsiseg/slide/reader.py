@@ -36,7 +36,12 @@ from wsiseg.errors import (
     SlideError,
     first_line,
 )
-from wsiseg.slide.dicom_series import dicom_files, series_file, slide_size_bytes
+from wsiseg.slide.dicom_series import (
+    dicom_files,
+    refuse_special_file,
+    series_file,
+    slide_size_bytes,
+)
 from wsiseg.slide.geometry import Level0Box, LevelBox
 from wsiseg.slide.tiff_extent import check_complete
 
@@ -138,6 +143,7 @@ class Slide:
         self._damaged: dict[tuple[int, LevelBox], DamagedRegion] = {}
         if not self.path.exists():
             raise SlideError(f"{self.path}: no such file; check the path")
+        refuse_special_file(self.path)  # before anything opens it: a FIFO blocks in open()
         #: The file OpenSlide opens: the slide file itself, or for a folder holding one DICOM
         #: series, its level-0 instance (OpenSlide gathers the rest of the series from there).
         self.file = series_file(self.path) if self.path.is_dir() else self.path

@@ -6,6 +6,7 @@ never the pixels."""
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -16,9 +17,12 @@ def check_complete(path: Path) -> None:
     """Raise a :class:`SlideError` when ``path`` is empty, or a TIFF-family file (SVS, NDPI,
     generic TIFF, ...) cut short: smaller than the directories and pixel data it points to."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError:
         return  # unreadable: what OpenSlide says about it is the message
+    if not stat.S_ISREG(st.st_mode):
+        return  # a FIFO or device would block or never end: only regular files are walked
+    size = st.st_size
     if size == 0:
         raise SlideError(f"{path} is empty (0 bytes); copy it again from its source, or "
                          "re-export it")
@@ -46,6 +50,8 @@ def tiff_extent(path: str | os.PathLike[str], max_pages: int = 4096,
     when its directories hold more than ``max_entries`` entries in all (too damaged to say).
     Reads only the directories and the offset tables, never the pixels.
     """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None  # a FIFO or device: opening it could wait forever
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(16)

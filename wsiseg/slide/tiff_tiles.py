@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from wsiseg.slide.dicom_series import special_kind
 from wsiseg.slide.geometry import LevelBox
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class TiffTiles:
     def open(cls, path: Path, vendor: str,
              level_dimensions: tuple[tuple[int, int], ...]) -> TiffTiles | None:
         """The tile reader for ``path``, or None when its levels are not all plain tiles."""
-        if vendor not in VENDORS:
+        if vendor not in VENDORS or special_kind(path) is not None:
             return None
         tif: tifffile.TiffFile | None = None
         try:

@@ -1,0 +1,196 @@
+"""SIGTERM (what SLURM, Kubernetes and ``timeout`` send) stops a run as cleanly as Ctrl-C: no
+partial result, no claim, the slide's row back to ``pending``, one line and exit code 143."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from wsiseg.batch.manifest import read_manifest
+from wsiseg.batch.signals import Terminated, interrupt_slides, running_slide, sigterm_as_interrupt
+
+# Runs the command line and writes, on stdout, the name of each partial output as soon as the
+# slide's prediction has begun writing it, so that a test can stop the run in that slide.
+ANNOUNCING = """
+import sys
+from wsiseg.result.writer import OutputWriter
+
+write_tissue = OutputWriter.write_tissue
+
+def announced_write_tissue(self, *args, **kwargs):
+    write_tissue(self, *args, **kwargs)
+    print(self.partial.name, flush=True)
+
+OutputWriter.write_tissue = announced_write_tissue
+from wsiseg.cli.main import main
+sys.argv[0] = "wsiseg"
+main()
+"""
+
+
+def _start(*args: str, **popen) -> subprocess.Popen:
+    # The test models are TorchScript files this suite wrote itself.
+    env = {**os.environ, "WSISEG_TRUST_CODE": "1"}
+    return subprocess.Popen([sys.executable, "-c", ANNOUNCING, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
+
+
+def _wait_for_line(run: subprocess.Popen, line: str, timeout: float = 120) -> None:
+    """Block until ``run`` writes ``line`` on its stdout; fail if it ends first."""
+    written = threading.Event()
+
+    def read() -> None:
+        for got in run.stdout:
+            if got.rstrip("\n") == line:
+                written.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not written.is_set():
+        run.kill()
+        _, stderr = run.communicate()
+        pytest.fail(f"the run never wrote {line!r} (exit code {run.returncode}): {stderr}")
+
+
+def _terminate(run: subprocess.Popen) -> tuple[str, float]:
+    """SIGTERM ``run``; its stderr and the seconds it took to end."""
+    sent = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    return stderr, time.monotonic() - sent
+
+
+@pytest.mark.slow
+def test_sigterm_stops_one_slide_leaving_nothing_behind(slides, slow_model, tmp_path):
+    out = tmp_path / "s0.wsiseg.zarr"
+    run = _start("predict", str(slides / "s0.svs"), "--model", str(slow_model),
+                 "--batch-size", "1", "--quiet", "--out", str(out))
+    _wait_for_line(run, "s0.wsiseg.zarr.partial")
+    stderr, seconds = _terminate(run)
+    assert run.returncode == 143, stderr
+    assert stderr.strip().splitlines() == [
+        "wsiseg: terminated (SIGTERM); no output was left behind"]
+    assert seconds < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no result, no partial
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_batch_with_its_slide_pending_and_unclaimed(slides, slow_model,
+                                                                    tmp_path):
+    out = tmp_path / "out"
+    run = _start("predict", str(slides / "s0.svs"), str(slides / "s1.svs"), "--model",
+                 str(slow_model), "--batch-size", "1", "--quiet", "--out", str(out))
+    _wait_for_line(run, "s0.wsiseg.zarr.partial")
+    assert (out / "s0.wsiseg.zarr.claim").is_file()
+    stderr, seconds = _terminate(run)
+    assert run.returncode == 143, stderr
+    said = (f"wsiseg: terminated (SIGTERM); finished slides are kept in {out} (see "
+            "manifest.csv); run the same command again to do the rest")
+    assert stderr.strip().splitlines() == [said]
+    assert seconds < 10
+    # Pending, not started: a rerun (here or on another node) takes the slide at once, and
+    # does not take it for one that killed its process.
+    assert [r.status for r in read_manifest(out / "manifest.csv")] == ["pending", "pending"]
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))
+
+
+def test_sigterm_raises_terminated_in_the_block_and_the_old_handler_comes_back():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between two bytecodes of this thread
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert issubclass(Terminated, KeyboardInterrupt)  # so Ctrl-C's cleanup runs for it
+
+
+def test_interrupt_slides_stops_the_threads_predicting_and_waits_for_their_cleanup():
+    cleaned: list[str] = []
+    started = threading.Event()
+
+    def predict() -> None:
+        with running_slide("a.svs"):
+            try:
+                started.set()
+                while True:  # a slide that would take forever
+                    time.sleep(0.01)
+            except Terminated:
+                cleaned.append("a.svs")
+
+    thread = threading.Thread(target=predict)
+    thread.start()
+    assert started.wait(10)
+    assert interrupt_slides(timeout=10) == ["a.svs"]
+    assert cleaned == ["a.svs"]  # already cleaned up when interrupt_slides returned
+    thread.join(10)
+    assert not thread.is_alive()
+    assert interrupt_slides(timeout=1) == []  # nothing left running
+
+
+# A worker process: a thread predicting a slide, and the SIGTERM handler the batch gives it.
+WORKER = """
+import sys, threading, time
+from wsiseg.batch.signals import Terminated, running_slide
+from wsiseg.batch.worker_plugin import install_sigterm_cleanup
+
+def predict():
+    with running_slide("a.svs"):
+        try:
+            print("predicting", flush=True)
+            while True:
+                time.sleep(0.01)
+        except Terminated:
+            print("cleaned up a.svs", flush=True)
+
+install_sigterm_cleanup()
+threading.Thread(target=predict, daemon=True).start()
+while True:
+    time.sleep(0.01)
+"""
+
+
+def test_a_worker_process_sent_sigterm_cleans_up_its_slide_then_ends_by_the_signal():
+    run = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    _wait_for_line(run, "predicting", timeout=60)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=30)
+    assert stdout.splitlines() == ["cleaned up a.svs"], stderr
+    assert run.returncode == -signal.SIGTERM  # then ended as SIGTERM ends it
+
+
+def _wait_for(path: Path, run: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until ``path`` exists (a worker process made it); fail if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if run.poll() is not None or time.monotonic() > deadline:
+            run.kill()
+            _, stderr = run.communicate()
+            pytest.fail(f"{path.name} never appeared (exit code {run.returncode}): {stderr}")
+        time.sleep(0.05)  # polling for a file another process makes, not a guess of a delay
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_batch_on_local_workers_leaving_no_partial_or_claim(
+        slides, slow_model, tmp_path):
+    out = tmp_path / "out"
+    run = _start("predict", str(slides / "s0.svs"), str(slides / "s1.svs"), "--model",
+                 str(slow_model), "--batch-size", "1", "--quiet", "--workers", "2", "--out",
+                 str(out))
+    _wait_for(out / "s0.wsiseg.zarr.partial", run)  # a worker process is writing it
+    stderr, seconds = _terminate(run)
+    assert run.returncode == 143, stderr
+    assert f"wsiseg: terminated (SIGTERM); finished slides are kept in {out}" in stderr
+    assert "Traceback" not in stderr
+    assert seconds < 20
+    assert [r.status for r in read_manifest(out / "manifest.csv")] == ["pending", "pending"]
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))

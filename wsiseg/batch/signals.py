@@ -1,0 +1,104 @@
+"""SIGTERM handled as Ctrl-C is: the slide in progress cleaned up, not left half-made.
+
+Job schedulers (SLURM, Kubernetes, ``timeout``) stop a job with SIGTERM, whose default action
+ends the process at once: the partial result of the slide being predicted stays on disk, its
+claim stays until it goes stale, and its manifest row keeps saying ``started``.
+:func:`sigterm_as_interrupt` turns SIGTERM into :class:`Terminated`, a ``KeyboardInterrupt``,
+so everything that cleans up after a Ctrl-C (the partial output removed, the claim released,
+the row set back to ``pending``) runs for it too. The ``wsiseg`` commands run inside it; a
+program that calls :func:`~wsiseg.batch.predict_slides` may do the same::
+
+    from wsiseg.batch import predict_slides, sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        predict_slides(paths, config)   # raises Terminated on SIGTERM, after cleaning up
+
+The library never installs a signal handler on its own in the caller's process.
+
+On dask workers the slides run on threads of their own, where no signal arrives:
+:func:`interrupt_slides` raises :class:`Terminated` in each of them (between two Python
+operations, so a long operation of a native library finishes first) and waits for their
+cleanup. The batch calls it on its workers when it is stopped, and each worker process calls
+it when it gets SIGTERM itself (:mod:`wsiseg.batch.worker_plugin`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+from wsiseg.errors import EXIT_TERMINATED, Terminated
+
+__all__ = ["EXIT_TERMINATED", "Terminated", "interrupt_slides", "running_slide",
+           "sigterm_as_interrupt"]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise :class:`Terminated` in the main thread on SIGTERM while the block runs.
+
+    A second SIGTERM while the first is being handled is ignored, so that cleanup is not cut
+    short (SIGKILL still ends the process). The handler that was there before is put back on
+    the way out. Outside the main thread (where Python cannot set handlers) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = False
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- slides running on threads of a worker process ------------------------------------------
+
+_RUNNING: dict[int, str] = {}  # thread id -> the slide it predicts
+_RUNNING_CHANGED = threading.Condition()
+
+
+@contextlib.contextmanager
+def running_slide(slide: str) -> Iterator[None]:
+    """Mark this thread as predicting ``slide`` in this block, for :func:`interrupt_slides`."""
+    ident = threading.get_ident()
+    with _RUNNING_CHANGED:
+        _RUNNING[ident] = slide
+    try:
+        yield
+    finally:
+        with _RUNNING_CHANGED:
+            _RUNNING.pop(ident, None)
+            _RUNNING_CHANGED.notify_all()
+
+
+def interrupt_slides(timeout: float = 20.0) -> list[str]:
+    """Raise :class:`Terminated` in every thread of this process that is predicting a slide
+    (:func:`running_slide`) and wait, at most ``timeout`` seconds, until they have cleaned up.
+    Returns the slides that were interrupted."""
+    with _RUNNING_CHANGED:
+        running = dict(_RUNNING)
+    for ident in running:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                   ctypes.py_object(Terminated))
+    deadline = time.monotonic() + timeout
+    with _RUNNING_CHANGED:
+        while any(ident in _RUNNING for ident in running):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            _RUNNING_CHANGED.wait(left)
+    return list(running.values())
