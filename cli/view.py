@@ -12,7 +12,8 @@ from .common import handle_errors, on_interrupt
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; 0.0.0.0 shares the viewer with the network.")
+              help="Address to listen on; 0.0.0.0 shares the viewer with the network, guarded by a "
+                   "token in the URL printed.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free port).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
@@ -37,6 +38,9 @@ def view(path: Path, host: str, port: int, no_browser: bool) -> None:
     url = server_url(server)
     on_interrupt("the viewer has stopped")
     click.echo(f"wsiseg view: {url} (Ctrl-C to stop)")
+    if server.token is not None:
+        click.echo("wsiseg view: on the network; whoever has this URL (its token) can see the "
+                   "slides and maps, so share it only with those who may")
     if not no_browser:
         import webbrowser
 

@@ -14,7 +14,8 @@ def view_result(svs_x40, pixel_model, tmp_path_factory):
     """The per-pixel model's result on the x40 synthetic slide (read-only)."""
     out = tmp_path_factory.mktemp("view") / "x40.wsiseg.zarr"
     return predict_slide(svs_x40.path, PredictConfig(model=str(pixel_model[0]), out=str(out),
-                                                     progress=False)).path
+                                                     progress=False,
+                                                     trust_code=True)).path
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,28 @@ def test_the_status_line_names_the_class_and_position_under_the_cursor(browser, 
     name = {c.index: c.name for c in viewer.single.info.classes}[viewer.single.class_at(x0, y0)]
     assert text.splitlines()[0] == name
     assert f"{x0 * 0.25:.1f}, {y0 * 0.25:.1f} um" in text
+
+
+def test_on_a_network_address_the_page_works_with_its_token_and_not_without(browser,
+                                                                            view_result):
+    import threading
+
+    from wsiseg.view import make_server
+
+    server, viewer = make_server(view_result, host="0.0.0.0", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}/"
+        browser.get(base)
+        assert "needs its token" in browser.find_element("tag name", "body").text
+        browser.get(f"{base}?token={server.token}")
+        # The tiles and numbers the page asks for later carry the cookie, not the token.
+        WebDriverWait(browser, 15).until(_fully_loaded)
+        assert "class1" in browser.find_element("id", "legend").text
+        cookie = browser.get_cookie(f"wsiseg-view-{server.port}")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    finally:
+        browser.delete_all_cookies()
+        server.shutdown()
+        server.server_close()
+        viewer.close()

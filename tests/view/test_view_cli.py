@@ -24,7 +24,8 @@ def test_view_refuses_what_is_not_a_result(tmp_path):
 
 def test_view_names_a_missing_slide_and_the_way_out(svs_x40, pixel_model, tmp_path):
     slide = shutil.copy(svs_x40.path, tmp_path / "moved.svs")
-    out = predict_slide(slide, PredictConfig(model=str(pixel_model[0]), progress=False)).path
+    out = predict_slide(slide, PredictConfig(model=str(pixel_model[0]), progress=False,
+                                             trust_code=True)).path
     (tmp_path / "moved.svs").unlink()
     result = CliRunner().invoke(main, ["view", str(out), "--no-browser"])
     assert result.exit_code == 1

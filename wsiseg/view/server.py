@@ -11,33 +11,49 @@ so the overlay lines up with the slide at every zoom.
 Paths served: ``/`` (a result's viewer, or a folder's index), ``/static/NAME``, ``/info.json``,
 ``/class?x=&y=`` and, per result, ``/slide.dzi``, ``/slide_files/L/C_R.jpeg``, ``/map.dzi``,
 ``/map_files/L/C_R.png``; in a folder's index each result's paths are under ``/r/NAME/`` and its
-thumbnail is ``/thumb/NAME.png``. Anything else is 404.
+thumbnail is ``/thumb/NAME.png`` (NAME percent-encoded in links, decoded once here and looked up
+by exact name). Anything else is 404; a malformed query is 400.
+
+Who may ask: on a loopback address the server answers only requests whose Host header names
+this machine (``127.0.0.1``, ``localhost``, ``[::1]`` or the host given, with the served port or
+none), so a web page whose name an attacker rebinds to 127.0.0.1 gets 403, not the slide. On a
+network address a LAN client names the machine as it knows it, which the server cannot list, so
+there every request must bear a random token instead (``?token=``, Jupyter's way), which sets
+an HttpOnly, SameSite=Strict cookie for the page's later requests; a rebound page knows neither.
+Each connection has a deadline for its request and is closed when idle; connections beyond
+:data:`MAX_CONNECTIONS` are answered 503.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import io
+import ipaddress
 import json
 import logging
 import math
 import os
 import re
+import secrets
+import socket
+import stat
+import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote
 
 import numpy as np
 import numpy.typing as npt
-import zarr
 
 from wsiseg.errors import ResultError, SlideError, WsisegError
 from wsiseg.naming import RESULT_SUFFIX
 from wsiseg.result.reading import result_reads
-from wsiseg.result.store import label_pyramid, open_result
+from wsiseg.result.store import label_pyramid, open_result, open_result_group
 from wsiseg.slide.reader import open_slide
 
 logger = logging.getLogger(__name__)
@@ -47,6 +63,14 @@ TILE_SIZE = 254
 OVERLAP = 1
 TILE_CACHE = 4096  # tiles per image kept in memory
 THUMB_SIZE = 256
+#: Connections waiting to be accepted (socketserver's default of 5 drops a browser's burst).
+LISTEN_BACKLOG = max(socket.SOMAXCONN, 128)
+#: Connections served at once, one thread each; more are answered 503 at once.
+MAX_CONNECTIONS = 256
+#: Seconds a new connection has to send its request line and headers, and a write may take.
+REQUEST_TIMEOUT = 30.0
+#: Seconds a kept-alive connection may wait for its next request before it is closed.
+KEEPALIVE_TIMEOUT = 15.0
 
 _CONTENT_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html",
                   ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
@@ -63,7 +87,7 @@ class ResultView:
         self.path = Path(path)
         with result_reads(self.path):
             labels, self.info = open_result(self.path)
-        group = zarr.open_group(str(self.path), mode="r")
+        group = open_result_group(self.path)
         self.levels = label_pyramid(group)
         self.labels = labels
         slide_path = self.info.slide.path
@@ -72,6 +96,7 @@ class ResultView:
                              "slide back at that path (the result names it) to view the result")
         with open_slide(slide_path) as slide:  # says in one line why a slide cannot be read
             slide_file = slide.file
+        _regular_file(slide_file, self.path)  # opened again here, so checked again
         self.osr = openslide.OpenSlide(str(slide_file))
         self.dz = DeepZoomGenerator(self.osr, tile_size=TILE_SIZE, overlap=OVERLAP,
                                     limit_bounds=False)
@@ -211,6 +236,19 @@ class ResultView:
         self.osr.close()
 
 
+def _regular_file(slide_path: Path, result: Path) -> None:
+    """Raise :class:`SlideError` unless ``slide_path`` is a regular file: opening a FIFO or a
+    device could wait forever."""
+    try:
+        mode = os.stat(slide_path).st_mode
+    except OSError as err:
+        raise SlideError(f"the slide of {result}, {slide_path}, cannot be read "
+                         f"({err.strerror}); put the slide back at that path") from err
+    if not stat.S_ISREG(mode):
+        raise SlideError(f"the slide of {result}, {slide_path}, is not a regular file; put the "
+                         "slide file back at that path (the result names it) to view the result")
+
+
 def find_results(path: Path) -> dict[str, Path]:
     """The results a path holds: itself, or the ``*.wsiseg.zarr`` in a folder, by name."""
     if path.name.endswith(".zarr") or (path / "zarr.json").exists():
@@ -243,70 +281,170 @@ class Viewer:
             view.close()
 
 
-_TILE = re.compile(r"^(slide|map)_files/(\d+)/(\d+)_(\d+)\.(jpeg|png)$")
+_TILE = re.compile(r"^(slide|map)_files/(\d{1,9})/(\d{1,9})_(\d{1,9})\.(jpeg|png)$")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class _NotFound(Exception):
+    """The path names nothing the viewer serves (404)."""
+
+
+class _BadRequest(Exception):
+    """A malformed request (400); the message is the one-line answer."""
+
+
+class _Refused(Exception):
+    """A request the viewer will not answer: who sent it, not what it asks, is wrong."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _HeadReader(io.RawIOBase):
+    """The connection's bytes, read under a deadline for the request line and headers.
+
+    A socket timeout alone bounds each ``recv``, so a client sending a byte now and then would
+    hold its thread forever; the deadline bounds the whole head of a request instead.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self._sock.settimeout(min(left, REQUEST_TIMEOUT))
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(REQUEST_TIMEOUT)  # what writing the answer may take
 
 
 class _Handler(BaseHTTPRequestHandler):
     viewer: Viewer  # set on the subclass the server makes
+    server: ViewServer
     server_version = "wsiseg-view"
     protocol_version = "HTTP/1.1"  # keep-alive: every answer has its Content-Length
     disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(REQUEST_TIMEOUT)
+        self.rfile.close()  # replaced by a reader under a deadline
+        self._reader = _HeadReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+        self._requests = 0
+
+    def handle_one_request(self) -> None:
+        # The first request gets REQUEST_TIMEOUT to arrive; a kept-alive connection waits
+        # KEEPALIVE_TIMEOUT for the next one, then is closed.
+        wait = REQUEST_TIMEOUT if self._requests == 0 else KEEPALIVE_TIMEOUT
+        self._requests += 1
+        self._reader.deadline = time.monotonic() + wait
+        try:
+            super().handle_one_request()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            self._reader.deadline = None
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
-        url = urlsplit(self.path)
+        self._cookie: str | None = None
+        target, _, query_string = self.path.partition("?")
         try:
-            self._route(url.path, parse_qs(url.query))
-        except (KeyError, ValueError):
-            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+            self._admit(query_string)
+            query = parse_qs(query_string)
+            self._route(_segments(target), query)
+        except _Refused as err:
+            self._send(err.status, f"{err}\n".encode(), "text/plain; charset=utf-8")
+        except _BadRequest as err:
+            self._send(HTTPStatus.BAD_REQUEST, f"{err}\n".encode(), "text/plain; charset=utf-8")
+        except (_NotFound, KeyError):
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
         except WsisegError as err:  # e.g. a chunk of the result damaged since it was opened
             logger.warning("%s", err)
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, str(err).encode(), "text/plain")
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{err}\n".encode(),
+                       "text/plain; charset=utf-8")
+        except Exception as err:  # one line in the log, never a traceback on stderr
+            logger.error("wsiseg view: %s failed: %s: %s", target[:200], type(err).__name__, err)
+            logger.debug("the failure of %s", target[:200], exc_info=True)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n",
+                       "text/plain; charset=utf-8")
 
-    def _route(self, path: str, query: dict[str, list[str]]) -> None:
+    # -- who may ask ---------------------------------------------------------------------------
+    def _admit(self, query_string: str) -> None:
+        """Raise :class:`_Refused` unless the Host header names this server (a web page
+        rebound to this address by DNS sends its own name) and, on a network address, the
+        request bears the token, in the query or in the cookie an earlier answer set."""
+        server = self.server
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1:
+            raise _Refused(HTTPStatus.BAD_REQUEST, "a request needs one Host header")
+        if server.token is None:
+            if not server.host_allowed(hosts[0]):
+                raise _Refused(HTTPStatus.FORBIDDEN, "this viewer answers requests to "
+                               f"{server.hosts_text()} only")
+            return
+        given = parse_qs(query_string).get("token")
+        if given and _same(given[0], server.token):
+            self._cookie = (f"{server.cookie_name}={server.token}; Path=/; HttpOnly; "
+                            "SameSite=Strict")
+            return
+        cookie = _cookie(self.headers.get_all("Cookie") or [], server.cookie_name)
+        if cookie is not None and _same(cookie, server.token):
+            return
+        raise _Refused(HTTPStatus.FORBIDDEN, "this viewer needs its token: open the URL "
+                       "with ?token= that wsiseg view printed")
+
+    # -- what is asked -------------------------------------------------------------------------
+    def _route(self, parts: list[str], query: dict[str, list[str]]) -> None:
         viewer = self.viewer
-        if ".." in path or "//" in path or "\\" in path:
-            raise KeyError(path)
-        if path.startswith("/static/"):
-            name = path[len("/static/"):]
-            parts = name.split("/")
-            if not all(_NAME.match(p) for p in parts):
-                raise KeyError(path)
-            file = STATIC_DIR.joinpath(*parts)
-            if not file.is_file():
-                raise KeyError(path)
+        if parts[0] == "static" and len(parts) > 1:
+            if not all(_NAME.match(p) for p in parts[1:]):
+                raise _NotFound
+            file = STATIC_DIR.joinpath(*parts[1:])
+            if not file.is_file():  # regular files only
+                raise _NotFound
             self._send(HTTPStatus.OK, file.read_bytes(),
                        _CONTENT_TYPES.get(file.suffix, "application/octet-stream"), cache=True)
             return
         if viewer.single is not None:
-            self._result(viewer.single, path.lstrip("/"), query)
+            self._result(viewer.single, parts, query)
             return
-        if path == "/":
+        if parts == [""]:
             self._send(HTTPStatus.OK, index_page(viewer).encode(), "text/html; charset=utf-8")
             return
-        if path.startswith("/thumb/") and path.endswith(".png"):
-            view = viewer.results[path[len("/thumb/"):-len(".png")]]
+        if len(parts) == 2 and parts[0] == "thumb" and parts[1].endswith(".png"):
+            view = viewer.results[parts[1][:-len(".png")]]
             self._send(HTTPStatus.OK, _thumb(view), "image/png", cache=True)
             return
-        if path.startswith("/r/"):
-            name, _, rest = path[len("/r/"):].partition("/")
-            self._result(viewer.results[name], rest, query)
+        if len(parts) > 2 and parts[0] == "r":
+            self._result(viewer.results[parts[1]], parts[2:], query)
             return
-        raise KeyError(path)
+        raise _NotFound
 
-    def _result(self, view: ResultView, rest: str, query: dict[str, list[str]]) -> None:
+    def _result(self, view: ResultView, parts: list[str], query: dict[str, list[str]]) -> None:
+        rest = "/".join(parts)
         if rest == "":
             self._send(HTTPStatus.OK, (STATIC_DIR / "viewer.html").read_bytes(),
                        "text/html; charset=utf-8")
         elif rest == "info.json":
             self._send(HTTPStatus.OK, json.dumps(view.stats()).encode(), "application/json")
         elif rest == "class":
-            x0, y0 = float(query["x"][0]), float(query["y"][0])
-            index = view.class_at(x0, y0)
+            index = view.class_at(_coordinate(query, "x"), _coordinate(query, "y"))
             name = next((c.name for c in view.info.classes if c.index == index), None)
             self._send(HTTPStatus.OK, json.dumps({"index": index, "name": name}).encode(),
                        "application/json")
@@ -316,10 +454,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             match = _TILE.match(rest)
             if not match:
-                raise KeyError(rest)
+                raise _NotFound
             kind, level, col, row, fmt = match.groups()
             if (kind == "slide") != (fmt == "jpeg"):
-                raise KeyError(rest)
+                raise _NotFound
             tile = view.slide_tile if kind == "slide" else view.map_tile
             body = tile(int(level), int(col), int(row))
             self._send(HTTPStatus.OK, body, "image/jpeg" if fmt == "jpeg" else "image/png",
@@ -331,8 +469,148 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "max-age=3600" if cache else "no-cache")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")  # the token stays on this server
+        if self._cookie is not None:
+            self.send_header("Set-Cookie", self._cookie)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _segments(target: str) -> list[str]:
+    """The request path's segments, each percent-decoded once; :class:`_NotFound` for one
+    that could climb out of where it is looked up (``.``, ``..``, empty, or holding ``/``)."""
+    raw = target.split("/")
+    if raw[0] != "" or len(raw) < 2:  # not origin-form, e.g. "http://host/x" or "*"
+        raise _NotFound
+    try:
+        parts = [unquote(p, errors="strict") for p in raw[1:]]
+    except UnicodeDecodeError as err:
+        raise _NotFound from err
+    for i, part in enumerate(parts):
+        if part in (".", "..") or "/" in part or "\0" in part or (
+                part == "" and i != len(parts) - 1):
+            raise _NotFound
+    return parts
+
+
+def _coordinate(query: dict[str, list[str]], key: str) -> float:
+    """The finite number ``key`` of the query; :class:`_BadRequest` otherwise."""
+    values = query.get(key)
+    if not values:
+        raise _BadRequest(f"{key} is missing; give ?x=&y= in level-0 pixels")
+    try:
+        value = float(values[0])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise _BadRequest(f"{key} must be a finite number of level-0 pixels, not "
+                          f"{values[0][:40]!r}")
+    return value
+
+
+def _same(given: str, token: str) -> bool:
+    """Whether ``given`` is the token, in a time that does not tell how much of it matched."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
+
+
+def _cookie(headers: list[str], name: str) -> str | None:
+    """The value of cookie ``name`` in the Cookie headers, if any."""
+    for header in headers:
+        for pair in header.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if sep and key == name:
+                return value.strip('"')
+    return None
+
+
+class ViewServer(ThreadingHTTPServer):
+    """The viewer's HTTP server: a real listen backlog, a cap on connections served at once,
+    and who may ask (:meth:`host_allowed`, :attr:`token`)."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, host: str, port: int, handler: type[_Handler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), handler)
+        self.bound_host = host
+        self.port: int = self.server_address[1]
+        #: None on a loopback address, where only Host names of this machine are answered;
+        #: on a network address, the secret every request must bear.
+        self.token: str | None = None if _is_loopback(host) else secrets.token_urlsafe(32)
+        self.cookie_name = f"wsiseg-view-{self.port}"  # one per viewer on a machine
+        names = {*_LOOPBACK_NAMES, _bracketed(host.lower())}
+        self._hosts = frozenset(names)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def host_allowed(self, value: str) -> bool:
+        """Whether a Host header names this server: a loopback name or the ``host`` given,
+        with the served port or none."""
+        value = value.strip().lower()
+        if value.startswith("["):
+            name, _, rest = value.partition("]")
+            name += "]"
+            port = rest[1:] if rest.startswith(":") else None
+            if rest and port is None:
+                return False
+        else:
+            name, sep, port_text = value.partition(":")
+            port = port_text if sep else None
+        return name in self._hosts and (port is None or port == str(self.port))
+
+    def hosts_text(self) -> str:
+        return ", ".join(sorted(self._hosts))
+
+    # -- connections ---------------------------------------------------------------------------
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _turn_away(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-request; no traceback on stderr.
+        logger.debug("connection from %s failed: %s", client_address, sys.exc_info()[1])
+
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 17"
+         b"\r\nRetry-After: 1\r\nConnection: close\r\n\r\nviewer too busy\r\n")
+
+
+def _turn_away(request: socket.socket) -> None:
+    """Answer 503 without waiting on the client, from the thread that accepts connections."""
+    try:
+        request.setblocking(False)
+        request.send(_BUSY)
+    except OSError:
+        pass
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` listens on this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: whatever it resolves to, treat it as a network address
+
+
+def _bracketed(host: str) -> str:
+    """``host`` as written in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 @functools.lru_cache(maxsize=256)
@@ -351,27 +629,31 @@ def index_page(viewer: Viewer) -> str:
             f'<li><span class="sw" style="background:rgb{tuple(c["color"])}"></span>'
             f'{escape(c["name"])}: {c["area_mm2"]:.3f} mm&sup2;</li>'
             for c in stats["classes"] if c["index"] > 0)
-        rows.append(f'<tr><td><a href="/r/{escape(name)}/"><img src="/thumb/{escape(name)}.png" '
-                    f'alt=""></a></td><td><a href="/r/{escape(name)}/">{escape(name)}</a>'
+        link = escape(quote(name, safe=""))  # a name may hold spaces, "#", "?", "..", ...
+        rows.append(f'<tr><td><a href="/r/{link}/"><img src="/thumb/{link}.png" '
+                    f'alt=""></a></td><td><a href="/r/{link}/">{escape(name)}</a>'
                     f'<ul>{areas}</ul></td></tr>')
     return (STATIC_DIR / "index.html").read_text().replace("{{title}}", escape(str(viewer.path))
                                                            ).replace("{{rows}}", "".join(rows))
 
 
 def make_server(path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
-                ) -> tuple[ThreadingHTTPServer, Viewer]:
+                ) -> tuple[ViewServer, Viewer]:
     """A server (not yet serving) of the result or folder at ``path``; port 0 picks a free
-    port. Raises :class:`ResultError` or :class:`SlideError` in one line."""
+    port. On a loopback ``host`` it answers requests naming this machine only; on any other
+    (a network) it also wants its token, which :func:`server_url` carries. Raises
+    :class:`ResultError` or :class:`SlideError` in one line."""
     viewer = Viewer(path)
     handler = type("Handler", (_Handler,), {"viewer": viewer})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    try:
+        server = ViewServer(host, port, handler)
+    except BaseException:
+        viewer.close()
+        raise
     return server, viewer
 
 
-def server_url(server: ThreadingHTTPServer) -> str:
-    """The URL the server answers at."""
-    host, port = server.server_address[:2]
-    if isinstance(host, bytes | bytearray):  # socketserver allows it; make_server gives a str
-        host = host.decode()
-    return f"http://{host}:{port}/"
+def server_url(server: ViewServer) -> str:
+    """The URL the server answers at, with its token when it has one."""
+    url = f"http://{_bracketed(server.bound_host)}:{server.port}/"
+    return url if server.token is None else f"{url}?token={server.token}"
