@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("pydicom")
 import openslide
 
-from wsiseg.testing import area_downsample, synthetic_tissue, write_dicom_wsi
+from wsiseg.testing import area_downsample, synthetic_tissue, write_dicom_wsi, ycbcr_read_as_rgb
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,41 @@ def test_jpeg_frames_open_close_to_the_image(image, tmp_path):
     assert np.abs(level0.astype(int) - image).mean() < 4
 
 
+@pytest.mark.parametrize(("jpeg_colour", "photometric", "marker"), [
+    ("ycbcr", "YBR_FULL_422", b"JFIF"),
+    ("ycbcr-labelled-rgb", "RGB", b"JFIF"),
+    ("rgb", "RGB", b"Adobe"),
+])
+def test_jpeg_colours_and_their_labels(image, tmp_path, jpeg_colour, photometric, marker):
+    from pydicom import dcmread
+    from pydicom.encaps import generate_frames
+
+    files = write_dicom_wsi(tmp_path / "c", image[:128, :192], 0.5, (1,), tile=64,
+                            compression="jpeg", jpeg_colour=jpeg_colour)
+    ds = dcmread(files[0])
+    assert ds.PhotometricInterpretation == photometric
+    assert marker in next(generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))[:40]
+    with openslide.OpenSlide(str(files[0])) as osr:
+        seen = np.asarray(osr.read_region((0, 0), 0, (192, 128)))[..., :3].astype(int)
+    # Only the mislabelled frames reach the reader as Y, Cb and Cr in place of R, G and B.
+    shown = (ycbcr_read_as_rgb(image[:128, :192]) if jpeg_colour == "ycbcr-labelled-rgb"
+             else image[:128, :192])
+    assert np.abs(seen - shown).mean() < 4
+
+
+def test_a_series_without_image_type(image, tmp_path):
+    from pydicom import dcmread
+
+    files = write_dicom_wsi(tmp_path / "n", image, 0.5, (1, 4), tile=128, image_type=False)
+    assert all("ImageType" not in dcmread(f) for f in files)
+    with pytest.raises(openslide.OpenSlideError):
+        openslide.OpenSlide(str(files[0]))
+
+
 def test_bad_arguments_are_refused(image, tmp_path):
     with pytest.raises(ValueError, match="compression"):
         write_dicom_wsi(tmp_path / "x", image, 0.5, compression="webp")
     with pytest.raises(ValueError, match="tile"):
         write_dicom_wsi(tmp_path / "x", image, 0.5, tile=100)
+    with pytest.raises(ValueError, match="jpeg_colour"):
+        write_dicom_wsi(tmp_path / "x", image, 0.5, compression="jpeg", jpeg_colour="ybr")

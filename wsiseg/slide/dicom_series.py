@@ -9,7 +9,9 @@ in sorted order.
 
 Only the header of each file is parsed (no pixel data, no third-party DICOM library): the file
 meta group and the data set up to the total pixel matrix size, in Explicit or Implicit VR
-Little Endian, the encodings of every DICOM WSI transfer syntax.
+Little Endian, the encodings of every DICOM WSI transfer syntax. :func:`first_fragment` reads
+on to the first fragment of encapsulated pixel data (a JPEG frame's markers), and
+:func:`dicom_problem` tells what in a series' headers OpenSlide refuses.
 """
 
 from __future__ import annotations
@@ -39,10 +41,17 @@ _SOP_CLASS = 0x00020002
 _TRANSFER_SYNTAX = 0x00020010
 _IMAGE_TYPE = 0x00080008
 _SERIES_UID = 0x0020000E
+_PHOTOMETRIC = 0x00280004
 _COLUMNS_TOTAL = 0x00480006
 _ROWS_TOTAL = 0x00480007
+_PIXEL_DATA = 0x7FE00010
 # Tags after these cannot hold anything read here: stop before the pixel data.
 _LAST = _ROWS_TOTAL
+_WANTED = frozenset({_SOP_CLASS, _TRANSFER_SYNTAX, _IMAGE_TYPE, _SERIES_UID, _PHOTOMETRIC,
+                     _COLUMNS_TOTAL, _ROWS_TOTAL})
+#: The most of a first fragment :func:`first_fragment` returns: far more than the markers
+#: before a JPEG frame's scan, far less than a file.
+FRAGMENT_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,9 @@ class DicomHeader:
     series_uid: str | None
     image_type: tuple[str, ...]
     size: tuple[int, int] | None  # TotalPixelMatrixColumns, TotalPixelMatrixRows
+    transfer_syntax: str = ""
+    photometric: str = ""  # PhotometricInterpretation
+    has_image_type: bool = True  # ImageType is there (perhaps empty)
 
     @property
     def is_level(self) -> bool:
@@ -116,19 +128,69 @@ def read_header(path: Path) -> DicomHeader | None:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 if data[128:132] != b"DICM":
                     return None
-                return _parse(path, data)
+                parsed = _parse(data)
+                return None if parsed is None else _header(path, parsed[0])
     except (OSError, ValueError, struct.error, IndexError):
         return None
 
 
-def _parse(path: Path, data: mmap.mmap) -> DicomHeader | None:
+def first_fragment(path: Path, limit: int = FRAGMENT_LIMIT) -> bytes | None:
+    """The first ``limit`` bytes at most of the first fragment of ``path``'s encapsulated pixel
+    data: for JPEG frames, the first frame (one frame per fragment, as DICOM WSI writes them).
+    None when the file is not DICOM, its pixel data is not encapsulated, or it cannot be read.
+    Elements before the pixel data are walked over, never read."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < 132:
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if data[128:132] != b"DICM":
+                    return None
+                parsed = _parse(data, last=_PIXEL_DATA - 1)
+                if parsed is None:
+                    return None
+                return _fragment(data, parsed[1], limit)
+    except (OSError, ValueError, struct.error, IndexError):
+        return None
+
+
+def _fragment(data: mmap.mmap, pos: int, limit: int) -> bytes | None:
+    """The first fragment of the pixel data element at ``pos`` (past its offset table)."""
+    if pos + 12 > len(data):
+        return None
+    group, element = struct.unpack_from("<HH", data, pos)
+    if (group << 16) | element != _PIXEL_DATA:
+        return None
+    # Encapsulated pixel data has an undefined length, in Explicit VR (OB) as in Implicit VR.
+    if bytes(data[pos + 4:pos + 6]) in (b"OB", b"OW"):
+        length, pos = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+    else:
+        length, pos = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+    if length != _UNDEFINED:
+        return None
+    for index in range(2):  # the basic offset table (perhaps empty), then the first fragment
+        tag, length = struct.unpack_from("<II", data, pos)
+        if tag != 0xE000FFFE or length == _UNDEFINED or pos + 8 + length > len(data):
+            return None
+        if index == 1:
+            return bytes(data[pos + 8:pos + 8 + min(length, limit)])
+        pos += 8 + length
+    return None  # pragma: no cover - the loop returns
+
+
+def _parse(data: mmap.mmap, last: int = _LAST) -> tuple[dict[int, bytes], int] | None:
+    """The wanted elements of the data set up to tag ``last``, and where the walk stopped."""
     found: dict[int, bytes] = {}
     # The file meta group is always Explicit VR Little Endian.
     pos = _walk(data, 132, True, found, stop_group=0x0002)
     syntax = _text(found.get(_TRANSFER_SYNTAX, b""))
     if syntax == _BIG_ENDIAN:
         return None
-    _walk(data, pos, syntax != _IMPLICIT_LE, found)
+    pos = _walk(data, pos, syntax != _IMPLICIT_LE, found, last=last)
+    return found, pos
+
+
+def _header(path: Path, found: dict[int, bytes]) -> DicomHeader:
     size = None
     if _COLUMNS_TOTAL in found and _ROWS_TOTAL in found:
         size = (struct.unpack("<I", found[_COLUMNS_TOTAL][:4])[0],
@@ -136,7 +198,9 @@ def _parse(path: Path, data: mmap.mmap) -> DicomHeader | None:
     image_type = tuple(v.strip().upper() for v in _text(found.get(_IMAGE_TYPE, b"")).split("\\"))
     return DicomHeader(path, _text(found.get(_SOP_CLASS, b"")),
                        _text(found[_SERIES_UID]) if _SERIES_UID in found else None,
-                       image_type if image_type != ("",) else (), size)
+                       image_type if image_type != ("",) else (), size,
+                       _text(found.get(_TRANSFER_SYNTAX, b"")),
+                       _text(found.get(_PHOTOMETRIC, b"")).upper(), _IMAGE_TYPE in found)
 
 
 def _text(raw: bytes) -> str:
@@ -144,17 +208,17 @@ def _text(raw: bytes) -> str:
 
 
 def _walk(data: mmap.mmap, pos: int, explicit: bool, found: dict[int, bytes] | None,
-          stop_group: int | None = None, end: int | None = None) -> int:
+          stop_group: int | None = None, end: int | None = None, last: int = _LAST) -> int:
     """Read elements from ``pos``; keep the wanted top-level values in ``found``. Returns where
-    it stopped: at the end of the group ``stop_group``, past :data:`_LAST`, at ``end``, or at a
-    delimiter (whose end it returns)."""
+    it stopped: at the end of the group ``stop_group``, at the first tag past ``last``, at
+    ``end``, or at a delimiter (whose end it returns)."""
     limit = len(data) if end is None else end
     while pos + 8 <= limit:
         group, element = struct.unpack_from("<HH", data, pos)
         tag = (group << 16) | element
         if stop_group is not None and group != stop_group:
             return pos
-        if found is not None and tag > _LAST:
+        if found is not None and tag > last:
             return pos
         if tag in (_ITEM_END, _SEQ_END):
             return pos + 8
@@ -172,8 +236,7 @@ def _walk(data: mmap.mmap, pos: int, explicit: bool, found: dict[int, bytes] | N
         if length == _UNDEFINED:  # a sequence or item that ends with a delimiter
             pos = _skip_undefined(data, pos, explicit)
             continue
-        if found is not None and tag in (_SOP_CLASS, _TRANSFER_SYNTAX, _IMAGE_TYPE, _SERIES_UID,
-                                         _COLUMNS_TOTAL, _ROWS_TOTAL):
+        if found is not None and tag in _WANTED:
             found[tag] = bytes(data[pos:pos + length])
         pos += length
     return pos
@@ -234,8 +297,14 @@ def series_file(folder: Path) -> Path:
 
 def slide_stem(path: Path) -> str:
     """The name a slide's result takes: a file's name without its suffix, a folder's whole
-    name (DICOM series folders are often named by their UID, ``1.2.840...``)."""
-    return path.name if path.is_dir() else path.stem
+    name (DICOM series folders are often named by their UID, ``1.2.840...``) but for the
+    suffix of an OME-Zarr folder (``a.ome.zarr`` maps to ``a.wsiseg.zarr``)."""
+    if not path.is_dir():
+        return path.stem
+    for suffix in (".ome.zarr", ".zarr"):
+        if path.name.lower().endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
 
 
 def slide_size_bytes(path: Path) -> int | None:
@@ -247,3 +316,46 @@ def slide_size_bytes(path: Path) -> int | None:
         return path.stat().st_size if path.is_file() else None
     except OSError:
         return None
+
+
+#: What OpenSlide needs of ImageType: four values, e.g. ORIGINAL\PRIMARY\VOLUME\NONE.
+_IMAGE_TYPE_VALUES = 4
+
+
+def dicom_problem(file: Path) -> str | None:
+    """Why OpenSlide refuses the DICOM series of ``file``, where its own message does not say
+    (OpenSlide 4.0.1: "Couldn't get image flavor"): an instance of the series, ``file`` or one
+    beside it, without ImageType (0008,0008) or with fewer than its four values. One line
+    naming the instance and the way out; None when ``file`` is not a DICOM whole-slide image
+    or no such instance is found."""
+    header = read_header(file)
+    if header is None or header.sop_class != WSI_SOP_CLASS:
+        return None
+    # OpenSlide reads every instance of the series in the folder: the fault may be in another.
+    headers = [header]
+    for path in dicom_files(file.parent):
+        if path.name == file.name:
+            continue
+        other = read_header(path)
+        if (other is not None and other.sop_class == WSI_SOP_CLASS
+                and other.series_uid == header.series_uid):
+            headers.append(other)
+    bad = [h for h in headers if len(h.image_type) < _IMAGE_TYPE_VALUES]
+    if not bad:
+        return None
+    first = bad[0]
+    n = len(bad) - 1
+    others = f" (as do {n} other file{'s' if n > 1 else ''} of its series)" if n else ""
+    if first.image_type:
+        values = "\\".join(first.image_type)
+        what = (f"its ImageType (0008,0008) is {values}{others}: {len(first.image_type)} "
+                "value(s), where DICOM whole-slide images have four")
+        fault = "the converter that wrote it filled it in wrongly"
+    else:
+        what = (f"has {'no' if not first.has_image_type else 'an empty'} ImageType (0008,0008)"
+                f"{others}, which DICOM whole-slide images must have")
+        fault = "the converter that wrote it left it out"
+    return (f"{first.path}: {what} (ORIGINAL\\PRIMARY\\VOLUME\\NONE on level 0) and OpenSlide "
+            f"needs to tell pyramid levels from label and overview images; {fault}: convert "
+            "the slide again with a converter that writes DICOM WSI as the standard asks, or "
+            "to a tiled pyramidal TIFF/SVS")

@@ -36,10 +36,14 @@ from wsiseg.errors import (
     SlideError,
     first_line,
 )
+from wsiseg.slide.dicom_colour import (
+    ycbcr_labelled_rgb,
+    ycbcr_premultiplied_bgra_on_white,
+    ycbcr_rgba_on_white,
+)
 from wsiseg.slide.dicom_series import (
     dicom_files,
     refuse_special_file,
-    series_file,
     slide_size_bytes,
 )
 from wsiseg.slide.geometry import Level0Box, LevelBox
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     import openslide
     from openslide.lowlevel import _OpenSlide
 
+    from wsiseg.slide.backends.base import ChunkedSlide
     from wsiseg.slide.tiff_tiles import TiffTiles
 
     #: ``openslide_read_region`` through the binding: C handle, ARGB buffer, x, y, level, w, h.
@@ -108,6 +113,8 @@ class SlideInfo:
     associated_images: dict[str, tuple[int, int]]
     opened: str = ""  # the file OpenSlide opened (differs from ``path`` for a DICOM folder)
     files: int = 1  # files the slide is stored in (a DICOM folder's instances)
+    #: Which image of the file is the slide, when it holds several (OME-TIFF series, ...).
+    image: str = ""
 
 
 def _import_openslide() -> ModuleType:
@@ -134,6 +141,9 @@ class Slide:
         if reader not in READERS:  # before anything is opened
             raise ConfigError(f"unknown reader {reader!r}; use {', '.join(READERS)}")
         osl = _import_openslide()
+        from wsiseg.slide.backends import open_backend, slide_file
+        from wsiseg.slide.backends.base import ChunkedSlide
+
         self.path = Path(path)
         #: Read damaged tiles as glass and record them (:meth:`damaged_regions`) instead of
         #: raising :class:`DamagedSlideError`.
@@ -144,27 +154,17 @@ class Slide:
         if not self.path.exists():
             raise SlideError(f"{self.path}: no such file; check the path")
         refuse_special_file(self.path)  # before anything opens it: a FIFO blocks in open()
-        #: The file OpenSlide opens: the slide file itself, or for a folder holding one DICOM
-        #: series, its level-0 instance (OpenSlide gathers the rest of the series from there).
-        self.file = series_file(self.path) if self.path.is_dir() else self.path
+        #: What the backend opens: the slide file itself, an OME-Zarr folder itself, or for a
+        #: folder holding one DICOM series, its level-0 instance (OpenSlide gathers the rest of
+        #: the series from there).
+        self.file = slide_file(self.path)
+        osr = open_backend(self.file)
+        #: The backend reads into numpy itself (OME-TIFF, OME-Zarr), without OpenSlide's
+        #: sticky error state, so a failed read needs no fresh handle.
+        self._chunked: ChunkedSlide | None = osr if isinstance(osr, ChunkedSlide) else None
         try:
-            osr: openslide.OpenSlide = osl.OpenSlide(str(self.file))
-        except osl.OpenSlideUnsupportedFormatError as err:
-            check_complete(self.file)
-            raise SlideError(
-                f"{self.file}: not a whole-slide image OpenSlide can read (unsupported or "
-                "missing format); convert it to a tiled pyramidal TIFF/SVS"
-            ) from err
-        except osl.OpenSlideError as err:
-            check_complete(self.file)
-            raise SlideError(
-                f"{self.file}: OpenSlide cannot open it ({err}); the file may be damaged or use "
-                "an unsupported compression"
-            ) from err
-        except OSError as err:
-            raise SlideError(f"{self.file}: cannot be read ({err})") from err
-        try:
-            check_complete(self.file)
+            if self.file.is_file():
+                check_complete(self.file)
         except SlideError as err:
             if not skip_damaged:
                 osr.close()
@@ -179,6 +179,12 @@ class Slide:
         props = self._osr.properties
         self.properties: dict[str, str] = dict(props)
         self.vendor: str = props.get("openslide.vendor", "unknown")
+        #: DICOM frames that are YCbCr by their own JPEG markers but labelled RGB, which OpenSlide
+        #: then shows as Y, Cb and Cr: converted to true colour as they are read.
+        self.ycbcr_as_rgb = self.vendor == "dicom" and ycbcr_labelled_rgb(self.file)
+        if self.ycbcr_as_rgb:
+            logger.info("%s: its JPEG frames are YCbCr though labelled RGB; they are read in "
+                        "true colour", self.path)
         self.level_count: int = self._osr.level_count
         self.level_dimensions: tuple[tuple[int, int], ...] = tuple(self._osr.level_dimensions)
         self.level_downsamples: tuple[float, ...] = tuple(self._osr.level_downsamples)
@@ -199,12 +205,13 @@ class Slide:
         self._tiles = self._tile_reader(reader)
 
     @property
-    def _osr(self) -> openslide.OpenSlide:
-        """The shared ``openslide.OpenSlide`` handle (replaced after a failed read)."""
+    def _osr(self) -> openslide.AbstractSlide:
+        """The shared handle: an ``openslide.OpenSlide`` (replaced after a failed read), or
+        a backend wsiseg reads itself."""
         return self._current.osr
 
-    def _handle_of(self, osr: openslide.OpenSlide) -> _Handle:
-        if self._cache is not None:
+    def _handle_of(self, osr: openslide.AbstractSlide) -> _Handle:
+        if self._cache is not None and self._chunked is None:
             # The shared cache only saves decoding: whatever refuses it (an old binding or
             # library), the slide is read without it.
             try:
@@ -216,16 +223,20 @@ class Slide:
         return _Handle(osr, c_handle)
 
     def _open_handle(self) -> _Handle:
-        osl = _import_openslide()
+        from wsiseg.slide.backends import open_backend
+
         try:
-            return self._handle_of(osl.OpenSlide(str(self.file)))
+            return self._handle_of(open_backend(self.file))
         except Exception as err:  # the file changed or vanished while being read
             raise SlideError(f"{self.path}: cannot be opened again after a failed read "
                              f"({err}); check the file is still there and unchanged") from err
 
     def _tile_reader(self, reader: str) -> TiffTiles | None:
         """tifffile's tile reader when ``reader`` asks for it and the slide allows it."""
-        if reader == "openslide":
+        if reader == "openslide" or self._chunked is not None:
+            if self._chunked is not None and reader != "auto":
+                logger.debug("%s: read by wsiseg's %s reader whatever --reader says (%s)",
+                             self.path, self.vendor, reader)
             return None
         from wsiseg.slide.tiff_tiles import TiffTiles
 
@@ -277,12 +288,20 @@ class Slide:
 
     @property
     def size_bytes(self) -> int:
-        """The slide's bytes on disk: its file, or all the files of a DICOM series folder."""
+        """The slide's bytes on disk: its file, or all the files of a DICOM series folder or
+        an OME-Zarr folder."""
+        if self.vendor == "ome-zarr":
+            from wsiseg.slide.backends.ome_zarr import folder_bytes
+
+            return folder_bytes(self.file)
         size = slide_size_bytes(self.path)
         return self.path.stat().st_size if size is None else size
 
     def info(self) -> SlideInfo:
-        assoc = {name: img.size for name, img in self._osr.associated_images.items()}
+        if self._chunked is not None:  # their sizes, without decoding them
+            assoc = dict(self._chunked.associated_images.sizes)
+        else:
+            assoc = {name: img.size for name, img in self._osr.associated_images.items()}
         return SlideInfo(
             path=str(self.path),
             size_bytes=self.size_bytes,
@@ -295,7 +314,9 @@ class Slide:
             bounds=self.bounds,
             associated_images=assoc,
             opened=str(self.file),
-            files=len(dicom_files(self.path)) if self.path.is_dir() else 1,
+            files=(len(dicom_files(self.path)) if self.path.is_dir() and self._chunked is None
+                   else 1),
+            image=self._chunked.description if self._chunked is not None else "",
         )
 
     # -- pixels -------------------------------------------------------------------------------
@@ -321,7 +342,9 @@ class Slide:
         if (cx0, cy0, cx1, cy1) != (x, y, x + width, y + height):
             out[...] = GLASS
         inside = out[cy0 - y : cy1 - y, cx0 - x : cx1 - x]
-        if self._tiles is not None:
+        if self._chunked is not None:
+            bad = self._chunked.read_into(level, cx0, cy0, inside)
+        elif self._tiles is not None:
             bad = self._tiles.read(level, cx0, cy0, inside)
         else:
             bad = self._read_openslide(level, cx0, cy0, inside)
@@ -471,9 +494,12 @@ class Slide:
             argb = np.empty((h, w), dtype=np.uint32)
             _DIRECT_READ(handle.c_handle, argb.ctypes.data_as(_UINT32_P), loc[0], loc[1], level,
                          w, h)
-            _premultiplied_bgra_on_white(argb.view(np.uint8).reshape(h, w, 4), out)
+            on_white = (ycbcr_premultiplied_bgra_on_white if self.ycbcr_as_rgb
+                        else _premultiplied_bgra_on_white)
+            on_white(argb.view(np.uint8).reshape(h, w, 4), out)
         else:
-            _composite_on_white(np.asarray(handle.osr.read_region(loc, level, (w, h))), out)
+            rgba = np.asarray(handle.osr.read_region(loc, level, (w, h)))
+            (ycbcr_rgba_on_white if self.ycbcr_as_rgb else _composite_on_white)(rgba, out)
 
     def close(self) -> None:
         # Also called before ``_tiles`` is set, when the tile reader is refused.
@@ -495,7 +521,7 @@ class _Handle:
 
     __slots__ = ("c_handle", "osr", "retired", "users")
 
-    def __init__(self, osr: openslide.OpenSlide, c_handle: _OpenSlide | None) -> None:
+    def __init__(self, osr: openslide.AbstractSlide, c_handle: _OpenSlide | None) -> None:
         self.osr, self.c_handle = osr, c_handle
         self.users = 0
         self.retired = False

@@ -12,6 +12,9 @@ users' own tests can make slides with known content and known metadata:
 - :func:`write_dicom_wsi` writes a DICOM whole-slide image series (one ``.dcm`` file per
   level, in a folder) that OpenSlide opens with vendor ``dicom``; it needs ``pydicom``;
   :func:`ycbcr_read_as_rgb` gives an image the colours of YCbCr frames taken for RGB;
+- :func:`write_ome_tiff` writes an OME-TIFF as Bio-Formats does (levels as SubIFDs, the
+  resolution in the OME-XML, either byte order); :func:`write_ome_zarr` an OME-Zarr as
+  bioformats2raw does (NGFF 0.4, zarr v2) or an NGFF 0.5 image on zarr v3;
 - :func:`write_large_svs` writes a gigapixel SVS tile by tile, in memory that does not grow
   with the slide, for benchmarks;
 - :func:`write_annotated_folder` writes small H&E-like PNGs with gland masks and grades, for
@@ -37,7 +40,7 @@ The modules:
 - :mod:`~wsiseg.testing.tissue`: the painting and :func:`area_downsample` (no I/O);
 - :mod:`~wsiseg.testing.common`: :data:`COMPRESSIONS` and what the writers share;
 - :mod:`~wsiseg.testing.aperio`, :mod:`~wsiseg.testing.generic`, :mod:`~wsiseg.testing.leica`,
-  :mod:`~wsiseg.testing.dicom`: one slide format each;
+  :mod:`~wsiseg.testing.dicom`, :mod:`~wsiseg.testing.ome`: one slide format each;
 - :mod:`~wsiseg.testing.annotated`: image folders with masks, for training;
 - :mod:`~wsiseg.testing.result`: result stores with a known map.
 """
@@ -50,18 +53,22 @@ from wsiseg.testing.aperio import write_large_svs, write_svs
 from wsiseg.testing.dicom import DICOM_COMPRESSIONS, write_dicom_wsi, ycbcr_read_as_rgb
 from wsiseg.testing.generic import write_generic_tiff
 from wsiseg.testing.leica import write_scn
+from wsiseg.testing.ome import OME_TIFF_COMPRESSIONS, write_ome_tiff, write_ome_zarr
 from wsiseg.testing.result import write_result
 from wsiseg.testing.tissue import synthetic_tissue
 
 __all__ = [
     "COMPRESSIONS",
     "DICOM_COMPRESSIONS",
+    "OME_TIFF_COMPRESSIONS",
     "area_downsample",
     "synthetic_tissue",
     "write_annotated_folder",
     "write_dicom_wsi",
     "write_generic_tiff",
     "write_large_svs",
+    "write_ome_tiff",
+    "write_ome_zarr",
     "write_result",
     "write_scn",
     "write_svs",

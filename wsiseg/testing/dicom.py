@@ -12,10 +12,17 @@ What OpenSlide's DICOM backend needs of each instance, and what is written here:
   TotalPixelMatrixColumns/Rows the level's size and Columns/Rows the tile's;
 - 8-bit RGB, 3 samples, PlanarConfiguration 0, TotalPixelMatrixFocalPlanes 1;
 - transfer syntax Explicit VR Little Endian with uncompressed frames (``"none"``, lossless,
-  read back bit-exact) or JPEG baseline (``"jpeg"``, YBR_FULL_422, lossy);
+  read back bit-exact) or JPEG baseline (``"jpeg"``, lossy), whose frames and
+  PhotometricInterpretation follow ``jpeg_colour`` (:data:`DICOM_JPEG_COLOURS`): YCbCr frames
+  (JFIF, 4:2:2) labelled YBR_FULL_422 (``"ycbcr"``, as the standard asks), the same frames
+  labelled RGB (``"ycbcr-labelled-rgb"``, what some converters write: OpenSlide then shows
+  their Y, Cb and Cr as R, G and B, see :func:`ycbcr_read_as_rgb`), or RGB frames (Adobe
+  marker, transform 0, no subsampling) labelled RGB (``"rgb"``);
 - PixelSpacing (mm, row then column) in SharedFunctionalGroupsSequence /
   PixelMeasuresSequence, which OpenSlide reports as ``openslide.mpp-y``/``mpp-x``; the imaged
   volume's width and height (mm) are written as well.
+
+``image_type=False`` leaves ImageType out, which the standard requires and OpenSlide needs.
 
 Needs ``pydicom`` (in the ``test`` extras); JPEG frames need Pillow.
 """
@@ -35,6 +42,8 @@ from wsiseg.slide.svs_writer import area_downsample, check_downsamples, check_rg
 
 #: Frame encodings :func:`write_dicom_wsi` writes; only ``"jpeg"`` is lossy.
 DICOM_COMPRESSIONS = ("none", "jpeg")
+#: The colours of JPEG frames and what PhotometricInterpretation says of them (see above).
+DICOM_JPEG_COLOURS = ("ycbcr", "ycbcr-labelled-rgb", "rgb")
 
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -49,12 +58,15 @@ def write_dicom_wsi(
     quality: int = 90,
     series_uid: str | None = None,
     name: str = "level",
+    jpeg_colour: str = "ycbcr",
+    image_type: bool = True,
 ) -> list[Path]:
     """Write ``rgb_level0`` and its area-averaged levels as a DICOM WSI series in ``folder``.
 
     One file per level, ``NAME-K.dcm`` for level K, all in one series (``series_uid``, or a
-    new UID). ``mpp`` is level 0's um/px (None: no PixelSpacing, so no resolution). Returns
-    the files, level 0 first.
+    new UID). ``mpp`` is level 0's um/px (None: no PixelSpacing, so no resolution).
+    ``jpeg_colour`` (:data:`DICOM_JPEG_COLOURS`) sets the colours of JPEG frames and their
+    label; ``image_type=False`` writes no ImageType. Returns the files, level 0 first.
     """
     import pydicom  # noqa: F401  (a clear ImportError before any file is written)
     from pydicom.uid import generate_uid
@@ -63,6 +75,9 @@ def write_dicom_wsi(
     ds = check_downsamples(downsamples)
     if compression not in DICOM_COMPRESSIONS:
         raise ValueError(f"compression {compression!r}: use one of {', '.join(DICOM_COMPRESSIONS)}")
+    if jpeg_colour not in DICOM_JPEG_COLOURS:
+        raise ValueError(f"jpeg_colour {jpeg_colour!r}: use one of "
+                         f"{', '.join(DICOM_JPEG_COLOURS)}")
     if tile < 16 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
     folder = Path(folder)
@@ -76,7 +91,8 @@ def write_dicom_wsi(
         path = folder / f"{name}-{k}.dcm"
         _write_instance(path, level, None if mpp is None else mpp * width / level.shape[1],
                         (width * mpp / 1000, height * mpp / 1000) if mpp else None,
-                        k, tile, compression, quality, study_uid, series_uid, frame_uid)
+                        k, tile, compression, quality, study_uid, series_uid, frame_uid,
+                        jpeg_colour, image_type)
         paths.append(path)
     return paths
 
@@ -105,7 +121,7 @@ def _frames(level: npt.NDArray[np.uint8], tile: int) -> list[npt.NDArray[np.uint
 def _write_instance(path: Path, level: npt.NDArray[np.uint8], pixel_um: float | None,
                     volume_mm: tuple[float, float] | None, index: int, tile: int,
                     compression: str, quality: int, study_uid: str, series_uid: str,
-                    frame_uid: str) -> None:
+                    frame_uid: str, jpeg_colour: str, image_type: bool) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.sequence import Sequence as DicomSequence
@@ -130,8 +146,9 @@ def _write_instance(path: Path, level: npt.NDArray[np.uint8], pixel_um: float | 
     ds.PatientID = "WSISEG-SYNTHETIC"
     ds.SeriesNumber = 1
     ds.InstanceNumber = index + 1
-    ds.ImageType = (["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if index == 0
-                    else ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"])
+    if image_type:
+        ds.ImageType = (["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if index == 0
+                        else ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"])
     ds.DimensionOrganizationType = "TILED_FULL"
     ds.TotalPixelMatrixColumns = w
     ds.TotalPixelMatrixRows = h
@@ -159,12 +176,15 @@ def _write_instance(path: Path, level: npt.NDArray[np.uint8], pixel_um: float | 
     if compression == "jpeg":
         from PIL import Image
 
-        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.PhotometricInterpretation = "YBR_FULL_422" if jpeg_colour == "ycbcr" else "RGB"
         ds.LossyImageCompression = "01"
+        # keep_rgb: libjpeg writes the RGB samples as they are, with an Adobe marker saying so.
+        options = ({"keep_rgb": True, "subsampling": 0} if jpeg_colour == "rgb"
+                   else {"subsampling": 1})
         encoded = []
         for frame in frames:
             buf = io.BytesIO()
-            Image.fromarray(frame).save(buf, format="JPEG", quality=quality, subsampling=1)
+            Image.fromarray(frame).save(buf, format="JPEG", quality=quality, **options)
             encoded.append(buf.getvalue())
         ds.PixelData = encapsulate(encoded)
         ds["PixelData"].VR = "OB"

@@ -81,8 +81,9 @@ class ResultView:
     """One result and its slide, as Deep Zoom images and JSON. Thread-safe."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        import openslide
         from openslide.deepzoom import DeepZoomGenerator
+
+        from wsiseg.slide.backends import open_backend
 
         self.path = Path(path)
         with result_reads(self.path):
@@ -96,8 +97,13 @@ class ResultView:
                              "slide back at that path (the result names it) to view the result")
         with open_slide(slide_path) as slide:  # says in one line why a slide cannot be read
             slide_file = slide.file
-        _regular_file(slide_file, self.path)  # opened again here, so checked again
-        self.osr = openslide.OpenSlide(str(slide_file))
+        if not slide_file.is_dir():  # an OME-Zarr slide is a folder
+            _regular_file(slide_file, self.path)  # opened again here, so checked again
+        self.osr = open_backend(slide_file)
+        if slide.ycbcr_as_rgb:  # Deep Zoom reads through the backend: give it true colours
+            from wsiseg.slide.dicom_colour import true_colour
+
+            self.osr = true_colour(self.osr)
         self.dz = DeepZoomGenerator(self.osr, tile_size=TILE_SIZE, overlap=OVERLAP,
                                     limit_bounds=False)
         self.width, self.height = self.osr.dimensions
