@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from wsiseg._version import __version__
+from wsiseg.batch.discovery import formats_read
 from wsiseg.export import ExportOptions
 from wsiseg.inference.config import PredictConfig
 
@@ -63,7 +64,23 @@ def _path_text(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return None if value is None else str(value)
 
 
-@main.command()
+_PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
+
+    SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or list files: a
+    text file with one slide per line, or a .csv file with a 'slide' column and an optional
+    'mpp' column (the slide's level-0 um/px, empty to use its metadata); relative paths in a
+    list are relative to the list's folder. A folder is searched for: {formats_read()}; other
+    files in it are left out and listed at the end. A folder of the .dcm files of one DICOM
+    series is one slide (a folder of such folders, a batch of them).
+
+    One slide gives one result (--slide-mpp replaces its metadata's resolution). Several give
+    a batch: one result per slide in --out, a manifest.csv, complete results kept on a rerun,
+    and a failing slide recorded without stopping the others (exit code 1 if any failed); in a
+    batch, --slide-mpp is the resolution of the slides whose metadata has none.
+    """
+
+
+@main.command(help=_PREDICT_HELP)
 @click.argument("slides", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path), help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide). Several: the folder for their results and manifest.csv.")
 @options_from(PredictConfig, exclude=("out",), overrides={"weights": {
@@ -76,17 +93,8 @@ def _path_text(ctx: click.Context, param: click.Parameter, value: Path | None) -
 @handle_errors
 def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str | None,
             workers: int | None, scheduler: str | None, **settings: Any) -> None:
-    """Segment SLIDES into zarr diagnostic maps.
-
-    SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or text files that
-    list one slide per line. A folder of the .dcm files of one DICOM series is one slide (a
-    folder of such folders, a batch of them). One slide gives one result; several give a batch: one result per
-    slide in --out, a manifest.csv, complete results kept on a rerun, and a failing slide
-    recorded without stopping the others (exit code 1 if any failed).
-    """
-    from wsiseg.batch.discovery import is_batch
+    from wsiseg.batch.discovery import is_batch, metadata_mpp
     from wsiseg.errors import ConfigError
-    from wsiseg.inference.pipeline import predict_slide
 
     batch = is_batch(slides) or workers is not None or scheduler is not None
     # Options that contradict each other are a usage error.
@@ -106,6 +114,10 @@ def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str
     if batch:
         _predict_batch(slides, out, config, formats, options, workers, scheduler, quiet)
         return
+    # A file that is no slide is refused before the prediction pipeline is even imported.
+    metadata_mpp(slides[0], skip_damaged=config.skip_damaged, required=config.slide_mpp is None)
+    from wsiseg.inference.pipeline import predict_slide
+
     info = predict_slide(Path(slides[0]), config)
     if not quiet:
         click.echo(_summary(info))
@@ -122,12 +134,15 @@ def _predict_batch(slides: tuple[str, ...], out: Path | None, config: PredictCon
                    scheduler: str | None, quiet: bool) -> None:
     from dataclasses import replace
 
-    from wsiseg.batch import BatchConfig, dask_client, find_slides, predict_slides, summary_table
+    from wsiseg.batch.discovery import discover
 
-    paths = find_slides(slides)  # a folder without slides says so before --out is asked for
+    # Before anything heavy loads: a folder without slides, or a list that names none, says
+    # so at once, and before --out is asked for.
+    found = discover(slides)
     if out is None:
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
                                  param_hint="--out")
+    from wsiseg.batch import BatchConfig, dask_client, predict_slides, summary_table
     batch_config = BatchConfig(
         out_dir=str(out), predict=replace(config, overwrite=False), overwrite=config.overwrite,
         exports=tuple(formats), export_options=options, progress=not quiet,
@@ -135,7 +150,7 @@ def _predict_batch(slides: tuple[str, ...], out: Path | None, config: PredictCon
     on_interrupt(f"finished slides are kept in {out} (see manifest.csv); run the same command "
                  "again to do the rest")
     with dask_client(workers, scheduler) as client:
-        result = predict_slides(paths, batch_config, client=client)
+        result = predict_slides(found, batch_config, client=client)
     if not quiet:
         click.echo(summary_table(result))
     if result.failed:
@@ -170,6 +185,8 @@ def info(slide: Path) -> None:
     if i.files > 1 or (i.opened and i.opened != i.path):
         click.echo(f"series:          {i.files} DICOM files, opened through {Path(i.opened).name}")
     click.echo(f"vendor:          {i.vendor}")
+    if i.image:
+        click.echo(f"image:           {i.image}")
     mpp = f"{i.mpp[0]:.4g} x {i.mpp[1]:.4g} um/px" if i.mpp else "unknown (pass --slide-mpp to predict)"
     click.echo(f"mpp (level 0):   {mpp}")
     click.echo(f"objective power: {i.objective_power or 'unknown'}")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from wsiseg.batch.config import BatchConfig
+from wsiseg.batch.discovery import FoundSlides
 from wsiseg.batch.runner import predict_slides
 from wsiseg.inference.config import MAP_SETTINGS, PredictConfig
 from wsiseg.settings import setting_fields
@@ -49,8 +50,18 @@ def test_a_result_is_kept_unless_a_setting_that_changes_the_map_differs(made, sl
     else:
         changed = PredictConfig(**{**vars(first), name: OTHER[name]})
     (record,) = predict_slides([slides / "s0.svs"], _batch(out, changed)).records
-    if name in MAP_SETTINGS:
+    if name == "slide_mpp":  # in a batch, only for slides without one: s0.svs has one
+        assert (record.status, record.error) == ("skipped", "")
+    elif name in MAP_SETTINGS:
         assert record.status == "failed"
         assert f"was made from other settings ({name}); pass --overwrite" in record.error
     else:
         assert (record.status, record.error) == ("skipped", "")
+
+
+def test_a_result_made_from_metadata_is_redone_for_a_listed_resolution(made, slides):
+    out, first = made
+    found = FoundSlides((slides / "s0.svs",), (OTHER["slide_mpp"],))
+    (record,) = predict_slides(found, _batch(out, first)).records
+    assert record.status == "failed"
+    assert "was made from other settings (slide_mpp); pass --overwrite" in record.error

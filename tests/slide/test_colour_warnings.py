@@ -11,6 +11,7 @@ from wsiseg.slide.tissue import (
     MAX_GLASS_IMBALANCE,
     colour_warnings,
     mask_factor,
+    own_pixels,
     read_tissue,
     tissue_mask,
 )
@@ -78,3 +79,42 @@ def test_real_slides_do_not_warn(shared_data, name, slide_mpp):
         mask, _, rgb = read_tissue(slide, analysis, mask_factor(400, 100, 1.0))
     assert 0.05 < mask.mean() < 0.9
     assert colour_warnings(rgb, mask) == []
+
+
+# --- the slide's own pixels: padding past its edge is no glass ------------------------------
+
+def _all_tissue_crop(tmp_path, colours=lambda rgb: rgb):
+    """A small SVS that is tissue to its edges (a crop inside the tissue), 10 um/px, whose
+    size is no multiple of the tissue mask's factor; its mask, own size, image."""
+    from wsiseg.testing import write_svs
+
+    rgb, _ = synthetic_tissue(97, 131, seed=4, tissue_fraction=1.0)
+    path = write_svs(tmp_path / "crop.svs", colours(rgb), mpp=1.0, downsamples=(1,),
+                     tile=64, compression="none")
+    with open_slide(path) as slide:
+        analysis = plan_geometry(slide.level_downsamples, slide.bounds, slide.require_mpp(),
+                                 1.0, source=path.name)
+        factor = 8  # 131 x 97 px is 16.4 x 12.1 mask pixels: a padded last column and row
+        mask, geometry, image = read_tissue(slide, analysis, factor)
+        own = own_pixels(geometry, slide.bounds)
+    return mask, own, image
+
+
+def test_own_pixels_leave_out_the_rounded_up_column_and_row(tmp_path):
+    mask, own, image = _all_tissue_crop(tmp_path)
+    assert image.shape[:2] == (13, 17) and own == (16, 12)
+    assert mask[:12, :16].mean() > 0.95  # what the slide holds is tissue
+
+
+def test_an_all_tissue_crop_warns_of_the_tissue_share_on_its_own_pixels(tmp_path):
+    mask, own, image = _all_tissue_crop(tmp_path)
+    assert not any("tissue covers" in w for w in colour_warnings(image, mask))  # padding hid it
+    warnings = colour_warnings(image, mask, own)
+    assert any(w.startswith("tissue covers ") for w in warnings)
+
+
+def test_a_ycbcr_crop_warns_of_its_glass_colour_on_its_own_pixels(tmp_path):
+    mask, own, image = _all_tissue_crop(tmp_path, ycbcr_read_as_rgb)
+    warnings = colour_warnings(image, mask, own)
+    assert any(w.startswith("glass is not white") for w in warnings)
+    assert any(w.startswith("tissue covers ") for w in warnings)

@@ -15,7 +15,9 @@ from typing import Any
 
 _WHERE = {
     "dask_client": "cluster",
+    "discover": "discovery",
     "find_slides": "discovery",
+    "FoundSlides": "discovery",
     "is_batch": "discovery",
     "output_for": "discovery",
     "Manifest": "manifest",

@@ -34,13 +34,13 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsiseg.batch.cluster import workers_by_host
 from wsiseg.batch.config import BatchConfig
-from wsiseg.batch.discovery import output_for, refuse_clashes
+from wsiseg.batch.discovery import FoundSlides, describe_ignored, output_for, refuse_clashes
 from wsiseg.batch.manifest import ELSEWHERE, MANIFEST, Manifest, SlideRecord
 from wsiseg.batch.signals import interrupt_slides
 from wsiseg.batch.worker import (
@@ -68,10 +68,12 @@ __all__ = ["BatchConfig", "BatchResult", "predict_slides", "summary_table"]
 @dataclass
 class BatchResult:
     """Each slide's row as this batch saw it (``elsewhere``: another process predicted it, so
-    the manifest row is that process's), and the manifest's path."""
+    the manifest row is that process's), the manifest's path, and the entries of the folders
+    searched that were not taken as slides (no rows: they are not slides)."""
 
     records: list[SlideRecord]
     manifest: Path
+    ignored: list[Path] = field(default_factory=list)
 
     @property
     def failed(self) -> list[SlideRecord]:
@@ -84,13 +86,19 @@ class BatchResult:
         return counts
 
 
-def predict_slides(paths: Sequence[str | os.PathLike[str]], config: BatchConfig,
+def predict_slides(paths: Sequence[str | os.PathLike[str]] | FoundSlides, config: BatchConfig,
                    client: Client | None = None) -> BatchResult:
     """Predict every slide of ``paths`` into ``config.out_dir``; see the module's docstring.
 
-    ``client`` is a ``dask.distributed.Client``; without one the slides run here, one by one.
+    ``paths`` are slide paths, or what :func:`~wsiseg.batch.discovery.discover` found: then
+    each slide's resolution from a CSV list is used, and the files left out are in the
+    result. ``config.predict.slide_mpp`` is, in a batch, the resolution of the slides whose
+    metadata has none; a slide with one keeps it. ``client`` is a
+    ``dask.distributed.Client``; without one the slides run here, one by one.
     """
-    slides = [Path(p) for p in paths]
+    found = paths if isinstance(paths, FoundSlides) else FoundSlides(
+        tuple(Path(p) for p in paths))
+    slides = list(found.paths)
     if not slides:
         raise ConfigError("no slides to predict")
     out_dir = Path(config.out_dir)
@@ -108,7 +116,7 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]], config: BatchConfig,
     for i, (slide, out) in enumerate(zip(slides, outputs)):
         seen.append(result_identity(out))  # a result that differs later was made by another process
         if not config.overwrite and is_complete(out):
-            keep_existing(records[i], slide, out, config)
+            keep_existing(records[i], slide, out, config, found.mpp[i])
         elif manifest.died_in(slide):
             died_in.append(i)
         else:
@@ -124,8 +132,8 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]], config: BatchConfig,
 
     try:
         with progress_bar(len(todo), "slides", "slide", config.progress, position=0) as bar:
-            run = _Batch(slides, outputs, seen, config, records, manifest, bar,
-                         local=client is None)
+            run = _Batch(slides, list(found.mpp), outputs, seen, config, records, manifest,
+                         bar, local=client is None)
             if client is None:
                 for i in todo:
                     run.run_here(i)
@@ -135,7 +143,7 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]], config: BatchConfig,
         raise
     except OutputError as err:  # a claim that cannot be created: no result could be either
         raise _BatchStopped.after(err, out_dir) from err
-    return BatchResult(records, manifest.path)
+    return BatchResult(records, manifest.path, list(found.ignored))
 
 
 #: How many times a slide whose worker was stopped is run again on another worker.
@@ -173,6 +181,8 @@ class _Batch:
     records it keeps in the manifest as their tasks finish."""
 
     slides: list[Path]
+    #: Each slide's level-0 um/px from a CSV list, else None.
+    mpp: list[float | None]
     outputs: list[Path]
     seen: list[Identity]
     config: BatchConfig
@@ -193,7 +203,7 @@ class _Batch:
         predict = replace(self.config.predict, overwrite=True,
                           progress=self.config.progress and self.local)
         return SlideTask(str(self.slides[i]), str(self.outputs[i]), predict, self.config,
-                         self.id, self.seen[i], per_host)
+                         self.id, self.seen[i], per_host, slide_mpp=self.mpp[i])
 
     def run_here(self, i: int) -> None:
         """Predict slide ``i`` in this process under its claim, marking it ``started``."""
@@ -284,4 +294,7 @@ def summary_table(result: BatchResult) -> str:
              for row in rows]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
     lines.append(f"{len(result.records)} slides: {counts}; manifest {result.manifest}")
+    if result.ignored:
+        lines.append(f"ignored: {describe_ignored(result.ignored)}; see wsiseg predict --help "
+                     "for the formats read")
     return "\n".join(line.rstrip() for line in lines)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from wsiseg.batch.claims import ClaimedElsewhere, claim_path, take_claim
 from wsiseg.batch.config import BatchConfig
+from wsiseg.batch.discovery import metadata_mpp
 from wsiseg.batch.manifest import ELSEWHERE, SlideRecord
 from wsiseg.batch.signals import Terminated, running_slide
 from wsiseg.errors import WsisegError
@@ -58,6 +59,9 @@ class SlideTask:
     seen: Identity
     #: Workers per host, on a cluster: each takes its share of its host's cores.
     workers_by_host: dict[str, int] | None = None
+    #: The slide's level-0 um/px from a CSV list (None: its metadata's, else the batch's
+    #: ``config.slide_mpp`` when its metadata has none).
+    slide_mpp: float | None = None
 
 
 def result_identity(out: Path) -> Identity:
@@ -90,14 +94,15 @@ def claim_and_run(task: SlideTask, on_start: Callable[[], None] | None = None
         out = Path(output)
         if is_complete(out) and result_identity(out) != task.seen:
             record = SlideRecord(slide=slide, output=output)
-            keep_existing(record, Path(slide), out, task.batch_config)
+            keep_existing(record, Path(slide), out, task.batch_config, task.slide_mpp)
             if record.status == "skipped":
                 record.status, record.error = ELSEWHERE, "predicted by another process meanwhile"
             return asdict(record)
         if on_start is not None:
             on_start()
         return run_slide(slide, output, task.config, task.batch_config.exports,
-                         task.batch_config.export_options, task.workers_by_host)
+                         task.batch_config.export_options, task.workers_by_host,
+                         slide_mpp=task.slide_mpp)
 
 
 def slide_task(task: SlideTask) -> dict[str, Any]:
@@ -117,14 +122,24 @@ def slide_task(task: SlideTask) -> dict[str, Any]:
                                   worker=worker_name()))
 
 
-def keep_existing(record: SlideRecord, slide: Path, out: Path, config: BatchConfig) -> None:
-    """Keep a complete result, if it was made from this slide with these settings."""
+def keep_existing(record: SlideRecord, slide: Path, out: Path, config: BatchConfig,
+                  slide_mpp: float | None = None) -> None:
+    """Keep a complete result, if it was made from this slide with these settings
+    (``slide_mpp``: the slide's resolution from a CSV list)."""
     try:
         _, info = open_result(out)
     except WsisegError as err:
         record.status, record.error = "failed", str(err)
         return
-    changed = changed_settings(info.config, config.predict, damaged=info.damaged_count > 0)
+    recorded = info.config.get("slide_mpp")
+    if slide_mpp is None and recorded is None and info.slide.mpp_source == "metadata":
+        # Made from the slide's metadata, which this same file still has: the batch's
+        # --slide-mpp is only for slides without one.
+        slide_mpp_now = None
+    else:
+        slide_mpp_now = slide_mpp if slide_mpp is not None else config.predict.slide_mpp
+    expected = replace(config.predict, slide_mpp=slide_mpp_now)
+    changed = changed_settings(info.config, expected, damaged=info.damaged_count > 0)
     # Name and size, not the full path: a share mounted elsewhere is still the same slide.
     same_slide = (info.slide.path.name == slide.name
                   and info.slide.size_bytes == slide_size_bytes(slide))
@@ -147,15 +162,21 @@ def keep_existing(record: SlideRecord, slide: Path, out: Path, config: BatchConf
 
 def run_slide(slide: str, output: str, config: PredictConfig, exports: Sequence[str] = (),
               export_options: ExportOptions | None = None,
-              workers_by_host: dict[str, int] | None = None) -> dict[str, Any]:
+              workers_by_host: dict[str, int] | None = None, *,
+              slide_mpp: float | None = None) -> dict[str, Any]:
     """Predict (and export) one slide; returns its manifest row. Never raises for a bad slide.
 
-    It takes no claim: :func:`predict_slides` calls it with the slide's claim held.
+    ``slide_mpp`` is the slide's own resolution (from a CSV list), used as ``--slide-mpp`` is
+    for one slide; without it, ``config.slide_mpp`` applies only if the slide's metadata has
+    no resolution (:func:`batch_slide_mpp`). The slide is opened before the model is loaded,
+    so a file that is no slide fails without loading torch. It takes no claim:
+    :func:`predict_slides` calls it with the slide's claim held.
     """
     started = time.perf_counter()
     config, worker = worker_setup(config, workers_by_host)
     record = SlideRecord(slide=slide, output=output, worker=worker)
     try:
+        config = replace(config, slide_mpp=batch_slide_mpp(slide, config, slide_mpp))
         model = cached_model(config)
         info = predict_slide(slide, replace(config, out=output), model=model)
         record.patches = info.patches_predicted
@@ -169,6 +190,19 @@ def run_slide(slide: str, output: str, config: PredictConfig, exports: Sequence[
         logger.debug("%s failed", slide, exc_info=True)
     record.seconds = round(time.perf_counter() - started, 3)
     return asdict(record)
+
+
+def batch_slide_mpp(slide: str, config: PredictConfig, listed: float | None) -> float | None:
+    """The ``slide_mpp`` a slide of a batch is predicted with: ``listed`` (its own, from a
+    list) when given, else the batch's ``config.slide_mpp`` if the slide's metadata has no
+    resolution, else None (its metadata's). Opens the slide: one that is no slide, or has no
+    resolution from anywhere, is refused here."""
+    if listed is not None:
+        metadata_mpp(slide, skip_damaged=config.skip_damaged)
+        return listed
+    found = metadata_mpp(slide, skip_damaged=config.skip_damaged,
+                         required=config.slide_mpp is None)
+    return config.slide_mpp if found is None else None
 
 
 # --- what each process keeps, here or on a worker ---------------------------------------------

@@ -27,7 +27,7 @@ from wsiseg.result.writer import OutputWriter, check_output, default_output_path
 from wsiseg.slide.geometry import Geometry, MapBox, plan_geometry
 from wsiseg.slide.reader import Slide, open_slide
 from wsiseg.slide.region import RegionReader
-from wsiseg.slide.tissue import colour_warnings, mask_factor, read_tissue
+from wsiseg.slide.tissue import colour_warnings, mask_factor, own_pixels, read_tissue
 
 if TYPE_CHECKING:
     from wsiseg.inference.predictor import Predictor
@@ -285,7 +285,7 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
             "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
             slide.path, 100 * config.tissue_threshold,
         )
-    warnings = tuple(colour_warnings(rgb, mask))
+    warnings = tuple(colour_warnings(rgb, mask, own_pixels(geometry, slide.bounds)))
     for warning in warnings:
         logger.warning("%s: %s", slide.path, warning)
     return _Tissue(mask, geometry, factor, kept, rgb, warnings=warnings)

@@ -114,15 +114,22 @@ BRIGHTEST_FRACTION = 0.02
 _CHECK_OVERLAY = "check the overlay (wsiseg export RESULT --to png)"
 
 
-def colour_warnings(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> list[str]:
+def colour_warnings(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_],
+                    own: tuple[int, int] | None = None) -> list[str]:
     """What looks wrong with the colours of a slide's low-resolution RGB image and its tissue
     ``mask`` (same height and width), as one-line messages; empty when nothing does.
+
+    ``own`` is the width and height of the top-left part of the image that is the slide's own
+    pixels (:func:`own_pixels`); the rest, padding past the slide's edge, is read as white
+    glass and would hide an all-tissue or wrongly coloured crop, so it is left out.
 
     Warns when the glass (the pixels outside the mask, or the brightest few percent when there
     is almost no glass) is not near-white and neutral, and when the mask covers at least
     :data:`MAX_TISSUE_FRACTION` of the image. Pure; works through the image in row chunks, so
     its memory is a few MB whatever the image's size.
     """
+    if own is not None:
+        rgb, mask = rgb[: own[1], : own[0]], mask[: own[1], : own[0]]
     if mask.size == 0:
         return []
     mask = mask.astype(bool, copy=False)
@@ -141,6 +148,17 @@ def colour_warnings(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]) -> 
             "(wrongly decoded colours, a tinted or dark background) or the image is a crop "
             f"inside the tissue; {_CHECK_OVERLAY}")
     return warnings
+
+
+def own_pixels(geometry: Geometry, bounds: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Width and height of the part of ``geometry``'s grid whose pixels lie wholly on the slide
+    (its level-0 ``bounds``, x, y, w, h): the grid is rounded up, so its last column and row
+    may reach past the slide's edge. A slide narrower than one pixel keeps that pixel."""
+    bx, by, bw, bh = bounds
+    (ox, oy), (sx, sy) = geometry.offset_level0, geometry.scale
+    width = math.floor((bx + bw - ox) / sx + 1e-9)
+    height = math.floor((by + bh - oy) / sy + 1e-9)
+    return (min(geometry.width, max(1, width)), min(geometry.height, max(1, height)))
 
 
 def _row_chunks(rgb: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_]
