@@ -64,6 +64,16 @@ def _path_text(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return None if value is None else str(value)
 
 
+def _local_out(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """``--out`` as a local path; a URL (results written to a bucket) is refused."""
+    from wsiseg.slide.remote import is_url, redact
+
+    if value is not None and is_url(value):
+        raise click.BadParameter(f"{redact(value)}: results are written to a local folder, not "
+                                 "to a URL; give a local path and copy the results up afterwards")
+    return None if value is None else Path(value)
+
+
 _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
 
     SLIDES are slide files, folders of slides, glob patterns ("scans/*.svs") or list files: a
@@ -72,6 +82,11 @@ _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
     list are relative to the list's folder. A folder is searched for: {formats_read()}; other
     files in it are left out and listed at the end. A folder of the .dcm files of one DICOM
     series is one slide (a folder of such folders, a batch of them).
+
+    A slide may be a URL: s3://BUCKET/KEY, gs://BUCKET/KEY or https://HOST/PATH (SVS, generic
+    TIFF or OME-TIFF; needs the 'remote' extra), read a byte range at a time; its result goes
+    to the current folder unless --out says where. s3://BUCKET/PREFIX/ (ending in /) is a
+    batch of the slides under that prefix; list files may hold URLs.
 
     One slide gives one result (--slide-mpp replaces its metadata's resolution). Several give
     a batch: one result per slide in --out, a manifest.csv, complete results kept on a rerun,
@@ -82,7 +97,7 @@ _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
 
 @main.command(help=_PREDICT_HELP)
 @click.argument("slides", nargs=-1, required=True)
-@click.option("--out", type=click.Path(path_type=Path), help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide). Several: the folder for their results and manifest.csv.")
+@click.option("--out", type=click.Path(), callback=_local_out, help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide; in the current folder for a slide at a URL). Several: the folder for their results and manifest.csv.")
 @options_from(PredictConfig, exclude=("out",), overrides={"weights": {
     "type": click.Path(path_type=Path), "callback": _path_text}})
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
@@ -118,7 +133,7 @@ def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str
     metadata_mpp(slides[0], skip_damaged=config.skip_damaged, required=config.slide_mpp is None)
     from wsiseg.inference.pipeline import predict_slide
 
-    info = predict_slide(Path(slides[0]), config)
+    info = predict_slide(slides[0], config)  # a URL stays text: Path would mangle it
     if not quiet:
         click.echo(_summary(info))
     if formats:
@@ -170,12 +185,13 @@ def _summary(info: ResultInfo) -> str:
 
 
 @main.command()
-@click.argument("slide", type=click.Path(path_type=Path))
+@click.argument("slide")
 @handle_errors
-def info(slide: Path) -> None:
+def info(slide: str) -> None:
     """Show a slide's vendor, levels, resolution and associated images.
 
-    SLIDE is a slide file, or a folder holding the .dcm files of one DICOM series.
+    SLIDE is a slide file, a folder holding the .dcm files of one DICOM series, or the URL of
+    a slide (s3://, gs://, https://; SVS, generic TIFF or OME-TIFF).
     """
     from wsiseg.slide.reader import open_slide
 

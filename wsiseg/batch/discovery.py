@@ -1,7 +1,9 @@
 """Which slides a batch holds and where their results go.
 
 Inputs are slide files, folders of slides, glob patterns and list files (a text file with one
-path per line, or a CSV file with a ``slide`` column and an optional ``mpp`` column);
+path per line, or a CSV file with a ``slide`` column and an optional ``mpp`` column), and
+slides' URLs (``s3://``, ``gs://``, ``http(s)://``; in a list too; a bucket's prefix ending in
+``/`` is searched as a folder is, see :mod:`wsiseg.slide.remote`);
 :func:`discover` turns them into slide paths, the resolution a list gives each slide, and the
 files of the folders that were left out (:class:`FoundSlides`); :func:`output_for` names each
 slide's result (``OUT/STEM.wsiseg.zarr``) and :func:`refuse_clashes` stops two slides from
@@ -38,6 +40,7 @@ from wsiseg.slide.dicom_series import (
     slide_stem,
     special_kind,
 )
+from wsiseg.slide.remote import SlideUrl, has_secrets, is_url, list_slides, redact, slide_location
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ def is_batch(inputs: Sequence[str | os.PathLike[str]]) -> bool:
     if len(inputs) != 1:
         return True
     text = os.fspath(inputs[0])
+    if is_url(text):  # one slide, or the slides under a prefix
+        return text.endswith("/")
     path = Path(text)
     if path.is_dir() and dicom_files(path):
         return False
@@ -142,6 +147,12 @@ def discover(inputs: Iterable[str | os.PathLike[str]]) -> FoundSlides:
     ignored: list[Path] = []
     for item in inputs:
         text = os.fspath(item)
+        if is_url(item) or is_url(text):
+            if text.endswith("/"):  # a prefix in a bucket, searched as a folder is
+                found += [(_batch_url(url), None) for url in list_slides(text, SLIDE_SUFFIXES)]
+            else:
+                found.append((_batch_url(item), None))
+            continue
         path = Path(text).expanduser()
         if any(ch in text for ch in "*?[") and not path.exists():
             matches = [Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
@@ -160,7 +171,7 @@ def discover(inputs: Iterable[str | os.PathLike[str]]) -> FoundSlides:
             listed = _read_list(path)
             if not listed:
                 raise ConfigError(f"{path}: the list names no slide; put one path per line")
-            if not any(p.exists() for p, _ in listed):
+            if not any(is_url(p) or p.exists() for p, _ in listed):
                 raise ConfigError(
                     f"{path}: none of the {len(listed)} paths it lists exists (the first is "
                     f"{listed[0][0]}; relative paths are relative to the list's folder); a "
@@ -281,9 +292,25 @@ def _read_list(path: Path) -> list[tuple[Path, float | None]]:
         rows = [(name, mpp) for name, mpp in rows if name and not name.startswith("#")]
     out = []
     for name, mpp_text in rows:
+        if is_url(name):
+            out.append((_batch_url(name), _mpp_cell(path, redact(name), mpp_text)))
+            continue
         p = Path(name).expanduser()
         out.append((p if p.is_absolute() else path.parent / p, _mpp_cell(path, name, mpp_text)))
     return out
+
+
+def _batch_url(url: str | os.PathLike[str]) -> Path:
+    """A slide's URL in a batch, refused when it carries credentials or a signature: a batch
+    records its slides in manifest.csv and hands them to its workers as text, so they must
+    hold no secret (the workers take credentials from their environment)."""
+    text = url.url if isinstance(url, SlideUrl) else os.fspath(url)
+    if has_secrets(text):
+        raise ConfigError(
+            f"{redact(text)}: a URL with credentials or a query string (a signature) cannot be "
+            "part of a batch, which records its slides; give the credentials through the "
+            "environment (AWS_ACCESS_KEY_ID, ...), or predict this slide on its own")
+    return slide_location(text)
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[str, str]]:

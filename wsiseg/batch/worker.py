@@ -30,7 +30,8 @@ from wsiseg.inference.config import PredictConfig, changed_settings
 from wsiseg.inference.pipeline import load_configured_model, predict_slide, usable_cores
 from wsiseg.result.integrity import is_complete
 from wsiseg.result.store import open_result
-from wsiseg.slide.dicom_series import slide_size_bytes
+from wsiseg.slide.reader import slide_bytes
+from wsiseg.slide.remote import slide_location
 
 if TYPE_CHECKING:
     from wsiseg.models import LoadedModel
@@ -94,7 +95,7 @@ def claim_and_run(task: SlideTask, on_start: Callable[[], None] | None = None
         out = Path(output)
         if is_complete(out) and result_identity(out) != task.seen:
             record = SlideRecord(slide=slide, output=output)
-            keep_existing(record, Path(slide), out, task.batch_config, task.slide_mpp)
+            keep_existing(record, slide_location(slide), out, task.batch_config, task.slide_mpp)
             if record.status == "skipped":
                 record.status, record.error = ELSEWHERE, "predicted by another process meanwhile"
             return asdict(record)
@@ -142,7 +143,7 @@ def keep_existing(record: SlideRecord, slide: Path, out: Path, config: BatchConf
     changed = changed_settings(info.config, expected, damaged=info.damaged_count > 0)
     # Name and size, not the full path: a share mounted elsewhere is still the same slide.
     same_slide = (info.slide.path.name == slide.name
-                  and info.slide.size_bytes == slide_size_bytes(slide))
+                  and info.slide.size_bytes == slide_bytes(slide))
     if changed or not same_slide:
         what = f"other settings ({', '.join(changed)})" if changed else "another slide file"
         record.status = "failed"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from wsiseg._version import __version__
-from wsiseg.errors import ConfigError, ModelError
+from wsiseg.errors import ConfigError, ModelError, OutputError
 from wsiseg.inference.config import PredictConfig
 from wsiseg.inference.damage import damaged_areas, map_box, map_boxes
 from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
@@ -27,6 +27,7 @@ from wsiseg.result.writer import OutputWriter, check_output, default_output_path
 from wsiseg.slide.geometry import Geometry, MapBox, plan_geometry
 from wsiseg.slide.reader import Slide, open_slide
 from wsiseg.slide.region import RegionReader
+from wsiseg.slide.remote import is_url, redact, slide_location
 from wsiseg.slide.tissue import colour_warnings, mask_factor, own_pixels, read_tissue
 
 if TYPE_CHECKING:
@@ -71,10 +72,15 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
     path in ``.path``.
 
     ``model`` is a loaded model (``wsiseg.models.LoadedModel``) to reuse across slides; by
-    default the one ``config`` names is loaded.
+    default the one ``config`` names is loaded. ``path`` may be a slide's URL (``s3://``,
+    ``gs://``, ``http(s)://``): its result then goes to the current folder unless
+    ``config.out`` says where.
     """
     started = time.perf_counter()
-    path = Path(path)
+    path = slide_location(path)  # a URL stays one (its secrets never shown)
+    if config.out and is_url(config.out):
+        raise OutputError(f"{redact(config.out)}: results are written to a local folder, not "
+                          "to a URL; give a local --out path and copy the result up afterwards")
     out = Path(config.out) if config.out else default_output_path(path)
     check_output(out, config.overwrite)
     with open_slide(path, slide_mpp=config.slide_mpp, reader=config.reader,

@@ -24,6 +24,7 @@ from wsiseg._version import __version__
 from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError
 from wsiseg.result.reading import REDO
+from wsiseg.slide.remote import slide_location
 
 #: The result layout this wsiseg writes and the newest it reads.
 LAYOUT = 2
@@ -208,7 +209,7 @@ class ResultInfo:
                 path=path,
                 version=top.text("version"),
                 slide=SlideSource(
-                    path=Path(s.text("path")),
+                    path=slide_location(s.text("path")),  # a URL stays one
                     size_bytes=s.integer("size_bytes"),
                     vendor=s.text("vendor"),
                     dimensions=s.int_pair("dimensions"),

@@ -40,6 +40,7 @@ from wsiseg.result.pyramid import (
 from wsiseg.result.reading import settle_zarr_io
 from wsiseg.result.rows import FinishedRows
 from wsiseg.slide.dicom_series import slide_stem
+from wsiseg.slide.remote import is_url
 
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArrayConfigParams
@@ -53,7 +54,10 @@ ARRAY_CONFIG = cast("ArrayConfigParams", {"write_empty_chunks": True})
 
 
 def default_output_path(slide_path: Path) -> Path:
-    """``slide.svs`` -> ``slide.wsiseg.zarr`` beside it (a DICOM folder keeps its whole name)."""
+    """``slide.svs`` -> ``slide.wsiseg.zarr`` beside it (a DICOM folder keeps its whole name);
+    a slide at a URL, beside which nothing can be written, -> in the current folder."""
+    if is_url(slide_path):
+        return Path(result_name(slide_stem(slide_path)))
     return slide_path.with_name(result_name(slide_stem(slide_path)))
 
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from openslide.lowlevel import _OpenSlide
 
     from wsiseg.slide.backends.base import ChunkedSlide
+    from wsiseg.slide.remote import RemoteSource
     from wsiseg.slide.tiff_tiles import TiffTiles
 
     #: ``openslide_read_region`` through the binding: C handle, ARGB buffer, x, y, level, w, h.
@@ -141,24 +142,33 @@ class Slide:
         if reader not in READERS:  # before anything is opened
             raise ConfigError(f"unknown reader {reader!r}; use {', '.join(READERS)}")
         osl = _import_openslide()
-        from wsiseg.slide.backends import open_backend, slide_file
+        from wsiseg.slide.backends import open_backend, open_remote_backend, slide_file
         from wsiseg.slide.backends.base import ChunkedSlide
+        from wsiseg.slide.remote import SlideUrl, slide_location
 
-        self.path = Path(path)
+        #: The slide's path; for a URL a :class:`~wsiseg.slide.remote.SlideUrl`, which shows
+        #: the URL without its credentials or signature.
+        self.path = slide_location(path)
+        self._remote: RemoteSource | None = None
         #: Read damaged tiles as glass and record them (:meth:`damaged_regions`) instead of
         #: raising :class:`DamagedSlideError`.
         self.skip_damaged = skip_damaged
         self._lock = threading.Lock()  # the shared handle and the damage record
         self._probe_lock = threading.Lock()  # one failed read narrowed down at a time
         self._damaged: dict[tuple[int, LevelBox], DamagedRegion] = {}
-        if not self.path.exists():
-            raise SlideError(f"{self.path}: no such file; check the path")
-        refuse_special_file(self.path)  # before anything opens it: a FIFO blocks in open()
-        #: What the backend opens: the slide file itself, an OME-Zarr folder itself, or for a
-        #: folder holding one DICOM series, its level-0 instance (OpenSlide gathers the rest of
-        #: the series from there).
-        self.file = slide_file(self.path)
-        osr = open_backend(self.file)
+        osr: openslide.AbstractSlide
+        if isinstance(self.path, SlideUrl):  # read by wsiseg, a byte range at a time
+            self.file: Path = self.path
+            osr, self._remote = open_remote_backend(self.path.url)
+        else:
+            if not self.path.exists():
+                raise SlideError(f"{self.path}: no such file; check the path")
+            refuse_special_file(self.path)  # before anything opens it: a FIFO blocks in open()
+            #: What the backend opens: the slide file itself, an OME-Zarr folder itself, or for
+            #: a folder holding one DICOM series, its level-0 instance (OpenSlide gathers the
+            #: rest of the series from there).
+            self.file = slide_file(self.path)
+            osr = open_backend(self.file)
         #: The backend reads into numpy itself (OME-TIFF, OME-Zarr), without OpenSlide's
         #: sticky error state, so a failed read needs no fresh handle.
         self._chunked: ChunkedSlide | None = osr if isinstance(osr, ChunkedSlide) else None
@@ -290,11 +300,9 @@ class Slide:
     def size_bytes(self) -> int:
         """The slide's bytes on disk: its file, or all the files of a DICOM series folder or
         an OME-Zarr folder."""
-        if self.vendor == "ome-zarr":
-            from wsiseg.slide.backends.ome_zarr import folder_bytes
-
-            return folder_bytes(self.file)
-        size = slide_size_bytes(self.path)
+        if self._remote is not None:
+            return self._remote.size
+        size = slide_bytes(self.path)
         return self.path.stat().st_size if size is None else size
 
     def info(self) -> SlideInfo:
@@ -508,6 +516,8 @@ class Slide:
             tiles.close()
             self._tiles = None
         self._osr.close()
+        if self._remote is not None:
+            self._remote.close()
 
     def __enter__(self) -> Self:
         return self
@@ -572,9 +582,36 @@ _DIRECT_READ: _ReadRegion | None = _direct_reader()
 _UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 
 
+def slide_bytes(path: str | os.PathLike[str]) -> int | None:
+    """A slide's size in bytes without opening it as a slide: its file, the files of a DICOM
+    series or OME-Zarr folder together, or a URL's object; None when it cannot be told. What
+    a result records as its slide's ``size_bytes``."""
+    from wsiseg.slide.remote import SlideUrl, is_url
+
+    text = path.url if isinstance(path, SlideUrl) else os.fspath(path)
+    if is_url(text):
+        from wsiseg.slide.remote import filesystem
+
+        try:
+            fs, where = filesystem(text)
+            return int(fs.size(where))
+        except Exception:  # noqa: BLE001 - unknown, and the caller says what that means
+            return None
+    local = Path(text)
+    from wsiseg.slide.backends.ome_zarr import folder_bytes, is_ome_zarr
+
+    if local.is_dir() and is_ome_zarr(local):
+        return folder_bytes(local)
+    return slide_size_bytes(local)
+
+
 def open_slide(path: str | os.PathLike[str], slide_mpp: float | None = None,
                reader: str = "openslide", skip_damaged: bool = False) -> Slide:
     """Open a slide, raising :class:`SlideError` with a clear message when it cannot be.
+
+    ``path`` is a local path, or the URL of a slide in a bucket or on a web server
+    (``s3://``, ``gs://``, ``http(s)://``; see :mod:`wsiseg.slide.remote`), read without
+    OpenSlide, a byte range at a time.
 
     ``reader`` decodes the pixels: ``openslide`` (every format), ``tifffile`` (Aperio SVS and
     generic tiled TIFF only, tiles decoded in parallel, several times faster) or ``auto``

@@ -10,6 +10,11 @@ viewer's Deep Zoom tiles take any of them:
   :class:`~wsiseg.slide.backends.ome_zarr.OmeZarrSlide` with zarr;
 - everything else (SVS, NDPI, MRXS, DICOM, generic TIFF, ...) by OpenSlide.
 
+A slide at a URL (:mod:`wsiseg.slide.remote`), which OpenSlide cannot open, is opened by
+:func:`open_remote_backend`: OME-TIFF by ``OmeTiffSlide`` from the remote file, SVS and generic
+tiled TIFF by :class:`~wsiseg.slide.backends.tiff_stream.TiffStreamSlide`; other formats are
+refused.
+
 The backends read here have :meth:`~wsiseg.slide.backends.base.ChunkedSlide.read_into`, a numpy
 path that ``Slide`` uses instead of PIL images. :func:`is_ome_zarr` tells a folder that is a
 slide from a DICOM series folder or a folder of slides.
@@ -18,10 +23,11 @@ slide from a DICOM series folder or a folder of slides.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from wsiseg.errors import SlideError
+from wsiseg.errors import SlideError, first_line
 from wsiseg.slide.backends.ome_tiff import is_ome_tiff
 from wsiseg.slide.backends.ome_zarr import is_ome_zarr, is_zarr_folder, result_slide
 from wsiseg.slide.dicom_series import DICOM_SUFFIX, dicom_files, dicom_problem, series_file
@@ -30,10 +36,14 @@ from wsiseg.slide.tiff_extent import check_complete
 if TYPE_CHECKING:
     import openslide
 
+    from wsiseg.slide.backends.base import ChunkedSlide
+    from wsiseg.slide.remote import RemoteSource
+
 #: Who reads a slide.
 Backend = Literal["openslide", "ome-tiff", "ome-zarr"]
 
-__all__ = ["Backend", "backend_of", "is_ome_tiff", "is_ome_zarr", "open_backend", "slide_file"]
+__all__ = ["Backend", "backend_of", "is_ome_tiff", "is_ome_zarr", "open_backend",
+           "open_remote_backend", "slide_file"]
 
 
 def slide_file(path: Path) -> Path:
@@ -107,3 +117,45 @@ def _open_openslide(file: Path) -> openslide.OpenSlide:
         ) from err
     except OSError as err:
         raise SlideError(f"{file}: cannot be read ({err})") from err
+
+
+#: The first bytes of a TIFF and of a BigTIFF, in either byte order.
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def open_remote_backend(url: str) -> tuple[ChunkedSlide, RemoteSource]:
+    """Open the slide at ``url`` (see :mod:`wsiseg.slide.remote`) with the backend its first
+    image directory calls for: OME-TIFF, Aperio SVS or generic tiled TIFF; a one-line
+    :class:`SlideError` (without the URL's secrets) for anything else. Returns the backend
+    and the remote file it reads (to close with it)."""
+    from wsiseg.slide import remote
+    from wsiseg.slide.backends.ome_tiff import OmeTiffSlide, _description
+    from wsiseg.slide.backends.tiff_stream import TiffStreamSlide
+
+    source = remote.RemoteSource(url)
+    try:
+        try:
+            head = source.file.read(4)
+            description = _description(source.file) if head in _TIFF_MAGIC else None
+            source.file.seek(0)
+        except SlideError:
+            raise
+        except (ValueError, struct.error) as err:
+            raise SlideError(f"{source.name}: not a TIFF that can be read ({first_line(err)}); "
+                             f"{remote.DOWNLOAD_FIRST}") from err
+        except Exception as err:
+            raise source.error(err) from err
+        if head not in _TIFF_MAGIC:
+            raise SlideError(f"{source.name}: not a TIFF; {remote.DOWNLOAD_FIRST}")
+        text = (description or b"").lstrip()
+        if is_ome_tiff(source.file):
+            return OmeTiffSlide(source.file, source.name), source
+        if text.startswith(b"Aperio"):
+            return TiffStreamSlide(source, "aperio"), source
+        if text.startswith(b"<"):  # Philips TIFF, Leica SCN, Ventana BIF: XML of their own
+            raise SlideError(f"{source.name}: a TIFF of a vendor format read only locally; "
+                             f"{remote.DOWNLOAD_FIRST}")
+        return TiffStreamSlide(source, "generic-tiff"), source
+    except BaseException:
+        source.close()
+        raise
