@@ -11,12 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from announcing import ANNOUNCING, wait_for_line
 from click.testing import CliRunner
 
 from wsiseg.batch.claims import claim_path, take_claim
@@ -35,46 +35,6 @@ def _labels(result: Path) -> np.ndarray:
 
 def _mtimes(folder: Path) -> dict[str, float]:
     return {p.name: (p / "zarr.json").stat().st_mtime_ns for p in folder.glob("*.wsiseg.zarr")}
-
-
-# Runs the command line and writes, on stdout, the name of each partial output as soon as the
-# slide's prediction has begun writing it (its tissue mask is in), so that a test can stop the
-# run in the middle of that slide.
-ANNOUNCING = """
-import sys
-from wsiseg.result.writer import OutputWriter
-
-write_tissue = OutputWriter.write_tissue
-
-def announced_write_tissue(self, *args, **kwargs):
-    write_tissue(self, *args, **kwargs)
-    print(self.partial.name, flush=True)
-
-OutputWriter.write_tissue = announced_write_tissue
-from wsiseg.cli.main import main
-sys.argv[0] = "wsiseg"
-main()
-"""
-
-
-def wait_for_line(run: subprocess.Popen, line: str, timeout: float = 120) -> None:
-    """Block until ``run`` writes ``line`` on its stdout (text mode); fail if it ends first or
-    takes longer than ``timeout`` seconds. Nothing more is read from its stdout."""
-    written = threading.Event()
-
-    def read() -> None:
-        for got in run.stdout:
-            if got.rstrip("\n") == line:
-                written.set()
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)  # returns when the line came, the child ended or the time is up
-    if not written.is_set():
-        run.kill()
-        _, stderr = run.communicate()
-        pytest.fail(f"the run never wrote {line!r} (exit code {run.returncode}): {stderr}")
 
 
 def test_a_bad_slide_is_recorded_and_the_batch_goes_on(slides, pixel_model, tmp_path):

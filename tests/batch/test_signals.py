@@ -12,27 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from announcing import ANNOUNCING, wait_for_line
 
 from wsiseg.batch.manifest import read_manifest
 from wsiseg.batch.signals import Terminated, interrupt_slides, running_slide, sigterm_as_interrupt
-
-# Runs the command line and writes, on stdout, the name of each partial output as soon as the
-# slide's prediction has begun writing it, so that a test can stop the run in that slide.
-ANNOUNCING = """
-import sys
-from wsiseg.result.writer import OutputWriter
-
-write_tissue = OutputWriter.write_tissue
-
-def announced_write_tissue(self, *args, **kwargs):
-    write_tissue(self, *args, **kwargs)
-    print(self.partial.name, flush=True)
-
-OutputWriter.write_tissue = announced_write_tissue
-from wsiseg.cli.main import main
-sys.argv[0] = "wsiseg"
-main()
-"""
 
 
 def _start(*args: str, **popen) -> subprocess.Popen:
@@ -40,25 +23,6 @@ def _start(*args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "WSISEG_TRUST_CODE": "1"}
     return subprocess.Popen([sys.executable, "-c", ANNOUNCING, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **popen)
-
-
-def _wait_for_line(run: subprocess.Popen, line: str, timeout: float = 120) -> None:
-    """Block until ``run`` writes ``line`` on its stdout; fail if it ends first."""
-    written = threading.Event()
-
-    def read() -> None:
-        for got in run.stdout:
-            if got.rstrip("\n") == line:
-                written.set()
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not written.is_set():
-        run.kill()
-        _, stderr = run.communicate()
-        pytest.fail(f"the run never wrote {line!r} (exit code {run.returncode}): {stderr}")
 
 
 def _terminate(run: subprocess.Popen) -> tuple[str, float]:
@@ -74,7 +38,7 @@ def test_sigterm_stops_one_slide_leaving_nothing_behind(slides, slow_model, tmp_
     out = tmp_path / "s0.wsiseg.zarr"
     run = _start("predict", str(slides / "s0.svs"), "--model", str(slow_model),
                  "--batch-size", "1", "--quiet", "--out", str(out))
-    _wait_for_line(run, "s0.wsiseg.zarr.partial")
+    wait_for_line(run, "s0.wsiseg.zarr.partial")
     stderr, seconds = _terminate(run)
     assert run.returncode == 143, stderr
     assert stderr.strip().splitlines() == [
@@ -89,7 +53,7 @@ def test_sigterm_stops_a_batch_with_its_slide_pending_and_unclaimed(slides, slow
     out = tmp_path / "out"
     run = _start("predict", str(slides / "s0.svs"), str(slides / "s1.svs"), "--model",
                  str(slow_model), "--batch-size", "1", "--quiet", "--out", str(out))
-    _wait_for_line(run, "s0.wsiseg.zarr.partial")
+    wait_for_line(run, "s0.wsiseg.zarr.partial")
     assert (out / "s0.wsiseg.zarr.claim").is_file()
     stderr, seconds = _terminate(run)
     assert run.returncode == 143, stderr
@@ -161,7 +125,7 @@ while True:
 def test_a_worker_process_sent_sigterm_cleans_up_its_slide_then_ends_by_the_signal():
     run = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-    _wait_for_line(run, "predicting", timeout=60)
+    wait_for_line(run, "predicting", timeout=60)
     run.send_signal(signal.SIGTERM)
     stdout, stderr = run.communicate(timeout=30)
     assert stdout.splitlines() == ["cleaned up a.svs"], stderr

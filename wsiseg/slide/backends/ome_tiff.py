@@ -28,16 +28,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
 from wsiseg.errors import SlideError, first_line
-from wsiseg.slide.backends.base import (
-    MAX_CHUNK_PIXELS,
-    ChunkedSlide,
-    LazyImages,
-    LevelGrid,
-    downsamples_from_sizes,
-)
+from wsiseg.slide.backends.base import LazyImages, downsamples_from_sizes
+from wsiseg.slide.backends.tiff_pages import TiffPagesSlide, level_grid
 from wsiseg.slide.tiff_extent import first_description
 
 if TYPE_CHECKING:
@@ -122,7 +116,7 @@ def _describe_pixels(series: tifffile.TiffPageSeries) -> str:
     return f"{series.dtype} pixels of axes {series.axes} ({sizes})"
 
 
-class OmeTiffSlide(ChunkedSlide):
+class OmeTiffSlide(TiffPagesSlide):
     """An OME-TIFF slide: one RGB series of an OME-TIFF and its pyramid."""
 
     vendor = "ome-tiff"
@@ -150,7 +144,7 @@ class OmeTiffSlide(ChunkedSlide):
                 self._fd = os.open(source, os.O_RDONLY)
             else:
                 tif.filehandle.set_lock(True)
-            grids = [_grid(page, name) for page in self._pages]
+            grids = [level_grid(page, name) for page in self._pages]
             sizes = [(g.width, g.height) for g in grids]
             series = tif.series[self.series_index]
             mpp, extra = _ome_metadata(tif, self.series_index, series.name, name)
@@ -215,44 +209,6 @@ class OmeTiffSlide(ChunkedSlide):
         return pages, index, description, LazyImages(
             sizes, lambda key: np.asarray(tif.series[by_name[key]].asarray()))
 
-    def _check_codec(self, level: int, tries: int = 8) -> None:
-        """Refuse the slide unless one of the level's first written chunks decodes: the codec
-        is there (a single damaged tile is reported when it is read, not here)."""
-        page = self._pages[level]
-        written = [i for i, n in enumerate(page.databytecounts) if n > 0][:tries]
-        errors: list[Exception] = []
-        for index in written:
-            try:
-                self._decode_index(level, index)
-                return
-            except Exception as err:  # noqa: BLE001 - tried on the next chunk
-                errors.append(err)
-        if errors:
-            codec = _compression_name(page)
-            raise SlideError(
-                f"{self.name}: the {codec} tiles of level {level} cannot be decoded "
-                f"({first_line(errors[0])}); the file is damaged or its compression is not one "
-                "imagecodecs reads: export it again (JPEG or deflate)") from errors[0]
-
-    def _decode_chunk(self, level: int, cy: int, cx: int) -> npt.NDArray[np.uint8]:
-        grid = self.levels[level]
-        across = -(-grid.width // grid.chunk_width)
-        return self._decode_index(level, cy * across + cx)
-
-    def _decode_index(self, level: int, index: int) -> npt.NDArray[np.uint8]:
-        page = self._pages[level]
-        count, offset = page.databytecounts[index], page.dataoffsets[index]
-        grid = self.levels[level]
-        if count == 0:  # a tile never written: glass, as OpenSlide shows it
-            return np.full((grid.chunk_height, grid.chunk_width, 3), 255, dtype=np.uint8)
-        data = self._read_bytes(page, offset, count)
-        if len(data) != count:
-            raise OSError(f"tile {index} is cut short ({len(data)} of {count} bytes)")
-        tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-        if tile is None or tile.dtype != np.uint8:
-            raise ValueError(f"tile {index} does not decode to 8-bit pixels")
-        return np.asarray(tile).reshape(-1, grid.chunk_width, 3)
-
     def _read_bytes(self, page: tifffile.TiffPage, offset: int, count: int) -> bytes:
         if self._fd is not None and page.parent is self._tif:
             return os.pread(self._fd, count, offset)  # no shared file offset to lock
@@ -289,28 +245,6 @@ def _flattened_levels(all_series: list[tifffile.TiffPageSeries], index: int
         found.append(other)
         last = w
     return found
-
-
-def _grid(page: tifffile.TiffPage, name: str) -> LevelGrid:
-    if page.is_tiled:
-        cw, ch = page.tilewidth, page.tilelength
-    else:
-        cw, ch = page.imagewidth, min(page.rowsperstrip, page.imagelength)
-    if cw * ch > MAX_CHUNK_PIXELS:
-        raise SlideError(
-            f"{name}: a level of {page.imagewidth} x {page.imagelength} px is stored in pieces "
-            f"of {cw} x {ch} px, too large to read a part of; export it tiled (e.g. bfconvert "
-            "-tilex 512 -tiley 512, or QuPath's OME-TIFF export)")
-    return LevelGrid(page.imagewidth, page.imagelength, cw, ch)
-
-
-def _compression_name(page: tifffile.TiffPage) -> str:
-    import tifffile
-
-    try:
-        return tifffile.COMPRESSION(page.compression).name
-    except ValueError:
-        return f"compression {page.compression}"
 
 
 def _local(tag: str) -> str:

@@ -24,8 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from wsiseg.errors import SlideError, first_line
-from wsiseg.slide.backends.base import ChunkedSlide, LazyImages, downsamples_from_sizes
-from wsiseg.slide.backends.ome_tiff import _compression_name, _grid, _tifffile_quiet
+from wsiseg.slide.backends.base import LazyImages, downsamples_from_sizes
+from wsiseg.slide.backends.ome_tiff import _tifffile_quiet
+from wsiseg.slide.backends.tiff_pages import TiffPagesSlide, level_grid
 from wsiseg.slide.remote import DOWNLOAD_FIRST, scrub
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ TiffKind = Literal["aperio", "generic-tiff"]
 _UNIT_UM = {2: 25400.0, 3: 10000.0}
 
 
-class TiffStreamSlide(ChunkedSlide):
+class TiffStreamSlide(TiffPagesSlide):
     """An SVS or generic tiled TIFF slide read from a :class:`RemoteSource`."""
 
     def __init__(self, source: RemoteSource, kind: TiffKind) -> None:
@@ -75,7 +76,7 @@ class TiffStreamSlide(ChunkedSlide):
             if not self._pages:
                 raise SlideError(f"{name}: a TIFF without tiled pages, not a whole-slide "
                                  "image; convert it to a tiled pyramidal TIFF/SVS")
-            grids = [_grid(page, name) for page in self._pages]
+            grids = [level_grid(page, name) for page in self._pages]
             sizes = [(g.width, g.height) for g in grids]
             if kind == "aperio":
                 mpp, extra = _aperio_metadata(pages[0].description)
@@ -94,7 +95,7 @@ class TiffStreamSlide(ChunkedSlide):
                 codec = (self._pages[level].compression, self._pages[level].jpegtables is None)
                 if codec not in checked:
                     checked.add(codec)
-                    self._check_codec(level)
+                    self._check_codec(level, tries=4)
         except BaseException:
             tif.close()
             raise
@@ -106,48 +107,10 @@ class TiffStreamSlide(ChunkedSlide):
             raise ValueError(f"{self.name}: an associated image that is not 8-bit RGB")
         return pixels[..., :3]
 
-    def _check_codec(self, level: int, tries: int = 4) -> None:
-        """Refuse the slide unless one of the level's first written tiles decodes."""
-        page = self._pages[level]
-        written = [i for i, n in enumerate(page.databytecounts) if n > 0][:tries]
-        across = -(-self.levels[level].width // self.levels[level].chunk_width)
-        errors: list[Exception] = []
-        for index in written:
-            try:
-                self._chunk(level, index // across, index % across)  # kept for the reads
-                return
-            except SlideError:
-                raise  # the network or the server: no use trying the next tile
-            except Exception as err:  # noqa: BLE001 - tried on the next tile
-                errors.append(err)
-        if errors:
-            raise SlideError(
-                f"{self.name}: the {_compression_name(page)} tiles of level {level} cannot be "
-                f"decoded ({first_line(errors[0])}); the file is damaged or its compression "
-                "is not one imagecodecs reads: download it and read it locally") from errors[0]
+    codec_way_out = "download it and read it locally"
 
-    def _decode_chunk(self, level: int, cy: int, cx: int) -> npt.NDArray[np.uint8]:
-        grid = self.levels[level]
-        across = -(-grid.width // grid.chunk_width)
-        return self._decode_index(level, cy * across + cx)
-
-    def _decode_index(self, level: int, index: int) -> npt.NDArray[np.uint8]:
-        page = self._pages[level]
-        count, offset = page.databytecounts[index], page.dataoffsets[index]
-        grid = self.levels[level]
-        if count == 0:  # a tile never written: glass, as OpenSlide shows it
-            return np.full((grid.chunk_height, grid.chunk_width, 3), 255, dtype=np.uint8)
-        data = self._source.read_range(offset, count)
-        if len(data) != count:
-            raise OSError(f"tile {index} is cut short ({len(data)} of {count} bytes)")
-        tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-        if tile is None or tile.dtype != np.uint8:
-            raise ValueError(f"tile {index} does not decode to 8-bit pixels")
-        return np.asarray(tile).reshape(-1, grid.chunk_width, 3)
-
-    def level_bytes(self, level: int) -> int:
-        """The bytes of ``level``'s tiles in the file (their TileByteCounts)."""
-        return int(sum(self._pages[level].databytecounts))
+    def _read_bytes(self, page: tifffile.TiffPage, offset: int, count: int) -> bytes:
+        return self._source.read_range(offset, count)  # one range request per tile
 
     def close(self) -> None:
         super().close()
