@@ -64,14 +64,19 @@ def _path_text(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return None if value is None else str(value)
 
 
-def _local_out(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
-    """``--out`` as a local path; a URL (results written to a bucket) is refused."""
-    from wsiseg.slide.remote import is_url, redact
+def _out_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--out`` as given: a local path, or a bucket URL (``s3://``, ``gs://``) checked for
+    being one results can be written to."""
+    from wsiseg.errors import OutputError
+    from wsiseg.result.publish import bucket_target, is_bucket_url
 
-    if value is not None and is_url(value):
-        raise click.BadParameter(f"{redact(value)}: results are written to a local folder, not "
-                                 "to a URL; give a local path and copy the results up afterwards")
-    return None if value is None else Path(value)
+    if is_bucket_url(value):
+        assert value is not None
+        try:
+            bucket_target(value)
+        except OutputError as err:
+            raise click.BadParameter(str(err)) from err
+    return value
 
 
 _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
@@ -88,6 +93,11 @@ _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
     to the current folder unless --out says where. s3://BUCKET/PREFIX/ (ending in /) is a
     batch of the slides under that prefix; list files may hold URLs.
 
+    --out may be a bucket: s3://BUCKET/KEY.wsiseg.zarr, or s3://BUCKET/PREFIX/ for results
+    named after their slides (gs:// too). A result is made in a local staging folder (see
+    --staging) and uploaded once finished, its root zarr.json last, so that an unfinished
+    upload is never a result; a batch keeps its staging folder, to be run again.
+
     One slide gives one result (--slide-mpp replaces its metadata's resolution). Several give
     a batch: one result per slide in --out, a manifest.csv, complete results kept on a rerun,
     and a failing slide recorded without stopping the others (exit code 1 if any failed); in a
@@ -97,7 +107,8 @@ _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
 
 @main.command(help=_PREDICT_HELP)
 @click.argument("slides", nargs=-1, required=True)
-@click.option("--out", type=click.Path(), callback=_local_out, help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide; in the current folder for a slide at a URL). Several: the folder for their results and manifest.csv.")
+@click.option("--out", type=click.Path(), callback=_out_text, help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide; in the current folder for a slide at a URL). Several: the folder for their results and manifest.csv. Either may be an s3:// or gs:// URL.")
+@click.option("--staging", type=click.Path(file_okay=False, path_type=Path), help="With --out in a bucket: the local folder results are made in before upload (default: a folder in the system's temporary folder; for a batch, one named after --out, so that a rerun resumes).")
 @options_from(PredictConfig, exclude=("out",), overrides={"weights": {
     "type": click.Path(path_type=Path), "callback": _path_text}})
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
@@ -106,10 +117,16 @@ _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
 @click.option("--scheduler", metavar="ADDRESS", help="Run the batch on a running dask.distributed cluster, e.g. tcp://HOST:8786.")
 @export_options
 @handle_errors
-def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str | None,
-            workers: int | None, scheduler: str | None, **settings: Any) -> None:
+def predict(slides: tuple[str, ...], out: str | None, staging: Path | None, quiet: bool,
+            exports: str | None, workers: int | None, scheduler: str | None,
+            **settings: Any) -> None:
     from wsiseg.batch.discovery import is_batch, metadata_mpp
     from wsiseg.errors import ConfigError
+    from wsiseg.result.publish import is_bucket_url
+
+    if staging is not None and not is_bucket_url(out):
+        raise click.BadParameter("is for results published to a bucket (--out s3://...)",
+                                 param_hint="--staging")
 
     batch = is_batch(slides) or workers is not None or scheduler is not None
     # Options that contradict each other are a usage error.
@@ -127,10 +144,14 @@ def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str
         except ConfigError as err:  # before the slide is read, not after
             raise click.BadParameter(str(err), param_hint="--export") from err
     if batch:
-        _predict_batch(slides, out, config, formats, options, workers, scheduler, quiet)
+        _predict_batch(slides, out, staging, config, formats, options, workers, scheduler,
+                       quiet)
         return
     # A file that is no slide is refused before the prediction pipeline is even imported.
     metadata_mpp(slides[0], skip_damaged=config.skip_damaged, required=config.slide_mpp is None)
+    if out is not None and is_bucket_url(out):
+        _predict_to_bucket(slides[0], out, staging, config, formats, options, quiet)
+        return
     from wsiseg.inference.pipeline import predict_slide
 
     info = predict_slide(slides[0], config)  # a URL stays text: Path would mangle it
@@ -144,12 +165,63 @@ def predict(slides: tuple[str, ...], out: Path | None, quiet: bool, exports: str
                 click.echo(str(path))
 
 
-def _predict_batch(slides: tuple[str, ...], out: Path | None, config: PredictConfig,
-                   formats: list[str], options: ExportOptions, workers: int | None,
-                   scheduler: str | None, quiet: bool) -> None:
+def _predict_to_bucket(slide: str, out: str, staging: Path | None, config: PredictConfig,
+                       formats: list[str], options: ExportOptions, quiet: bool) -> None:
+    """One slide into a bucket: made in a staging folder, then published."""
+    from dataclasses import replace
+
+    from wsiseg.errors import OutputError
+    from wsiseg.result.publish import (
+        check_target,
+        publish_with_exports,
+        staging_error,
+        staging_folder,
+        target_url,
+    )
+
+    target = check_target(target_url(out, slide), config.overwrite)
+    from wsiseg.inference.pipeline import predict_slide
+
+    with staging_folder(staging) as folder:
+        local = folder / target.path.rsplit("/", 1)[-1]
+        info = predict_slide(slide, replace(config, out=str(local), overwrite=False))
+        written = []
+        if formats:
+            from wsiseg.export import export_result
+
+            written = export_result(info.path, formats, options=options)
+        try:
+            publish_with_exports(local, target, written, overwrite=config.overwrite)
+        except OutputError as err:
+            raise staging_error(err, local, target) from err
+        if not quiet:
+            click.echo(_summary(info).replace(str(info.path), target.shown, 1))
+            for path in written:
+                click.echo(target.child(path.name).shown)
+
+
+def _batch_staging(out: str, staging: Path | None) -> Path:
+    """Where a batch into the bucket prefix ``out`` is made: ``staging``, else a folder of
+    the system's temporary folder named after ``out``, so that a rerun finds it."""
+    import hashlib
+    import tempfile
+
+    from wsiseg.slide.remote import redact
+
+    if staging is not None:
+        return staging
+    name = hashlib.sha256(redact(out).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "wsiseg-staging" / f"batch-{name}"
+
+
+def _predict_batch(slides: tuple[str, ...], out: str | None, staging: Path | None,
+                   config: PredictConfig, formats: list[str], options: ExportOptions,
+                   workers: int | None, scheduler: str | None, quiet: bool) -> None:
     from dataclasses import replace
 
     from wsiseg.batch.discovery import discover
+    from wsiseg.result.publish import bucket_target, check_writable, is_bucket_url
+    from wsiseg.slide.remote import redact
 
     # Before anything heavy loads: a folder without slides, or a list that names none, says
     # so at once, and before --out is asked for.
@@ -157,10 +229,19 @@ def _predict_batch(slides: tuple[str, ...], out: Path | None, config: PredictCon
     if out is None:
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
                                  param_hint="--out")
+    publish_to = None
+    if is_bucket_url(out):
+        publish_to = out if out.endswith("/") else out + "/"
+        check_writable(bucket_target(publish_to + "manifest.csv"))
+        out = str(_batch_staging(publish_to, staging))
+        if not quiet:
+            click.echo(f"results are made in {out} and published to {redact(publish_to)}",
+                       err=True)
     from wsiseg.batch import BatchConfig, dask_client, predict_slides, summary_table
     batch_config = BatchConfig(
         out_dir=str(out), predict=replace(config, overwrite=False), overwrite=config.overwrite,
         exports=tuple(formats), export_options=options, progress=not quiet,
+        publish_to=publish_to,
     )
     on_interrupt(f"finished slides are kept in {out} (see manifest.csv); run the same command "
                  "again to do the rest")
@@ -186,13 +267,18 @@ def _summary(info: ResultInfo) -> str:
 
 @main.command()
 @click.argument("slide")
+@click.option("--check", "check", is_flag=True, help="A pre-flight check of SLIDE, a folder, glob or list of slides: which reader opens each and why the others do not, its levels and resolution and where that comes from, and a sample of tiles decoded. Exit code 1 when any slide is not ready.")
 @handle_errors
-def info(slide: str) -> None:
+def info(slide: str, check: bool) -> None:
     """Show a slide's vendor, levels, resolution and associated images.
 
     SLIDE is a slide file, a folder holding the .dcm files of one DICOM series, or the URL of
-    a slide (s3://, gs://, https://; SVS, generic TIFF or OME-TIFF).
+    a slide (s3://, gs://, https://; SVS, generic TIFF or OME-TIFF). With --check it may also
+    be a folder, glob or list of slides, as predict takes them.
     """
+    if check:
+        _check_slides(slide)
+        return
     from wsiseg.slide.reader import open_slide
 
     with open_slide(slide) as s:
@@ -214,6 +300,50 @@ def info(slide: str) -> None:
         click.echo(f"  level {n}: {w} x {h}, downsample {d:.4g}{res}")
     names = ", ".join(f"{k} ({w} x {h})" for k, (w, h) in i.associated_images.items())
     click.echo(f"associated:      {names or 'none'}")
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("url")
+@click.option("--overwrite", is_flag=True, help="Replace results published there already.")
+@handle_errors
+def publish(results: tuple[Path, ...], url: str, overwrite: bool) -> None:
+    """Upload finished RESULTS to a bucket, each in an order that never shows an unfinished
+    result: every file but its root zarr.json, checked, then the root zarr.json.
+
+    URL is s3://BUCKET/PREFIX/ (the results keep their names; gs:// too), or, for one result,
+    the URL it takes. Publishing a result that is there already uploads nothing.
+    """
+    from wsiseg.result.publish import bucket_target
+    from wsiseg.result.publish import publish as publish_result
+
+    if len(results) > 1 and not url.endswith("/"):
+        raise click.BadParameter("several results go to a prefix ending in /", param_hint="URL")
+    for result in results:
+        name = url + result.name if url.endswith("/") else url
+        target = bucket_target(name)
+        done = publish_result(result, target, overwrite=overwrite)
+        click.echo(f"{target.shown}{'' if done else ' (there already)'}")
+
+
+def _check_slides(item: str) -> None:
+    from wsiseg.batch.discovery import describe_ignored, discover
+    from wsiseg.slide.check import check_slide
+
+    found = discover([item])
+    counts: dict[str, int] = {}
+    for path in found.paths:
+        result = check_slide(path)
+        counts[result.status] = counts.get(result.status, 0) + 1
+        for line in result.lines():
+            click.echo(line)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    click.echo(f"{len(found.paths)} slide{'' if len(found.paths) == 1 else 's'}: {summary}")
+    if found.ignored:
+        click.echo(f"ignored: {describe_ignored(found.ignored)}; see wsiseg predict --help for "
+                   "the formats read")
+    if set(counts) != {"ready"}:
+        raise SystemExit(1)
 
 
 @main.command(name="models")

@@ -117,6 +117,32 @@ def shared_data() -> Path:
 
 
 
+# -- a local S3 server ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """The address of a local S3 server (moto's), for the whole session."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The environment that points S3 clients at :func:`s3_server`; its address."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", s3_server)):
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
 # -- models for pipeline tests -------------------------------------------------------------------
 class PixelModel(torch.nn.Module):
     """A pure per-pixel function: a fixed 1x1 convolution of RGB in 0..1 to 4 class logits."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import socket
 
 import numpy as np
 import pytest
@@ -15,33 +14,13 @@ from wsiseg.errors import ConfigError
 from wsiseg.testing import synthetic_tissue, write_svs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def bucket(s3_server, monkeypatch, tmp_path_factory):
+def bucket(s3_env, tmp_path_factory):
     """Bucket ``slides`` holding two small SVS files (and a note) under ``scans/``; the
     local copies' folder."""
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    s3_server = s3_env
     folder = tmp_path_factory.mktemp("bucket")
     client = boto3.client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket="slides")
@@ -93,3 +72,36 @@ def test_a_batch_refuses_urls_that_carry_secrets(tmp_path):
     with pytest.raises(ConfigError) as caught:
         discover([listed])
     assert "f00dfeed" not in str(caught.value) and "environment" in str(caught.value)
+
+
+def test_a_batch_into_a_bucket_publishes_each_result_and_its_manifest(bucket, pixel_model,
+                                                                      tmp_path):
+    import fsspec.core
+
+    fs = fsspec.core.url_to_fs("s3://slides", skip_instance_cache=True)[0]
+    staging = tmp_path / "staging"
+    args = ["predict", "s3://slides/scans/", "--model", str(pixel_model[0]), "--out",
+            "s3://slides/maps/run1", "--staging", str(staging), "--export", "report", "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(fs.cat_file("slides/maps/run1/manifest.csv").decode().splitlines()))
+    assert [(r["status"], r["output"]) for r in rows] == [
+        ("done", f"s3://slides/maps/run1/s{n}.wsiseg.zarr") for n in range(2)]
+    for n in range(2):
+        assert fs.exists(f"slides/maps/run1/s{n}.wsiseg.zarr/zarr.json")
+        assert fs.exists(f"slides/maps/run1/s{n}.report.json")
+    # The staging folder keeps the batch: a rerun keeps both results and publishes again only
+    # what is missing from the bucket.
+    fs.rm("slides/maps/run1/s1.wsiseg.zarr", recursive=True)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    rows = list(csv.DictReader(fs.cat_file("slides/maps/run1/manifest.csv").decode().splitlines()))
+    assert {r["status"] for r in rows} == {"skipped"}
+    fs.invalidate_cache()
+    assert fs.exists("slides/maps/run1/s1.wsiseg.zarr/zarr.json")
+    down = tmp_path / "s1.wsiseg.zarr"
+    fs.get("slides/maps/run1/s1.wsiseg.zarr", str(down), recursive=True)
+    from wsiseg.result.store import open_result
+
+    np.testing.assert_array_equal(np.asarray(open_result(down)[0][...]),
+                                  np.asarray(open_result(staging / "s1.wsiseg.zarr")[0][...]))

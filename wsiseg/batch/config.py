@@ -18,6 +18,10 @@ class BatchConfig:
     exports: tuple[str, ...] = ()
     export_options: ExportOptions = field(default_factory=ExportOptions)
     progress: bool = True
+    #: A bucket prefix (``s3://BUCKET/maps/``) each finished result and ``manifest.csv`` are
+    #: published to (:mod:`wsiseg.result.publish`); ``out_dir`` is then the local staging
+    #: folder the batch makes them in, and keeps its state in.
+    publish_to: str | None = None
 
     def __post_init__(self) -> None:
         if self.exports:  # unknown formats are refused before any slide is predicted

@@ -25,6 +25,13 @@ running a slide takes its claim, marked with this batch's id: a worker that is k
 claim that goes stale, and the scheduler's retry, being of the same batch, takes it over at
 once wherever it runs. Results go straight from the workers to ``OUT``, which must be a
 filesystem every worker sees.
+
+With ``config.publish_to`` (a bucket prefix), ``OUT`` is a local staging folder: the batch runs
+there as above, and each result, once finished (or kept from an earlier run), is published to
+the bucket with its exports (:mod:`wsiseg.result.publish`: its root ``zarr.json`` last), then
+``manifest.csv`` is uploaded, its rows naming the results' URLs. A result that cannot be
+uploaded fails its slide and stays in the staging folder; running the same command again
+publishes it. The staging folder keeps the batch's state, so it is kept after the batch.
 """
 
 from __future__ import annotations
@@ -54,8 +61,10 @@ from wsiseg.batch.worker import (
     worker_name,
 )
 from wsiseg.errors import ConfigError, OutputError
+from wsiseg.export import export_files, result_stem
 from wsiseg.progress import ProgressBar, progress_bar
 from wsiseg.result.integrity import is_complete
+from wsiseg.result.publish import bucket_target, publish_with_exports, upload_file
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -134,6 +143,11 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]] | FoundSlides, config
         with progress_bar(len(todo), "slides", "slide", config.progress, position=0) as bar:
             run = _Batch(slides, list(found.mpp), outputs, seen, config, records, manifest,
                          bar, local=client is None)
+            kept = [i for i in range(len(slides)) if i not in todo]
+            for i in kept:  # kept results an earlier run may not have got to publish
+                run.publish(i)
+            if kept:
+                run.save_manifest()
             if client is None:
                 for i in todo:
                     run.run_here(i)
@@ -276,9 +290,43 @@ class _Batch:
             logger.error("%s", r.error if r.slide in r.error else f"{r.slide}: {r.error}")
         elif r.status == ELSEWHERE:
             logger.info("%s: %s", r.slide, r.error)
+        self.publish(i)
         # An elsewhere row is not written: it is the other process's.
-        _record_state(self.manifest.update, self.manifest.path.parent, i)
+        self.save_manifest(i)
         self.bar.update(1)
+
+    def save_manifest(self, i: int | None = None) -> None:
+        """Write row ``i`` of the manifest (all rows: None), and upload it when the batch
+        publishes to a bucket (a failed upload is a warning: the next one replaces it)."""
+        if i is None:
+            _record_state(self.manifest.save, self.manifest.path.parent)
+        else:
+            _record_state(self.manifest.update, self.manifest.path.parent, i)
+        if self.config.publish_to is None:
+            return
+        try:
+            upload_file(self.manifest.path, bucket_target(self.config.publish_to + MANIFEST))
+        except OutputError as err:
+            logger.warning("%s", err)
+
+    def publish(self, i: int) -> None:
+        """Publish slide ``i``'s finished (or kept) result and its exports to the bucket, if
+        the batch publishes; a failed upload fails the slide, its result kept here."""
+        r = self.records[i]
+        if self.config.publish_to is None or r.status not in ("done", "skipped"):
+            return
+        local = self.outputs[i]
+        exports = [local.parent / name for name in export_files(
+            result_stem(local), self.config.exports, self.config.export_options)]
+        try:
+            target = bucket_target(self.config.publish_to + local.name)
+            publish_with_exports(local, target, exports, overwrite=self.config.overwrite)
+        except OutputError as err:
+            r.status, r.error = "failed", (f"{err}; its result stays in {local}: run the same "
+                                           "command again to publish it")
+            logger.error("%s: %s", r.slide, r.error)
+            return
+        r.output = target.shown
 
 
 # --- the summary ------------------------------------------------------------------------

@@ -184,17 +184,43 @@ def check_url(url: str) -> str:
     return scheme
 
 
+#: Environment variables that decide which endpoint and credentials a file system uses.
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "FSSPEC_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+_filesystems: dict[tuple[Any, ...], AbstractFileSystem] = {}
+_filesystems_lock = threading.Lock()
+
+
+def _settings_now(scheme: str) -> tuple[Any, ...]:
+    """What a file system for ``scheme`` made now depends on: the scheme, the process (file
+    systems do not cross a fork) and the environment that names endpoint and credentials."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(_ENV_PREFIXES)))
+    return scheme, os.getpid(), env
+
+
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     """fsspec's file system for ``url`` and the path in it; a one-line :class:`SlideError`
-    naming the ``remote`` extra when the package it needs is not installed."""
+    naming the ``remote`` extra when the package it needs is not installed.
+
+    One file system is kept per scheme, process and environment (the variables that name the
+    endpoint and credentials), since making one costs a second or so on its first request;
+    a changed environment gets a new one.
+    """
     scheme = urlsplit(url).scheme.lower()
     package = SCHEMES.get(scheme, "fsspec")
     try:
         import fsspec.core  # type: ignore[import-untyped]
 
-        # A fresh instance: the endpoint and credentials are read from the environment now,
-        # not taken from one made earlier in this process.
-        fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True)
+        options = fsspec.get_filesystem_class(scheme)._get_kwargs_from_urls(url)
+        key = (*_settings_now(scheme), repr(sorted(options.items())))
+        with _filesystems_lock:
+            fs = _filesystems.get(key)
+        if fs is None:
+            # Not fsspec's own instance cache: it would not see a changed environment.
+            fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True)
+            with _filesystems_lock:
+                _filesystems[key] = fs
+        else:
+            path = fs._strip_protocol(url)
     except ImportError as err:
         raise SlideError(f"{redact(url)}: reading {scheme}:// URLs needs {package}; install "
                          f"it with {INSTALL}") from err
