@@ -263,7 +263,13 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, series_name: str, name: st
         logger.warning("%s: its OME-XML cannot be parsed (%s); no resolution from it", name,
                        first_line(err))
         return None, extra
-    images = [e for e in root if _local(e.tag) == "Image"]
+    companion = _companion(tif, root, name)
+    if companion is not None:  # a binary-only file of a multi-file OME-TIFF
+        root, images = companion
+        if not images:
+            return None, extra
+    else:
+        images = [e for e in root if _local(e.tag) == "Image"]
     image = None
     if len(images) == len(tif.series) and index < len(images):
         image = images[index]
@@ -285,6 +291,46 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, series_name: str, name: st
     if power:
         extra["openslide.objective-power"] = power
     return mpp, extra
+
+
+#: The largest companion OME-XML file read.
+MAX_COMPANION_BYTES = 16 * 1024 * 1024
+
+
+def _companion(tif: tifffile.TiffFile, root: ET.Element, name: str
+               ) -> tuple[ET.Element, list[ET.Element]] | None:
+    """For a binary-only OME-TIFF (its OME-XML holds only ``BinaryOnly``, pointing to a
+    companion ``.companion.ome`` file that holds the metadata of every file of the set):
+    the companion's root and its images stored in this file (by their ``TiffData``'s
+    ``UUID FileName``), empty when it cannot be read (with a warning naming it). None for
+    an OME-TIFF that holds its own metadata."""
+    binary = next((e for e in root if _local(e.tag) == "BinaryOnly"), None)
+    if binary is None:
+        return None
+    meta = binary.get("MetadataFile", "")
+    folder = tif.filehandle.dirname
+    path = Path(folder) / meta if folder and meta else None
+    if path is None or Path(meta).name != meta or not path.is_file():
+        logger.warning("%s: its metadata (resolution included) is in the companion file "
+                       "%r, which is not beside it; put it there, or pass --slide-mpp", name,
+                       meta)
+        return root, []
+    try:
+        if path.stat().st_size > MAX_COMPANION_BYTES:
+            raise ValueError(f"larger than {MAX_COMPANION_BYTES >> 20} MiB")
+        companion = ET.fromstring(path.read_bytes())
+    except (OSError, ValueError, ET.ParseError) as err:
+        logger.warning("%s: its companion metadata file %s cannot be read (%s); no "
+                       "resolution from it", name, path, first_line(err))
+        return root, []
+    own = tif.filehandle.name
+    images = [e for e in companion if _local(e.tag) == "Image" and any(
+        _local(u.tag) == "UUID" and u.get("FileName") == own
+        for d in e.iter() if _local(d.tag) == "TiffData" for u in d)]
+    if not images:
+        logger.warning("%s: its companion metadata file %s names no image stored in it; no "
+                       "resolution from it", name, path)
+    return companion, images
 
 
 def _physical_size(pixels: ET.Element, axis: str, name: str) -> float | None:
