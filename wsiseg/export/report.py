@@ -11,6 +11,12 @@ is for people: one row per class with unit and frame in the column names (``area
 ``share_of_tissue_percent``, ``map_pixels`` at ``map_mpp`` um/px), areas to 4 decimals and
 percents to 0.01, a ``total tissue`` row, a ``damaged (not read)`` row when parts of the slide
 could not be read, and last a ``# intended use`` line from the model card.
+
+A result with an uncertainty array also gets each class's mean ``confidence`` (1 - uncertainty
+/ 255 over the class's pixels) and the ``low_confidence_share`` of the tissue: the share of its
+pixels whose uncertainty is above :data:`LOW_CONFIDENCE_UNCERTAINTY`, and the CSV a last
+column, ``confidence``. A result without one gets neither key nor column: no number stands for
+what was not measured.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from wsiseg.atomic import atomic_write
 from wsiseg.cells import csv_text
 from wsiseg.errors import ConfigError, ResultError
 from wsiseg.result.reading import REDO, reads_result
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, open_result_group, uncertainty_array
 
 _STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 #: The ``class`` of the CSV row (only present when there were some) that gives the area and the
@@ -45,6 +51,9 @@ TOTAL_ROW = "total tissue"
 REGIONS_RULE = ("4-connected pixels of one class (touching only at a corner: separate regions) "
                 "of at least min_area_um2, the annotations the geojson export writes with the "
                 "same --min-area; the total tissue row sums the classes")
+#: Normalised uncertainty (0 certain, 1 uniform) above which a tissue pixel counts as of low
+#: confidence in ``low_confidence_share``.
+LOW_CONFIDENCE_UNCERTAINTY = 0.5
 _USE_WORDS = re.compile(r"\b(use|research|diagnos\w*|clinical|demonstration)\b", re.IGNORECASE)
 
 
@@ -137,6 +146,30 @@ def region_sizes(labels: LabelMap, num_classes: int, connectivity: int = 4
     return counts, sizes
 
 
+def class_uncertainty(labels: LabelMap, uncertainty: LabelMap, num_classes: int,
+                      threshold: float = LOW_CONFIDENCE_UNCERTAINTY
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixel count, sum of uint8 uncertainty, pixels whose uncertainty / 255 is above
+    ``threshold``) per class, of a label map and its uncertainty of the same shape, read a band
+    of chunk rows at a time."""
+    if tuple(labels.shape) != tuple(uncertainty.shape):
+        raise ValueError(f"labels {labels.shape} and uncertainty {uncertainty.shape} differ")
+    height = labels.shape[0]
+    counts = np.zeros(num_classes, dtype=np.int64)
+    sums = np.zeros(num_classes, dtype=np.int64)
+    above = np.zeros(num_classes, dtype=np.int64)
+    step = _band_rows(labels)
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        band = np.asarray(labels[y0:y1]).ravel()
+        u = np.asarray(uncertainty[y0:y1]).ravel()
+        counts += np.bincount(band, minlength=num_classes)[:num_classes]
+        # Exact integer sums: bincount's float weights only hold up to 2**53.
+        sums += np.bincount(band, weights=u, minlength=num_classes)[:num_classes].astype(np.int64)
+        above += np.bincount(band[u > threshold * 255], minlength=num_classes)[:num_classes]
+    return counts, sums, above
+
+
 def check_min_area(min_area_um2: float) -> None:
     """Refuse a minimum region area that is not a finite number of 0 or more um^2."""
     if not 0 <= min_area_um2 < math.inf:
@@ -160,6 +193,22 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
     region_um2 = sx * sy * float(info.slide.mpp[0]) * float(info.slide.mpp[1])
     regions = [int((s * region_um2 >= min_area_um2).sum()) for s in sizes]
     tissue = int(counts[1:].sum())
+    confidence: dict[str, Any] = {}
+    uncertainty = uncertainty_array(open_result_group(result), info)
+    if uncertainty is not None:
+        n, sums, above = class_uncertainty(labels, uncertainty, len(info.classes))
+        # Mean of 1 - u / 255 over a class's pixels; a class without pixels has none.
+        by_class = {c.name: (None if n[c.index] == 0
+                             else float(1 - sums[c.index] / (255 * n[c.index])))
+                    for c in info.classes}
+        tissue_sum = int(sums[1:].sum())
+        confidence = {
+            "confidence": by_class,
+            "tissue_confidence": float(1 - tissue_sum / (255 * tissue)) if tissue else None,
+            "low_confidence_share": float(above[1:].sum() / tissue) if tissue else None,
+            "low_confidence_uncertainty": LOW_CONFIDENCE_UNCERTAINTY,
+            "uncertainty_measure": info.uncertainty,
+        }
     rows = []
     for c in info.classes:
         i = c.index
@@ -195,11 +244,14 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
         "damaged_regions": info.damaged_count,
         "damaged_area_mm2": info.damaged_area_mm2,
         "classes": rows,
+        **confidence,
     }
 
 
 CSV_COLUMNS = ["slide", "model", "class", "area_mm2", "share_of_tissue_percent", "regions",
                "map_pixels", "map_mpp"]
+#: The CSV's last column for a result with an uncertainty array: mean confidence per row.
+CONFIDENCE_COLUMN = "confidence"
 
 
 def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str], stem: str,
@@ -221,23 +273,28 @@ def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     map_mpp = f"{mpp_x:g}" if mpp_x == mpp_y else f"{mpp_x:g} x {mpp_y:g}"
     with atomic_write(csv_path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
+        confidence = report.get("confidence")
+        writer.writerow(CSV_COLUMNS + ([CONFIDENCE_COLUMN] if confidence is not None else []))
 
         def row(name: str, area_mm2: float, percent: float | None, regions: int | None,
-                pixels: int | None) -> None:
+                pixels: int | None, mean_confidence: float | None = None) -> None:
             # Names come from the result (slide, model, classes): text a spreadsheet never runs.
-            writer.writerow([csv_text(report["slide"]), csv_text(report["model"]),
-                             csv_text(name), f"{area_mm2:.4f}",
-                             "" if percent is None else f"{percent:.2f}",
-                             "" if regions is None else regions,
-                             "" if pixels is None else pixels,
-                             "" if pixels is None else map_mpp])
+            cells = [csv_text(report["slide"]), csv_text(report["model"]),
+                     csv_text(name), f"{area_mm2:.4f}",
+                     "" if percent is None else f"{percent:.2f}",
+                     "" if regions is None else regions,
+                     "" if pixels is None else pixels,
+                     "" if pixels is None else map_mpp]
+            if "confidence" in report:
+                cells.append("" if mean_confidence is None else f"{mean_confidence:.4f}")
+            writer.writerow(cells)
 
         for r in report["classes"]:
             row(r["name"], r["area_mm2"], r["share_of_tissue_percent"], r["regions"],
-                r["map_pixels"])
+                r["map_pixels"], (confidence or {}).get(r["name"]))
         row(TOTAL_ROW, report["tissue_area_mm2"], 100.0 if report["tissue_map_pixels"] else None,
-            report["tissue_regions"], report["tissue_map_pixels"])
+            report["tissue_regions"], report["tissue_map_pixels"],
+            report.get("tissue_confidence"))
         if report["damaged_regions"]:  # one more row: what could not be read, not a class
             row(DAMAGED_ROW, report["damaged_area_mm2"], None, report["damaged_regions"], None)
         # Last, a comment line (pandas: comment="#"): what the model may be used for.

@@ -106,7 +106,7 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
         try:
             writer = OutputWriter(
                 out, plan.geometry.height, plan.geometry.width, card.num_classes,
-                config.probabilities, chunk=config.chunk_size,
+                config.probabilities, chunk=config.chunk_size, uncertainty=True,
             )
             writer.write_tissue(tissue.mask)
             writer.write_image(tissue.rgb)
@@ -301,6 +301,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                      writer: OutputWriter, device: Any, config: PredictConfig) -> _Run:
     """Read, predict and blend the kept windows into ``writer``, stripe by stripe."""
     from wsiseg.inference.stitcher import Stitcher  # torch, as the predictor (predict_slide)
+    from wsiseg.inference.tta import TTA_VIEWS
 
     grid, num_classes = plan.grid, plan.loaded.card.num_classes
     threads = config.threads or usable_cores()
@@ -324,7 +325,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
             writer.begin_stripe(x0, x1)
             stitcher = Stitcher(
                 grid, num_classes, plan.sigma, writer.write_rows, device,
-                config.probabilities, columns=(x0, x1),
+                config.probabilities, columns=(x0, x1), views=len(TTA_VIEWS[config.tta]),
             )
             loader = BandLoader(
                 RegionReader(slide, plan.geometry), grid, stripe_kept, batch_size=batch_size,
@@ -334,9 +335,13 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
             try:
                 for batch in loader:
                     t0 = time.perf_counter()
-                    probs = predictor(batch.patches)
+                    information = None
+                    if stitcher.views > 1:  # the views' disagreement, for the uncertainty
+                        probs, information = predictor.with_information(batch.patches)
+                    else:
+                        probs = predictor(batch.patches)
                     t1 = time.perf_counter()
-                    stitcher.add(batch.rows, batch.cols, probs)
+                    stitcher.add(batch.rows, batch.cols, probs, information)
                     stitch_s += time.perf_counter() - t1
                     predict_s += t1 - t0
                     bar.update(len(batch.rows))
@@ -416,6 +421,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         config={k: v for k, v in asdict(config).items() if k not in ("progress",)},
         damaged_regions=run.damaged,
         warnings=tissue.warnings,
+        uncertainty="entropy" if config.tta == "none" else "entropy+views",
     )
 
 

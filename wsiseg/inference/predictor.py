@@ -19,7 +19,7 @@ import torch
 
 from wsiseg.errors import EXIT_INTERRUPTED, ConfigError, ModelError, exit_status
 from wsiseg.inference.config import PRECISIONS
-from wsiseg.inference.tta import TTA_VIEWS, check_tta, unview, view_of
+from wsiseg.inference.tta import TTA_VIEWS, check_tta, entropy, unview, view_information, view_of
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +159,17 @@ class Predictor:
 
     def __call__(self, patches: npt.NDArray[np.uint8]) -> torch.Tensor:
         """Class probabilities, float32 (n, C, P, P) on the device, of uint8 (n, P, P, 3)."""
-        return self._runner.run(self._predict, patches)
+        return self._runner.run(self._predict, patches)[0]
+
+    def with_information(self, patches: npt.NDArray[np.uint8]
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As calling it, and with more than one test-time view the views' mutual information
+        between class and view, float32 (n, P, P) (``tta.view_information``); else None."""
+        return self._runner.run(self._predict, patches, len(self._views) > 1)
 
     @torch.inference_mode()
-    def _predict(self, patches: npt.NDArray[np.uint8]) -> torch.Tensor:
+    def _predict(self, patches: npt.NDArray[np.uint8], information: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = len(patches)
         if self._compiled_batch is not None:
             self._compiled_batch = self._compiled_batch or n
@@ -171,12 +178,20 @@ class Predictor:
                 patches = np.concatenate([patches, pad])
         x = self._normalise(self.to_device(patches))
         probs = self._probabilities(x, n)  # the first view is the patches as they are
+        spread = entropy(probs) if information else None  # the views' entropies, summed
         for turns, mirrored in self._views[1:]:
             # Quarter turns leave a channels_last tensor strided neither way; convolutions
             # want it channels_last again.
             view = view_of(x, turns, mirrored).contiguous(memory_format=torch.channels_last)
-            probs += unview(self._probabilities(view, n), turns, mirrored)
-        return probs if len(self._views) == 1 else probs.div_(len(self._views))
+            seen = unview(self._probabilities(view, n), turns, mirrored)
+            probs += seen
+            if spread is not None:
+                spread += entropy(seen)
+        if len(self._views) > 1:
+            probs.div_(len(self._views))
+        if spread is None:
+            return probs, None
+        return probs, view_information(probs, spread.div_(len(self._views)))
 
     def _probabilities(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Softmax of the network on normalised ``x``, float32 (n, C, H, W), contiguous."""
@@ -257,16 +272,18 @@ class _NetworkThread:
         if threading.current_thread() is not threading.main_thread():
             return func(*args)
         future: Future[T] = Future()
-        with self._lock:
-            self._calls.put((future, func, args))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="wsiseg-network",
-                                                daemon=True)
-                self._thread.start()
-        try:
+        try:  # a signal may come at any instruction from here, the call queued or not
+            with self._lock:
+                self._calls.put((future, func, args))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._serve, name="wsiseg-network",
+                                                    daemon=True)
+                    self._thread.start()
             return future.result()  # a signal interrupts this wait
         except BaseException as err:
-            if not future.done():
+            # A call not started yet is cancelled (the thread skips it); one running is left
+            # behind in native code.
+            if not future.cancel() and not future.done():
                 _abandoned(exit_status(err) if isinstance(err, KeyboardInterrupt)
                            else EXIT_INTERRUPTED)
             raise

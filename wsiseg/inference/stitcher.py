@@ -20,6 +20,13 @@ one ``index_add_``, overlapping windows included. On the CPU, where an operation
 more than its arithmetic, adding each window with ``addcmul_`` measures twice as fast: the
 batched form needs a weighted copy of the batch first. Both add into the same accumulators, in
 the same order, and give the same sums. The weight sum is one more plane of the accumulator.
+
+Each finished row also gets its uncertainty (:func:`uncertainty`), computed where the blend
+lives from the same normalised sums that give the labels: the entropy of the blended
+probabilities over its maximum, ``log C``, and with test-time augmentation the views'
+disagreement too, from one more blended plane (each window's mutual information between class
+and view, :func:`wsiseg.inference.tta.view_information`). It streams with the labels, as uint8
+``round(255 u)``; pixels no kept window covers are background with certainty, 0.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy.typing as npt
 import torch
 
 from wsiseg.inference.grid import PatchGrid
+from wsiseg.inference.tta import entropy
 from wsiseg.result.rows import FinishedRows
 
 
@@ -47,6 +55,35 @@ def gaussian_weight(patch_size: int, sigma: float) -> npt.NDArray[np.float32]:
     w = np.outer(g, g)
     weight: npt.NDArray[np.float32] = (w / w.max()).astype(np.float32)
     return weight
+
+
+def uncertainty(prob: torch.Tensor, information: torch.Tensor | None = None, views: int = 1
+                ) -> torch.Tensor:
+    """Per-pixel uncertainty in [0, 1] of (C, ...) class probabilities ``prob``.
+
+    Without ``information``: the normalised entropy ``H(p) / log C`` (0 one-hot, 1 uniform).
+    With it, the mutual information between class and view of ``views`` test-time views
+    (BALD's ``H(mean) - mean H(view)``, shape ``prob.shape[1:]``), the larger of that entropy
+    and the views' normalised mutual information ``I / sqrt(H(p) log views)`` (Strehl and
+    Ghosh's NMI; 1 when each view is sure of another class): at the same mean, views that
+    disagree are less certain than views that agree, which the entropy of the mean alone
+    cannot tell apart. Pure.
+    """
+    c = prob.shape[0]
+    if c < 2:
+        return torch.zeros(prob.shape[1:], dtype=torch.float32, device=prob.device)
+    total = entropy(prob.unsqueeze(0))[0]  # nats
+    u = total / math.log(c)
+    if information is not None and views > 1:
+        scale = torch.sqrt(total * math.log(views))
+        nmi = torch.where(scale > 0, information / torch.where(scale > 0, scale, 1.0), 0.0)
+        u = torch.maximum(u, nmi)
+    return u.clamp_(0, 1)
+
+
+def uncertainty_u8(u: torch.Tensor) -> torch.Tensor:
+    """``round(255 u)`` as uint8, of an uncertainty in [0, 1]."""
+    return torch.round(u * 255).clamp_(0, 255).to(torch.uint8)
 
 
 class _CopyDone(Protocol):
@@ -72,9 +109,14 @@ class Stitcher:
         keep_probabilities: bool = False,
         columns: tuple[int, int] | None = None,
         batched: bool | None = None,
+        views: int = 1,
     ) -> None:
         self.grid = grid
         self.num_classes = num_classes
+        # With test-time views, each window's mutual information between class and view is
+        # blended as one more plane (see uncertainty).
+        self.views = views
+        self._planes = num_classes + (views > 1)
         self.sink = sink
         self.keep_probabilities = keep_probabilities
         self.device = torch.device(device)
@@ -95,17 +137,20 @@ class Stitcher:
         self._left = self.x0 - (grid.origin + self._first_block * g)  # x0 inside its block
         self._blocks = -(-(self.x1 - grid.origin) // g) - self._first_block
         self.weight = torch.from_numpy(gaussian_weight(p, sigma)).to(self.device)
-        # Class planes and the weight sum; one more block column takes the blocks of windows
-        # outside the blended columns (cheaper than leaving them out of the batch).
-        self.acc = torch.zeros((num_classes + 1, self.ring_rows, (self._blocks + 1) * g),
+        # Class planes (and the views' information) and the weight sum; one more block column
+        # takes the blocks of windows outside the blended columns (cheaper than leaving them
+        # out of the batch).
+        self.acc = torch.zeros((self._planes + 1, self.ring_rows, (self._blocks + 1) * g),
                                dtype=torch.float32, device=self.device)
         self._buffer: torch.Tensor | None = None
         self._ys = grid.ys
         self._row = 0  # next grid row whose windows may still arrive
         self._done = grid.origin  # rows above _done are emitted (or were padding) and cleared
-        # On CUDA: (copy done, y, labels, probabilities) on their way to the host, in row order.
+        # On CUDA: (copy done, y, labels, probabilities, uncertainty) on their way to the host,
+        # in row order.
         self._pending: collections.deque[
-            tuple[_CopyDone, int, torch.Tensor, torch.Tensor | None]] = collections.deque()
+            tuple[_CopyDone, int, torch.Tensor, torch.Tensor | None, torch.Tensor]
+        ] = collections.deque()
 
     # -- ring addressing ------------------------------------------------------------------------
     def _slices(self, y: int, height: int) -> list[tuple[slice, slice]]:
@@ -118,13 +163,19 @@ class Stitcher:
         return pieces
 
     # -- public ---------------------------------------------------------------------------------
-    def add(self, rows: np.ndarray, cols: np.ndarray, probs: torch.Tensor) -> None:
-        """Add windows at grid ``rows``/``cols`` (non-decreasing rows) with (n, C, P, P) probs."""
+    def add(self, rows: np.ndarray, cols: np.ndarray, probs: torch.Tensor,
+            information: torch.Tensor | None = None) -> None:
+        """Add windows at grid ``rows``/``cols`` (non-decreasing rows) with (n, C, P, P) probs
+        and, with test-time views, their (n, P, P) mutual information between class and view
+        (:func:`wsiseg.inference.tta.view_information`)."""
         self._deliver(wait=False)
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
         if len(rows) == 0:
             return
+        if (information is not None) != (self.views > 1):
+            raise ValueError(f"the views' information is needed with {self.views} views, and "
+                             "only then")
         back = np.flatnonzero(np.diff(rows) < 0)
         if rows[0] < self._row - 1 or len(back):
             late = int(rows[back[0] + 1]) if len(back) else int(rows[0])
@@ -134,7 +185,8 @@ class Stitcher:
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         for a, b in zip(starts, np.r_[starts[1:], len(rows)]):
             self._advance(int(rows[a]))
-            self._add_row(int(rows[a]), cols[a:b], probs[a:b])
+            self._add_row(int(rows[a]), cols[a:b], probs[a:b],
+                          None if information is None else information[a:b])
 
     def finish(self) -> None:
         """Emit every remaining row. Call once, after the last window."""
@@ -143,12 +195,15 @@ class Stitcher:
         self._deliver(wait=True)
 
     # -- adding ---------------------------------------------------------------------------------
-    def _add_row(self, row: int, cols: np.ndarray, probs: torch.Tensor) -> None:
-        """Add the windows of one grid row."""
+    def _add_row(self, row: int, cols: np.ndarray, probs: torch.Tensor,
+                 information: torch.Tensor | None) -> None:
+        """Add the windows of one grid row (the views' information as one more plane)."""
         if not self.batched:
-            self._add_each(row, cols, probs)
+            self._add_each(row, cols, probs, information)
             return
-        n, c, p = len(cols), self.num_classes, self.grid.patch_size
+        if information is not None:
+            probs = torch.cat([probs.float(), information.float().unsqueeze(1)], dim=1)
+        n, c, p = len(cols), self._planes, self.grid.patch_size
         k, g = self._per_side, self.block
         need = n * c * p * p
         if self._buffer is None or self._buffer.numel() < need:
@@ -168,7 +223,8 @@ class Stitcher:
                 acc[:c].index_add_(2, index[:, j], blocks[:, src, :, j])
                 acc[c:].index_add_(2, index[:, j], weights[:, src, :, j])
 
-    def _add_each(self, row: int, cols: np.ndarray, probs: torch.Tensor) -> None:
+    def _add_each(self, row: int, cols: np.ndarray, probs: torch.Tensor,
+                  information: torch.Tensor | None) -> None:
         """Add the windows of one grid row one by one."""
         p, c = self.grid.patch_size, self.num_classes
         block_x0 = self.x0 - self._left  # output column of the accumulator's first column
@@ -185,7 +241,9 @@ class Stitcher:
                 at = self.acc[:, ring, a - block_x0 : b - block_x0]
                 # w * p added in one pass, without a weighted copy of the window.
                 at[:c].addcmul_(window[:, src, a - x : b - x], weight)
-                at[c] += weight
+                if information is not None:
+                    at[c].addcmul_(information[i, src, a - x : b - x], weight)
+                at[self._planes] += weight
 
     # -- emitting -------------------------------------------------------------------------------
     def _advance(self, row: int) -> None:
@@ -225,35 +283,43 @@ class Stitcher:
         parts = [self.acc[:, ring, self._left : self._left + self.columns]
                  for ring, _ in self._slices(y, height)]
         planes = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        acc, wsum = planes[:c], planes[c]
+        wsum = planes[self._planes]
         covered = wsum > 0
-        prob = acc / torch.where(covered, wsum, torch.ones_like(wsum))
+        blended = planes[: self._planes] / torch.where(covered, wsum, torch.ones_like(wsum))
+        prob = blended[:c]
         labels = first_argmax(prob)
         labels[~covered] = 0
+        information = blended[c] if self.views > 1 else None
+        # Pixels no kept window covers are background with certainty: 0.
+        uncertain = uncertainty_u8(uncertainty(prob, information, self.views))
+        uncertain[~covered] = 0
         probabilities = None
         if self.keep_probabilities:
             # Pixels no kept window covers are background with certainty.
             prob[0] = torch.where(covered, prob[0], torch.ones_like(wsum))
             probabilities = torch.round(prob * 255).clamp_(0, 255).to(torch.uint8)
         if self.device.type != "cuda":
-            self.sink(FinishedRows(y, labels.numpy(), _numpy(probabilities), self.x0))
+            self.sink(FinishedRows(y, labels.numpy(), _numpy(probabilities), self.x0,
+                                   uncertain.numpy()))
             return
         # On a GPU the rows come back without stopping the host: copied into pinned memory
         # behind the work already queued, and handed to the sink once the copy is done.
         labels = _to_pinned(labels)
         probabilities = None if probabilities is None else _to_pinned(probabilities)
+        uncertain = _to_pinned(uncertain)
         # torch leaves Event's constructor and methods unannotated: typed as _CopyDone from here.
         done: _CopyDone = torch.cuda.Event()  # type: ignore[no-untyped-call]
         done.record()
-        self._pending.append((done, y, labels, probabilities))
+        self._pending.append((done, y, labels, probabilities, uncertain))
         self._deliver(wait=False)
 
     def _deliver(self, wait: bool) -> None:
         """Hand finished rows whose copy is done (all of them with ``wait``) to the sink."""
         while self._pending and (wait or self._pending[0][0].query()):
-            done, y, labels, probabilities = self._pending.popleft()
+            done, y, labels, probabilities, uncertain = self._pending.popleft()
             done.synchronize()
-            self.sink(FinishedRows(y, labels.numpy(), _numpy(probabilities), self.x0))
+            self.sink(FinishedRows(y, labels.numpy(), _numpy(probabilities), self.x0,
+                                   uncertain.numpy()))
 
 
 def _to_pinned(t: torch.Tensor) -> torch.Tensor:

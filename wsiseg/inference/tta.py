@@ -47,3 +47,15 @@ def unview(y: torch.Tensor, turns: int, mirrored: bool) -> torch.Tensor:
     if turns:
         y = y.rot90(-turns, (-2, -1))
     return y.flip(-1) if mirrored else y
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats over the classes of (n, C, ...) probabilities: (n, ...), 0 log 0 = 0."""
+    return -probs.xlogy(probs).sum(1)
+
+
+def view_information(mean: torch.Tensor, mean_entropy: torch.Tensor) -> torch.Tensor:
+    """The mutual information between class and view (BALD): the entropy of the views' mean
+    probabilities ``mean`` (n, C, ...) less the mean of the views' entropies ``mean_entropy``
+    (n, ...); 0 where the views agree, at most the smaller of ``H(mean)`` and log(views)."""
+    return (entropy(mean) - mean_entropy).clamp_(min=0)

@@ -8,7 +8,8 @@ line naming the result, what is wrong and the way out.
 
 ``layout`` is the version of the on-disk layout: a wsiseg refuses results of a layout newer than
 :data:`LAYOUT` rather than misread them. A field that older results lack reads as what those
-results were made with (no damage, no warnings, no test-time augmentation, layout 1).
+results were made with (no damage, no warnings, no test-time augmentation, no uncertainty
+array, layout 1).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, TypeGuard, get_args
 
 from wsiseg._version import __version__
 from wsiseg.cards import ClassInfo
@@ -28,6 +29,12 @@ from wsiseg.slide.remote import slide_location
 
 #: The result layout this wsiseg writes and the newest it reads.
 LAYOUT = 2
+
+#: How a result's ``uncertainty`` array was computed: the normalised entropy of the blended
+#: class probabilities, or (with test-time augmentation) the larger of that and the views'
+#: normalised mutual information (``wsiseg.inference.stitcher.uncertainty``).
+UncertaintyMeasure = Literal["entropy", "entropy+views"]
+UNCERTAINTY_MEASURES: tuple[UncertaintyMeasure, ...] = get_args(UncertaintyMeasure)
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class ResultInfo:
     damaged_regions: tuple[DamagedArea, ...] = ()  # skipped, unreadable; see DamagedArea
     warnings: tuple[str, ...] = ()  # what looked wrong with the slide (colour_warnings)
     tta: str = "none"  # test-time augmentation: none, flip or d4 (views averaged per window)
+    # How its uncertainty array was computed; None: it has none (written before there was one).
+    uncertainty: UncertaintyMeasure | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -183,6 +192,7 @@ class ResultInfo:
                 for a in self.damaged_regions
             ],
             "warnings": list(self.warnings),
+            **({} if self.uncertainty is None else {"uncertainty": self.uncertainty}),
         }
 
     @classmethod
@@ -254,6 +264,7 @@ class ResultInfo:
                 warnings=_warnings(top),
                 # Written before test-time augmentation was recorded: there was none.
                 tta=top.text("tta") if "tta" in top else "none",
+                uncertainty=_uncertainty(top),
             )
             _check_values(info)
             return info
@@ -301,6 +312,7 @@ FIELD_ROLES: dict[str, FieldRole] = {
     "damaged_regions": "produced",
     "warnings": "produced",
     "tta": "settings",
+    "uncertainty": "produced",
 }
 
 
@@ -430,6 +442,16 @@ def _damaged(top: _Fields) -> tuple[DamagedArea, ...]:
         raise _Invalid(f"'damaged_count' is {top.integer('damaged_count')} but "
                        f"'damaged_regions' lists {len(areas)}")
     return areas
+
+
+def _uncertainty(top: _Fields) -> UncertaintyMeasure | None:
+    if "uncertainty" not in top:  # written before the uncertainty array, or without it
+        return None
+    value = top.text("uncertainty")
+    for measure in UNCERTAINTY_MEASURES:  # the Literal itself, for the type
+        if value == measure:
+            return measure
+    raise top._wrong("uncertainty", value, f"one of {', '.join(UNCERTAINTY_MEASURES)}")
 
 
 def _warnings(top: _Fields) -> tuple[str, ...]:

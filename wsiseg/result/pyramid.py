@@ -4,7 +4,7 @@ Level ``k`` halves level ``k - 1`` in each axis. In the label pyramid every outp
 the most frequent class of its 2 x 2 block, ties going to the higher class index (class indices
 rise with severity, so a small focus of a higher grade stays visible when zoomed out); the
 tissue mask is reduced the same way, the ``damaged`` mask keeps any damaged pixel (maximum) and
-the picture of the slide takes the mean. Levels of the map are built band by band from the level
+the picture of the slide and the map's uncertainty take the mean. Levels of the map are built band by band from the level
 above, so no level is ever held whole.
 
 NGFF asks every label image to have as many levels as the image it labels, so the picture of
@@ -41,28 +41,32 @@ MIN_SIZE = 256  # the pyramid stops at the first level that fits in this many pi
 #: The group of label images (NGFF's reserved name) and the names of the label images in it.
 LABELS_GROUP = "labels"
 CLASSES_LABEL, TISSUE_LABEL, DAMAGED_LABEL = "classes", "tissue", "damaged"
-#: Arrays that are no NGFF image: under a group of their own.
+#: Arrays that are no NGFF label image: under a group of their own.
 EXTRA_GROUP = "wsiseg"
+#: The map's uncertainty, an NGFF image of its own (levels ``0``, ``1``, ...) in EXTRA_GROUP.
+UNCERTAINTY_IMAGE = f"{EXTRA_GROUP}/uncertainty"
 #: How each level of a label pyramid is made from the one above (NGFF ``multiscales.type``).
 MODE_TYPE = "mode"
 MODE_RULE = ("2 x 2 blocks; each pixel takes the most frequent value of its block, ties going "
              "to the higher value; an odd last row or column repeats itself")
 
 #: Paths of a result's arrays in each layout: level 0 of the label map, the tissue mask, the
-#: damaged mask and the probabilities.
+#: damaged mask, the probabilities and level 0 of the uncertainty (results of layout 1 never
+#: hold one: its path there is where none is found).
 _PATHS = {
     1: {"labels": "labels", "tissue": "tissue", "damaged": "damaged",
-        "probabilities": "probabilities"},
+        "probabilities": "probabilities", "uncertainty": "uncertainty"},
     2: {"labels": f"{LABELS_GROUP}/{CLASSES_LABEL}/0",
         "tissue": f"{LABELS_GROUP}/{TISSUE_LABEL}/0",
         "damaged": f"{LABELS_GROUP}/{DAMAGED_LABEL}/0",
-        "probabilities": f"{EXTRA_GROUP}/probabilities"},
+        "probabilities": f"{EXTRA_GROUP}/probabilities",
+        "uncertainty": f"{UNCERTAINTY_IMAGE}/0"},
 }
 
 
 def array_path(what: str, layout: int) -> str:
     """Path in a result of layout ``layout`` of its ``labels`` (level 0 of the map),
-    ``tissue``, ``damaged`` or ``probabilities`` array."""
+    ``tissue``, ``damaged``, ``probabilities`` or ``uncertainty`` (level 0) array."""
     if layout not in _PATHS:
         raise ValueError(f"result layout {layout} is not one of {', '.join(map(str, _PATHS))}")
     if what not in _PATHS[layout]:
@@ -74,6 +78,11 @@ def array_path(what: str, layout: int) -> str:
 def label_level_path(name: str, level: int) -> str:
     """Path of level ``level`` of the label image ``name`` (layout 2)."""
     return f"{LABELS_GROUP}/{name}/{level}"
+
+
+def uncertainty_level_path(level: int) -> str:
+    """Path of level ``level`` of the map's uncertainty (layout 2)."""
+    return f"{UNCERTAINTY_IMAGE}/{level}"
 
 
 def max_downsample(block: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -218,7 +227,32 @@ def ngff_metadata(info: ResultInfo, levels: int, damaged: bool = False
     out: dict[str, dict[str, Any]] = {
         "": image, LABELS_GROUP: {"version": "0.5", "labels": list(labels)}}
     out.update({f"{LABELS_GROUP}/{name}": attrs for name, attrs in labels.items()})
+    if info.uncertainty is not None:
+        out[UNCERTAINTY_IMAGE] = {
+            "version": "0.5",
+            "multiscales": [{
+                "name": "uncertainty",
+                "axes": space,
+                "datasets": _datasets(info, *on_map, levels),
+                "type": "mean",
+                "metadata": {"description": UNCERTAINTY_RULE,
+                             "measure": info.uncertainty},
+            }],
+            "omero": {
+                "channels": [{"label": "uncertainty", "color": "FF00FF", "active": True,
+                              "window": {"min": 0, "max": 255, "start": 0, "end": 255}}],
+                "rdefs": {"model": "greyscale"},
+            },
+        }
     return out
+
+
+#: What the values of the uncertainty image are, as its metadata says.
+UNCERTAINTY_RULE = ("uint8 round(255 u), 0 certain, 255 uniform: u the entropy of the blended "
+                    "class probabilities over log(classes), with test-time views the larger "
+                    "of that and the views' normalised mutual information; 0 where no window "
+                    "was predicted; each level the rounded mean of 2 x 2 pixels of the one "
+                    "above")
 
 
 def _datasets(info: ResultInfo, scale_to_level0: Sequence[float], offset_level0: Sequence[int],

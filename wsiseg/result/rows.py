@@ -16,3 +16,4 @@ class FinishedRows:
     labels: npt.NDArray[np.uint8]  # (h, w)
     probabilities: npt.NDArray[np.uint8] | None  # (C, h, w), round(255 p)
     x: int = 0  # output column of the first column
+    uncertainty: npt.NDArray[np.uint8] | None = None  # (h, w), round(255 u), 0 certain

@@ -32,6 +32,7 @@ from wsiseg.result.pyramid import (
     level_shapes,
     pyramid_paths,
     result_layout,
+    uncertainty_level_path,
 )
 from wsiseg.result.reading import REDO
 
@@ -47,9 +48,18 @@ def open_result_group(path: str | os.PathLike[str]) -> zarr.Group:
 
 
 def result_array(group: zarr.Group, what: str) -> zarr.Array[Any]:
-    """The ``labels`` (level 0 of the map), ``tissue``, ``damaged`` or ``probabilities`` array
-    of the result ``group``, wherever its layout keeps it (KeyError when it has none)."""
+    """The ``labels`` (level 0 of the map), ``tissue``, ``damaged``, ``probabilities`` or
+    ``uncertainty`` (level 0) array of the result ``group``, wherever its layout keeps it
+    (KeyError when it has none)."""
     return _array_at(group, array_path(what, result_layout(group)))
+
+
+def uncertainty_array(group: zarr.Group, info: ResultInfo) -> zarr.Array[Any] | None:
+    """Level 0 of the uncertainty of the result ``group`` (uint8, 0 certain, 255 uniform), or
+    None for a result that has none (one written before there was one): its attributes say."""
+    if info.uncertainty is None:
+        return None
+    return result_array(group, "uncertainty")
 
 
 def label_pyramid(group: zarr.Group) -> list[zarr.Array[Any]]:
@@ -142,7 +152,9 @@ def _check_arrays(path: Path, group: zarr.Group, info: ResultInfo,
                   labels: zarr.Array[Any]) -> None:
     """Every array of the result has the data type and shape its attributes imply: the map's
     levels halving it, the tissue mask ``tissue.factor`` times coarser, the picture on the
-    tissue mask's grid, the damaged mask the map's shape, probabilities one plane per class."""
+    tissue mask's grid, the damaged mask and the uncertainty the map's shape (the uncertainty's
+    levels halving it, and present when the attributes record one), probabilities one plane
+    per class."""
     layout, (height, width) = info.layout, info.shape
     _check_array(path, group, array_path("labels", layout), (height, width))
     try:
@@ -174,3 +186,8 @@ def _check_arrays(path: Path, group: zarr.Group, info: ResultInfo,
                          required=False)
     _check_array(path, group, array_path("probabilities", layout),
                  (len(info.classes), height, width), required=False)
+    recorded = info.uncertainty is not None
+    if _check_array(path, group, array_path("uncertainty", layout), (height, width),
+                    required=recorded) and layout >= 2:
+        for k, shape in enumerate(level_shapes(height, width, levels=levels)[1:], start=1):
+            _check_array(path, group, uncertainty_level_path(k), shape, required=recorded)

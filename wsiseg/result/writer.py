@@ -8,6 +8,7 @@ looks complete. Where each array goes is :mod:`wsiseg.result.pyramid`'s.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from wsiseg.result.pyramid import (
     max_downsample,
     mean_downsample,
     ngff_metadata,
+    uncertainty_level_path,
     write_pyramid,
 )
 from wsiseg.result.reading import settle_zarr_io
@@ -88,6 +90,7 @@ class OutputWriter:
         num_classes: int,
         probabilities: bool,
         chunk: int = CHUNK,
+        uncertainty: bool = False,
     ) -> None:
         self.out = out
         self.partial = partial_path(out)
@@ -96,7 +99,7 @@ class OutputWriter:
             if self.partial.exists():
                 logger.info("removing %s left by an interrupted run", self.partial)
                 shutil.rmtree(self.partial)
-            self._create(num_classes, probabilities)
+            self._create(num_classes, probabilities, uncertainty)
         except BaseException as err:  # Ctrl-C included: leave nothing half-made behind
             self.abort()
             cause = os_error_in(err)
@@ -104,7 +107,7 @@ class OutputWriter:
                 raise output_error(self.out, cause, "create") from err
             raise
 
-    def _create(self, num_classes: int, probabilities: bool) -> None:
+    def _create(self, num_classes: int, probabilities: bool, uncertainty: bool) -> None:
         height, width, chunk = self.height, self.width, self.chunk
         self.group = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
         ch = min(chunk, height)
@@ -125,6 +128,13 @@ class OutputWriter:
                 shape=(num_classes, height, width), chunks=(1, ch, cw), dtype="uint8",
                 fill_value=0, dimension_names=("c", "y", "x"),
             )
+        # The map's uncertainty (0 certain, 255 uniform): the labels' grid and chunks.
+        self.uncertainty: zarr.Array[Any] | None = None
+        if uncertainty:
+            self.uncertainty = create_result_array(
+                self.group, array_path("uncertainty", LAYOUT), shape=(height, width),
+                chunks=(ch, cw), dtype="uint8", fill_value=0, dimension_names=("y", "x"),
+            )
         self.num_classes = num_classes
         self.begin_stripe(0, width)
 
@@ -144,6 +154,8 @@ class OutputWriter:
             np.zeros((self.num_classes, ch, x1 - x0), dtype=np.uint8)
             if self.probabilities is not None else None
         )
+        self._buf_uncertainty: npt.NDArray[np.uint8] | None = (
+            np.zeros((ch, x1 - x0), dtype=np.uint8) if self.uncertainty is not None else None)
         self._buf_y = 0  # output row of the buffer's first row
         self._next = 0  # next expected row
 
@@ -166,6 +178,11 @@ class OutputWriter:
                     raise RuntimeError(f"rows from {rows.y} have no probabilities, and the "
                                        "output stores them")
                 self._buf_probs[:, at : at + n] = rows.probabilities[:, done : done + n]
+            if self._buf_uncertainty is not None:
+                if rows.uncertainty is None:
+                    raise RuntimeError(f"rows from {rows.y} have no uncertainty, and the "
+                                       "output stores it")
+                self._buf_uncertainty[at : at + n] = rows.uncertainty[done : done + n]
             done += n
             self._next += n
             if self._next - self._buf_y == ch or self._next == self.height:
@@ -178,6 +195,8 @@ class OutputWriter:
             self.labels[y0:y1, self.x0 : self.x1] = self._buf_labels[:n]
             if self.probabilities is not None and self._buf_probs is not None:
                 self.probabilities[:, y0:y1, self.x0 : self.x1] = self._buf_probs[:, :n]
+            if self.uncertainty is not None and self._buf_uncertainty is not None:
+                self.uncertainty[y0:y1, self.x0 : self.x1] = self._buf_uncertainty[:n]
         self._buf_y = y1
 
     @contextlib.contextmanager
@@ -242,15 +261,26 @@ class OutputWriter:
         self.damaged = True
 
     def publish(self, info: ResultInfo, overwrite: bool) -> Path:
-        """Write the label pyramid, then the attributes, last (``info``, the NGFF metadata and
-        the number of chunk files of each array), then move the finished store to its final
-        name."""
+        """Write the label pyramid (and the uncertainty's levels), then the attributes, last
+        (``info``, the NGFF metadata and the number of chunk files of each array), then move
+        the finished store to its final name. ``info.uncertainty`` is recorded only when the
+        uncertainty array was written."""
         if self._next != self.height:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
         if not self.image_written:
             raise RuntimeError("output incomplete: no image of the slide written (write_image)")
+        if self.uncertainty is None:
+            info = dataclasses.replace(info, uncertainty=None)  # what was written: none
+        elif info.uncertainty is None:
+            raise RuntimeError("an uncertainty array is written, and the result does not say "
+                               "how it was computed (ResultInfo.uncertainty)")
         with self.writing():
             write_pyramid(self.labels, self.group, self.num_classes, levels=self.levels)
+            if self.uncertainty is not None:
+                # Levels are 2 x 2 means: the mean uncertainty of the pixels they cover.
+                write_pyramid(self.uncertainty, self.group, 0, path=uncertainty_level_path,
+                              levels=self.levels,
+                              reduce=lambda band: mean_downsample(band[None])[0])
             ome = ngff_metadata(info, self.levels, damaged=self.damaged)
             for name, attrs in ome.items():
                 if name:
