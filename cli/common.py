@@ -64,6 +64,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             left = click.get_current_context().meta.get(_ON_INTERRUPT, _NOTHING_LEFT)
             what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
             click.echo(f"wsiseg: {what}; {left}", err=True)
+            _quiet_shutdown()
             sys.exit(exit_status(err))
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
@@ -82,6 +83,17 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             )
 
     return wrapper
+
+
+def _quiet_shutdown() -> None:
+    """After an interrupt has been reported: no more complaints on the way out about work
+    that the interrupt cut off (a coroutine of zarr's I/O loop never awaited, an exception in
+    a finaliser), which would follow the one line as a traceback."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                            category=RuntimeWarning)
+    sys.unraisablehook = lambda unraisable: None
 
 
 def _stdout_closed() -> bool:

@@ -95,30 +95,58 @@ def test_a_map_with_skipped_damage_is_kept_only_by_a_batch_that_skips_damage(
     assert record.status == "skipped"
 
 
+# Runs the command line and stops it for good in the middle of the slide whose partial output
+# is named by the environment's STOP_IN: once that slide's tissue mask is written, the process
+# says so on stdout (as ANNOUNCING does) and waits, never to go on, for the signal that ends it.
+STOPPING = """
+import os, sys, threading
+from wsiseg.result.writer import OutputWriter
+
+write_tissue = OutputWriter.write_tissue
+
+def stopping_write_tissue(self, *args, **kwargs):
+    write_tissue(self, *args, **kwargs)
+    print(self.partial.name, flush=True)
+    if self.partial.name == os.environ["STOP_IN"]:
+        threading.Event().wait()
+
+OutputWriter.write_tissue = stopping_write_tissue
+from wsiseg.cli.main import main
+sys.argv[0] = "wsiseg"
+main()
+"""
+
+
 def test_sigkill_mid_slide_then_rerun_finishes_identical_to_an_uninterrupted_run(
-        slides, slow_model, tmp_path):
+        slides, pixel_model, tmp_path):
     inputs = [str(slides / f"s{i}.svs") for i in range(3)]
-    args = ["predict", *inputs, "--model", str(slow_model), "--batch-size", "1", "--quiet",
+    args = ["predict", *inputs, "--model", str(pixel_model[0]), "--batch-size", "1", "--quiet",
             "--out"]
-    command = [sys.executable, "-m", "wsiseg.cli.main", *args]
     out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-c", ANNOUNCING, *args, str(out)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen([sys.executable, "-c", STOPPING, *args, str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "STOP_IN": "s1.wsiseg.zarr.partial"})
     wait_for_line(run, "s1.wsiseg.zarr.partial")
     run.send_signal(signal.SIGKILL)
     run.communicate()
+    assert run.returncode == -signal.SIGKILL
     assert (out / "s0.wsiseg.zarr").is_dir() and not (out / "s1.wsiseg.zarr").exists()
+    assert (out / "s1.wsiseg.zarr.partial").is_dir()  # killed with its slide half made
     statuses = [r.status for r in read_manifest(out / "manifest.csv")]
     assert statuses == ["done", "started", "pending"]
 
-    rerun = subprocess.run(command + [str(out)], capture_output=True, text=True, check=False)
+    # Every run in a process of its own, as the killed one: the same threads, the same sums.
+    command = [sys.executable, "-m", "wsiseg.cli.main", *args]
+    rerun = subprocess.run([*command, str(out)], capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
     statuses = [r.status for r in read_manifest(out / "manifest.csv")]
     assert statuses == ["skipped", "done", "done"]
     assert not list(out.glob("*.partial"))
 
     whole = tmp_path / "whole"
-    subprocess.run(command + [str(whole)], capture_output=True, check=True)
+    uninterrupted = subprocess.run([*command, str(whole)], capture_output=True, text=True,
+                                   check=False)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
     for i in range(3):
         a, b = out / f"s{i}.wsiseg.zarr", whole / f"s{i}.wsiseg.zarr"
         assert np.array_equal(_labels(a), _labels(b))

@@ -1,10 +1,10 @@
 """Runs ``wsiseg predict`` on damaged copies of one slide, one after another, in this process.
 
-    python fuzz_harness.py CASES.json MODEL WORKDIR FIRST
+    python fuzz_harness.py CASES.json MODEL WORKDIR FIRST [STEP]
 
 ``CASES.json`` lists the damage of each case: ``{"offset": int, "bytes": [int, ...],
-"reader": str}``. From case ``FIRST`` on, each damaged copy is written to WORKDIR and predicted
-through the command line; the harness prints ``start I`` before a case and one JSON line with
+"reader": str}``. From case ``FIRST`` on, every ``STEP``-th case (default 1: all of them), each
+damaged copy is written to WORKDIR and predicted through the command line; the harness prints ``start I`` before a case and one JSON line with
 its exit code and output after it, so that the test watching it knows which case hung or
 crashed the process, and can start it again from the next one.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 
 def main() -> None:
     cases_file, model, workdir, first = sys.argv[1:5]
+    step = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     from click.testing import CliRunner
 
     from wsiseg.cli.main import main as wsiseg
@@ -27,7 +28,7 @@ def main() -> None:
     clean = Path(spec["slide"]).read_bytes()
     work = Path(workdir)
     runner = CliRunner()
-    for i in range(int(first), len(spec["cases"])):
+    for i in range(int(first), len(spec["cases"]), step):
         case = spec["cases"][i]
         print(f"start {i}", flush=True)
         folder = work / f"case{i}"

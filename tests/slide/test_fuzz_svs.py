@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.slow
 
 CASES = 100
 TIMEOUT_S = 60
+#: Harness processes run side by side, each taking every SHARDS-th case.
+SHARDS = 2
 HARNESS = Path(__file__).with_name("fuzz_harness.py")
 
 
@@ -52,7 +55,7 @@ def _structure(path: Path) -> list[tuple[int, int]]:
 
 
 def _cases(slide: Path) -> list[dict]:
-    """The undamaged slide first (its map is the reference, made by the same process and
+    """The undamaged slide first (its map is the reference, made by the same harness and
     settings as the others), then the damaged copies."""
     data = slide.read_bytes()
     structure = _structure(slide)
@@ -78,15 +81,16 @@ def _pump(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def _run_all(spec: Path, model: str, work: Path) -> dict[int, dict]:
-    """Each case's outcome; a case that hangs or takes the harness down is recorded and the
-    harness is started again from the next one."""
+def _run_shard(spec: Path, model: str, work: Path, shard: int, shards: int) -> dict[int, dict]:
+    """The outcome of every ``shards``-th case from case ``shard`` on; a case that hangs or takes
+    the harness down is recorded and the harness is started again from the shard's next one."""
     results: dict[int, dict] = {}
-    first, total = 0, len(json.loads(spec.read_text())["cases"])
+    first, total = shard, len(json.loads(spec.read_text())["cases"])
     while first < total:
         with open(work / f"harness-{first}.err", "w+") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, str(HARNESS), str(spec), model, str(work), str(first)],
+                [sys.executable, str(HARNESS), str(spec), model, str(work), str(first),
+                 str(shards)],
                 stdout=subprocess.PIPE, stderr=stderr, text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
@@ -100,7 +104,7 @@ def _run_all(spec: Path, model: str, work: Path) -> dict[int, dict]:
                     if current is not None and time.monotonic() - started > TIMEOUT_S:
                         proc.kill()
                         results[current] = {"exit": "timeout", "output": ""}
-                        first = current + 1
+                        first = current + shards
                         break
                     continue
                 if line is None:  # the harness ended
@@ -109,7 +113,7 @@ def _run_all(spec: Path, model: str, work: Path) -> dict[int, dict]:
                         stderr.seek(0)
                         results[current] = {"exit": f"process died ({proc.returncode})",
                                             "output": stderr.read()[-2000:]}
-                        first = current + 1
+                        first = current + shards
                     else:
                         first = total
                     break
@@ -120,6 +124,15 @@ def _run_all(spec: Path, model: str, work: Path) -> dict[int, dict]:
                     results[result["case"]] = result
             proc.wait()
     return results
+
+
+def _run_all(spec: Path, model: str, work: Path) -> dict[int, dict]:
+    """Each case's outcome, from SHARDS harnesses side by side (cases 0, SHARDS, 2 SHARDS, ...
+    in the first, and so on): the cases are independent, and one harness leaves a core idle
+    while it writes and reads."""
+    with ThreadPoolExecutor(SHARDS) as pool:
+        shards = [pool.submit(_run_shard, spec, model, work, k, SHARDS) for k in range(SHARDS)]
+        return {i: r for shard in shards for i, r in shard.result().items()}
 
 
 def _same_pixels(a: Path, b: Path) -> bool:
