@@ -67,11 +67,12 @@ def _path_text(ctx: click.Context, param: click.Parameter, value: Path | None) -
 def _out_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--out`` as given: a local path, or a bucket URL (``s3://``, ``gs://``) checked for
     being one results can be written to."""
-    from wsiseg.errors import OutputError
-    from wsiseg.result.publish import bucket_target, is_bucket_url
+    from wsiseg.slide.remote import is_url
 
-    if is_bucket_url(value):
-        assert value is not None
+    if value is not None and is_url(value):  # what publishes loads only for a URL
+        from wsiseg.errors import OutputError
+        from wsiseg.result.publish import bucket_target
+
         try:
             bucket_target(value)
         except OutputError as err:
@@ -122,7 +123,7 @@ def predict(slides: tuple[str, ...], out: str | None, staging: Path | None, quie
             **settings: Any) -> None:
     from wsiseg.batch.discovery import is_batch, metadata_mpp
     from wsiseg.errors import ConfigError
-    from wsiseg.result.publish import is_bucket_url
+    from wsiseg.slide.remote import is_url as is_bucket_url
 
     if staging is not None and not is_bucket_url(out):
         raise click.BadParameter("is for results published to a bucket (--out s3://...)",
@@ -220,8 +221,7 @@ def _predict_batch(slides: tuple[str, ...], out: str | None, staging: Path | Non
     from dataclasses import replace
 
     from wsiseg.batch.discovery import discover
-    from wsiseg.result.publish import bucket_target, check_writable, is_bucket_url
-    from wsiseg.slide.remote import redact
+    from wsiseg.slide.remote import is_url, redact
 
     # Before anything heavy loads: a folder without slides, or a list that names none, says
     # so at once, and before --out is asked for.
@@ -230,7 +230,9 @@ def _predict_batch(slides: tuple[str, ...], out: str | None, staging: Path | Non
         raise click.BadParameter("a batch needs --out DIR for its results and manifest",
                                  param_hint="--out")
     publish_to = None
-    if is_bucket_url(out):
+    if is_url(out):
+        from wsiseg.result.publish import bucket_target, check_writable
+
         publish_to = out if out.endswith("/") else out + "/"
         check_writable(bucket_target(publish_to + "manifest.csv"))
         out = str(_batch_staging(publish_to, staging))
