@@ -16,7 +16,8 @@ from .options import config_from, options_from
 F = TypeVar("F", bound=Callable[..., Any])
 
 FORMATS_HELP = ("geojson (QuPath annotations), tiff (pyramidal label TIFF), png (thumbnail with "
-                "the classes over it), report (per-class CSV and JSON)")
+                "the classes over it), report (per-class CSV and JSON); of a folder of results: "
+                "cohort (one row per slide, cohort.html and cohort.csv)")
 
 
 def _class_names(ctx: click.Context, param: click.Parameter, value: str | None
@@ -43,16 +44,17 @@ def export_options(func: F) -> F:
 @click.command()
 @click.argument("result", type=click.Path(path_type=Path))
 @click.option("--to", "formats", required=True, help=f"Comma-separated formats: {FORMATS_HELP}.")
-@click.option("--out", type=click.Path(path_type=Path), help="Folder for the files (default: beside RESULT).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Folder for the files (default: beside RESULT; for cohort, RESULT itself).")
 @export_options
 @handle_errors
 def export(result: Path, formats: str, out: Path | None, **settings: Any) -> None:
     """Export RESULT.zarr to files people open: QuPath annotations, a pyramidal TIFF, a
-    thumbnail, a report."""
-    from wsiseg.export import check_formats, export_result
+    thumbnail, a report; or a folder of results to its cohort table (--to cohort)."""
+    from wsiseg.export import check_formats, export_path
 
     names = [f.strip() for f in formats.split(",") if f.strip()]
-    check_formats(names)
+    check_formats(names, folder_formats=True)
     options = config_from(ExportOptions, settings)
-    for path in export_result(result, names, out, options):
+    for path in export_path(result, names, out, options):
         click.echo(str(path))

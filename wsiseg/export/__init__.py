@@ -2,7 +2,9 @@
 
 Each format is a function ``(result, out_dir, stem, options) -> list of written paths`` in
 :data:`EXPORTERS`; ``options`` is one :class:`ExportOptions` shared by all formats, each taking
-the fields it knows. Files are written under a temporary name and renamed when complete.
+the fields it knows. The formats of a whole folder of results (a batch's), such as the cohort
+table, are in :data:`FOLDER_EXPORTERS` (``export_folder(folder, formats, out)``). Files are
+written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -110,6 +112,22 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 
+#: A folder of results, the folder for the files, to the paths written.
+FolderExporter = Callable[[str | os.PathLike[str], Path], list[Path]]
+
+
+def _cohort(folder: str | os.PathLike[str], out_dir: Path) -> list[Path]:
+    from .cohort import write_cohort
+
+    return write_cohort(folder, out_dir)
+
+
+#: The formats made from a folder of results (a batch's), not from one result.
+FOLDER_EXPORTERS: dict[str, FolderExporter] = {
+    "cohort": _cohort,
+}
+
+
 def export_files(stem: str, formats: Sequence[str], options: ExportOptions) -> list[str]:
     """The names of the files that ``formats`` write for a result named ``stem``."""
     names = {
@@ -145,12 +163,41 @@ def result_stem(result: str | os.PathLike[str]) -> str:
     return name
 
 
-def check_formats(formats: Sequence[str]) -> None:
-    """Refuse unknown or no formats, before any work."""
-    unknown = [f for f in formats if f not in EXPORTERS]
+def check_formats(formats: Sequence[str], folder_formats: bool = False) -> None:
+    """Refuse unknown or no formats, before any work; ``folder_formats`` also knows those of
+    :data:`FOLDER_EXPORTERS`."""
+    known = [*EXPORTERS, *(FOLDER_EXPORTERS if folder_formats else ())]
+    unknown = [f for f in formats if f not in known]
     if unknown or not formats:
         raise ConfigError(f"unknown export format(s) {unknown or list(formats)}; choose from "
-                          f"{', '.join(EXPORTERS)}")
+                          f"{', '.join(known)}")
+
+
+def export_path(path: str | os.PathLike[str], formats: Sequence[str],
+                out_dir: str | os.PathLike[str] | None = None,
+                options: ExportOptions | None = None) -> list[Path]:
+    """Write ``formats`` of ``path``: a result (:func:`export_result`), or, for a format of
+    :data:`FOLDER_EXPORTERS`, a folder of results (:func:`export_folder`)."""
+    check_formats(formats, folder_formats=True)
+    if any(f in FOLDER_EXPORTERS for f in formats):
+        return export_folder(path, formats, out_dir)
+    return export_result(path, formats, out_dir, options)
+
+
+def export_folder(folder: str | os.PathLike[str], formats: Sequence[str],
+                  out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write ``formats`` (of :data:`FOLDER_EXPORTERS`) of the results of ``folder`` into
+    ``out_dir`` (default: the folder)."""
+    check_formats(formats, folder_formats=True)
+    single = [f for f in formats if f not in FOLDER_EXPORTERS]
+    if single:
+        raise ConfigError(f"{', '.join(FOLDER_EXPORTERS)} is made from a folder of results and "
+                          f"{', '.join(single)} from one result; export them in two runs")
+    out = Path(out_dir) if out_dir is not None else Path(folder)
+    written: list[Path] = []
+    for name in dict.fromkeys(formats):
+        written += FOLDER_EXPORTERS[name](folder, out)
+    return written
 
 
 def export_result(result: str | os.PathLike[str], formats: Sequence[str],

@@ -12,7 +12,7 @@ Paths served: ``/`` (a result's viewer, or a folder's index), ``/static/NAME``, 
 ``/class?x=&y=`` and, per result, ``/slide.dzi``, ``/slide_files/L/C_R.jpeg``, ``/map.dzi``,
 ``/map_files/L/C_R.png``; in a folder's index each result's paths are under ``/r/NAME/`` and its
 thumbnail is ``/thumb/NAME.png`` (NAME percent-encoded in links, decoded once here and looked up
-by exact name). Anything else is 404; a malformed query is 400.
+by exact name); the index is the folder's cohort table, each name linking to its viewer. Anything else is 404; a malformed query is 400.
 
 Who may ask: on a loopback address the server answers only requests whose Host header names
 this machine (``127.0.0.1``, ``localhost``, ``[::1]`` or the host given, with the served port or
@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsiseg.errors import ResultError, SlideError, WsisegError
+from wsiseg.export.cohort import cohort_page, cohort_rows, folder_results
 from wsiseg.naming import RESULT_SUFFIX
 from wsiseg.result.reading import result_reads
 from wsiseg.result.store import label_pyramid, open_result, open_result_group
@@ -259,7 +260,7 @@ def find_results(path: Path) -> dict[str, Path]:
     """The results a path holds: itself, or the ``*.wsiseg.zarr`` in a folder, by name."""
     if path.name.endswith(".zarr") or (path / "zarr.json").exists():
         return {}
-    found = {p.name.removesuffix(RESULT_SUFFIX): p for p in sorted(path.glob("*" + RESULT_SUFFIX))}
+    found = folder_results(path)
     if not found:
         raise ResultError(f"{path} holds no *{RESULT_SUFFIX}; give a result or a folder of "
                           "results from wsiseg predict")
@@ -624,23 +625,19 @@ def _thumb(view: ResultView) -> bytes:
     return view.thumbnail()
 
 
-def index_page(viewer: Viewer) -> str:
-    """The HTML index of a folder's results: thumbnail, per-class areas, link to each."""
-    from html import escape
+@functools.lru_cache(maxsize=16)
+def _cohort_rows(viewer: Viewer) -> list[dict[str, Any]]:
+    # The results are fixed when the viewer starts, so their reports are made once.
+    return cohort_rows(viewer.path, {n: v.path for n, v in viewer.results.items()})
 
-    rows = []
-    for name, view in viewer.results.items():
-        stats = view.stats()
-        areas = "".join(
-            f'<li><span class="sw" style="background:rgb{tuple(c["color"])}"></span>'
-            f'{escape(c["name"])}: {c["area_mm2"]:.3f} mm&sup2;</li>'
-            for c in stats["classes"] if c["index"] > 0)
-        link = escape(quote(name, safe=""))  # a name may hold spaces, "#", "?", "..", ...
-        rows.append(f'<tr><td><a href="/r/{link}/"><img src="/thumb/{link}.png" '
-                    f'alt=""></a></td><td><a href="/r/{link}/">{escape(name)}</a>'
-                    f'<ul>{areas}</ul></td></tr>')
-    return (STATIC_DIR / "index.html").read_text().replace("{{title}}", escape(str(viewer.path))
-                                                           ).replace("{{rows}}", "".join(rows))
+
+def index_page(viewer: Viewer) -> str:
+    """The index of a folder's results: the cohort table (:func:`~wsiseg.export.cohort.
+    cohort_page`) with each result's thumbnail and name linking to its viewer."""
+    # A name may hold spaces, "#", "?", "..", ...: percent-encoded, looked up decoded.
+    links = {name: f"/r/{quote(name, safe='')}/" for name in viewer.results}
+    thumbs = {name: f"/thumb/{quote(name, safe='')}.png" for name in viewer.results}
+    return cohort_page(_cohort_rows(viewer), str(viewer.path), links=links, thumbnails=thumbs)
 
 
 def make_server(path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
