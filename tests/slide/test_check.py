@@ -67,3 +67,17 @@ def test_the_command_checks_a_folder_and_fails_unless_every_slide_is_ready(tissu
     assert result.exit_code == 1
     assert "2 slides: 1 ready, 1 unreadable" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_result_records_who_read_the_slide(tissue, tmp_path, pixel_model):
+    from wsiseg.export.report import build_report
+    from wsiseg.result.store import open_result
+
+    for name, path in (("openslide", write_svs(tmp_path / "a.svs", tissue, 0.5, tile=128)),
+                       ("ome-tiff", write_ome_tiff(tmp_path / "b.ome.tiff", tissue, 0.5))):
+        out = tmp_path / f"{name}.wsiseg.zarr"
+        result = CliRunner().invoke(main, ["predict", str(path), "--model", str(pixel_model[0]),
+                                           "--out", str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert open_result(out)[1].slide.reader == name
+        assert build_report(out)["slide_reader"] == name

@@ -224,6 +224,7 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
         "result": str(result),
         "slide": str(info.slide.path),
         "slide_name": Path(str(info.slide.path)).name,
+        "slide_reader": info.slide.reader or None,  # None: not recorded (older results)
         "model": info.model.name,
         "intended_use": intended_use(info.model.card),
         "model_description": str(info.model.card.get("description") or ""),

@@ -386,6 +386,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
             mpp=_pair(slide.require_mpp()),
             mpp_source="metadata" if config.slide_mpp is None else "user",
             quickhash=slide.properties.get("openslide.quickhash-1"),
+            reader=slide.backend,
         ),
         level=geometry.level,
         level_downsample=geometry.level_downsample,

@@ -49,6 +49,9 @@ class SlideSource:
     mpp: tuple[float, float]  # level 0, (x, y) um/px
     mpp_source: str  # "metadata", or "user" when given as --slide-mpp
     quickhash: str | None  # openslide.quickhash-1
+    #: Who read it: "openslide", "ome-tiff", "ome-zarr" or "tiff-stream" (a slide at a URL);
+    #: "" in results written before this was recorded.
+    reader: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class ResultInfo:
                 "mpp": list(s.mpp),
                 "mpp_source": s.mpp_source,
                 "quickhash": s.quickhash,
+                "reader": s.reader,
             },
             "level": self.level,
             "level_downsample": self.level_downsample,
@@ -227,6 +231,7 @@ class ResultInfo:
                     mpp=s.number_pair("mpp"),
                     mpp_source=s.text("mpp_source"),
                     quickhash=s.optional_text("quickhash"),
+                    reader=(s.optional_text("reader") or "") if "reader" in s.obj else "",
                 ),
                 level=top.integer("level"),
                 level_downsample=top.number("level_downsample"),

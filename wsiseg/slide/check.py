@@ -93,15 +93,6 @@ class SlideCheck:
         return [f"  not {name}: {why}" for name, why in self.others.items()]
 
 
-def reader_name(slide: object) -> str:
-    """The reader behind an open :class:`~wsiseg.slide.reader.Slide`."""
-    chunked = getattr(slide, "_chunked", None)
-    if chunked is None:
-        return "openslide"
-    return {"OmeTiffSlide": "ome-tiff", "OmeZarrSlide": "ome-zarr",
-            "TiffStreamSlide": "tiff-stream"}.get(type(chunked).__name__, type(chunked).__name__)
-
-
 def mpp_origin(vendor: str) -> str:
     """Where a slide of ``vendor`` has its level-0 resolution from."""
     return _MPP_ORIGIN.get(vendor, f"the {vendor} metadata (as OpenSlide gives it)")
@@ -156,7 +147,7 @@ def check_slide(item: str | os.PathLike[str], grid: int = SAMPLE_GRID,
                 pass
         return check
     with slide:
-        check.reader, check.vendor = reader_name(slide), slide.vendor
+        check.reader, check.vendor = slide.backend, slide.vendor
         check.others = other_readers(slide.file, check.reader)
         check.levels = slide.level_dimensions
         check.mpp = slide.metadata_mpp

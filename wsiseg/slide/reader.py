@@ -215,6 +215,16 @@ class Slide:
         self._tiles = self._tile_reader(reader)
 
     @property
+    def backend(self) -> str:
+        """Who reads the slide: ``openslide``, ``ome-tiff``, ``ome-zarr``, or ``tiff-stream``
+        (an SVS or generic TIFF at a URL)."""
+        if self._chunked is None:
+            return "openslide"
+        return {"OmeTiffSlide": "ome-tiff", "OmeZarrSlide": "ome-zarr",
+                "TiffStreamSlide": "tiff-stream"}.get(type(self._chunked).__name__,
+                                                      type(self._chunked).__name__)
+
+    @property
     def _osr(self) -> openslide.AbstractSlide:
         """The shared handle: an ``openslide.OpenSlide`` (replaced after a failed read), or
         a backend wsiseg reads itself."""
