@@ -90,8 +90,10 @@ def _click_type(f: SettingField) -> Any:
         return click.Choice(list(f.choices))
     if f.kind in (int, float) and not spec.positive and (
             spec.min is not None or spec.max is not None):
-        bounds = click.IntRange if f.kind is int else click.FloatRange
-        return bounds(min=spec.min, max=spec.max)
+        if f.kind is int:
+            return click.IntRange(min=None if spec.min is None else int(spec.min),
+                                  max=None if spec.max is None else int(spec.max))
+        return click.FloatRange(min=spec.min, max=spec.max)
     if f.kind in _SCALARS:
         return f.kind
     return str  # parsed by a callback given in ``overrides``
