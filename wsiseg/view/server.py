@@ -6,13 +6,16 @@ no runtime dependency; it serves one user's browser on the local machine (or a f
 ``static/``) to show two Deep Zoom images of the same size: ``/slide`` (JPEG tiles of the slide,
 from OpenSlide's :class:`~openslide.deepzoom.DeepZoomGenerator`) and ``/map`` (PNG tiles of the
 label map in the classes' colours, background transparent, placed in the slide's level-0 frame),
-so the overlay lines up with the slide at every zoom.
+so the overlay lines up with the slide at every zoom. A result holding the map's uncertainty
+also has ``/uncertainty`` (PNG tiles of it, from its mean pyramid, through
+:data:`UNCERTAINTY_COLOUR`), a layer the page shows on request.
 
 Paths served: ``/`` (a result's viewer, or a folder's index), ``/static/NAME``, ``/info.json``,
 ``/class?x=&y=`` and, per result, ``/slide.dzi``, ``/slide_files/L/C_R.jpeg``, ``/map.dzi``,
-``/map_files/L/C_R.png``; in a folder's index each result's paths are under ``/r/NAME/`` and its
-thumbnail is ``/thumb/NAME.png`` (NAME percent-encoded in links, decoded once here and looked up
-by exact name); the index is the folder's cohort table, each name linking to its viewer. Anything else is 404; a malformed query is 400.
+``/map_files/L/C_R.png`` and, where the result holds its uncertainty, ``/uncertainty.dzi`` and
+``/uncertainty_files/L/C_R.png``; in a folder's index each result's paths are under
+``/r/NAME/`` and its thumbnail is ``/thumb/NAME.png`` (NAME percent-encoded in links, decoded
+once here and looked up by exact name); the index is the folder's cohort table, each name linking to its viewer. Anything else is 404; a malformed query is 400.
 
 Who may ask: on a loopback address the server answers only requests whose Host header names
 this machine (``127.0.0.1``, ``localhost``, ``[::1]`` or the host given, with the served port or
@@ -44,18 +47,28 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote
 
 import numpy as np
 import numpy.typing as npt
+import zarr
 
 from wsiseg.errors import ResultError, SlideError, WsisegError
 from wsiseg.export.cohort import cohort_page, cohort_rows, folder_results
 from wsiseg.naming import RESULT_SUFFIX
+from wsiseg.result.pyramid import result_layout, uncertainty_level_path
 from wsiseg.result.reading import result_reads
-from wsiseg.result.store import label_pyramid, open_result, open_result_group
+from wsiseg.result.store import (
+    label_pyramid,
+    open_result,
+    open_result_group,
+    uncertainty_array,
+)
 from wsiseg.slide.reader import open_slide
+
+if TYPE_CHECKING:
+    from wsiseg.result.info import ResultInfo
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +85,11 @@ MAX_CONNECTIONS = 256
 REQUEST_TIMEOUT = 30.0
 #: Seconds a kept-alive connection may wait for its next request before it is closed.
 KEEPALIVE_TIMEOUT = 15.0
+
+#: The uncertainty layer's ramp: this colour, its alpha rising linearly with the uncertainty
+#: from 0 (certain: clear, the slide and map show as they are) to 255 (uniform: opaque); one hue
+#: with a linear alpha reads the same in every part of the range.
+UNCERTAINTY_COLOUR = (255, 0, 255)
 
 _CONTENT_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html",
                   ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
@@ -112,12 +130,20 @@ class ResultView:
         self._stats: dict[str, Any] | None = None
         self.slide_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._slide_tile)
         self.map_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._map_tile)
+        self.uncertainty_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._uncertainty_tile)
+        #: The levels of the map's uncertainty, level 0 first; None for a result without it.
+        self.uncertainty_levels = _uncertainty_levels(self.path, group, self.info,
+                                                      len(self.levels))
         # A colour per class with alpha; class 0 (background) stays transparent.
         lut = np.zeros((256, 4), dtype=np.uint8)
         for c in self.info.classes:
             if c.index > 0:
                 lut[c.index] = (*c.color[:3], 255)
         self._lut = lut
+        ramp = np.zeros((256, 4), dtype=np.uint8)
+        ramp[:, :3] = UNCERTAINTY_COLOUR
+        ramp[:, 3] = np.arange(256)
+        self._ramp = ramp
 
     # -- Deep Zoom geometry (the same for slide and map) --------------------------------------
     @property
@@ -125,7 +151,7 @@ class ResultView:
         return self.dz.level_count - 1
 
     def dzi(self, fmt: str) -> str:
-        """The Deep Zoom descriptor of the slide (``jpeg``) or map (``png``)."""
+        """The Deep Zoom descriptor of the slide (``jpeg``) or map and uncertainty (``png``)."""
         return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
                 f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" '
                 f'Overlap="{OVERLAP}" TileSize="{TILE_SIZE}"><Size Width="{self.width}" '
@@ -154,24 +180,38 @@ class ResultView:
         return out.getvalue()
 
     def _map_tile(self, level: int, col: int, row: int) -> bytes:
-        from PIL import Image
-
         x, y, w, h, down = self._tile_box(level, col, row)
-        rgba = self.map_rgba(x, y, w, h, down)
-        out = io.BytesIO()
-        Image.fromarray(rgba, "RGBA").save(out, "PNG", compress_level=1)
-        return out.getvalue()
+        return _png(self.map_rgba(x, y, w, h, down))
+
+    def _uncertainty_tile(self, level: int, col: int, row: int) -> bytes:
+        if self.uncertainty_levels is None:
+            raise KeyError("uncertainty")
+        x, y, w, h, down = self._tile_box(level, col, row)
+        return _png(self.uncertainty_rgba(x, y, w, h, down))
 
     def map_rgba(self, x: int, y: int, w: int, h: int, down: float) -> npt.NDArray[np.uint8]:
         """(h, w, 4) colours of the map over level pixels ``[x, x+w) x [y, y+h)`` of a Deep
         Zoom level ``down`` times smaller than level 0, from the pyramid level that matches."""
+        return self._pyramid_rgba(self.levels, self._lut, x, y, w, h, down)
 
+    def uncertainty_rgba(self, x: int, y: int, w: int, h: int, down: float
+                         ) -> npt.NDArray[np.uint8]:
+        """(h, w, 4) colours of the map's uncertainty (:data:`UNCERTAINTY_COLOUR`, alpha the
+        uncertainty) over the same pixels as :meth:`map_rgba`, clear outside the map."""
+        if self.uncertainty_levels is None:
+            raise KeyError("uncertainty")
+        return self._pyramid_rgba(self.uncertainty_levels, self._ramp, x, y, w, h, down)
+
+    def _pyramid_rgba(self, levels: list[zarr.Array[Any]], lut: npt.NDArray[np.uint8], x: int,
+                      y: int, w: int, h: int, down: float) -> npt.NDArray[np.uint8]:
+        """``lut`` of a pyramid on the map's grid over a tile's pixels, reading only the window
+        of the level that matches (only the chunks the tile covers)."""
         sx, sy = self.info.scale_to_level0
         ox, oy = self.info.offset_level0
         # The coarsest map level whose pixels are still no larger than a tile pixel.
         k = math.floor(math.log2(max(down / max(sx, sy), 1.0)))
-        k = min(k, len(self.levels) - 1)
-        array = self.levels[k]
+        k = min(k, len(levels) - 1)
+        array = levels[k]
         mh, mw = array.shape
         x0 = (np.arange(x, x + w) + 0.5) * down  # level-0 centres of the tile's pixels
         y0 = (np.arange(y, y + h) + 0.5) * down
@@ -187,20 +227,36 @@ class ResultView:
         with result_reads(self.path):
             window = np.asarray(array[cy0:cy1, cx0:cx1])
         picked = window[np.ix_(my[iny] - cy0, mx[inx] - cx0)]
-        rgba[np.ix_(iny, inx)] = self._lut[picked]
+        rgba[np.ix_(iny, inx)] = lut[picked]
         return rgba
 
-    def class_at(self, x0: float, y0: float) -> int | None:
-        """The class index at level-0 pixel (x0, y0); None outside the map."""
-
+    def _map_pixel(self, x0: float, y0: float) -> tuple[int, int] | None:
+        """The map pixel (x, y) holding level-0 pixel (x0, y0); None outside the map."""
         sx, sy = self.info.scale_to_level0
         ox, oy = self.info.offset_level0
         mx, my = math.floor((x0 - ox) / sx), math.floor((y0 - oy) / sy)
         mh, mw = self.labels.shape
         if not (0 <= mx < mw and 0 <= my < mh):
             return None
+        return mx, my
+
+    def class_at(self, x0: float, y0: float) -> int | None:
+        """The class index at level-0 pixel (x0, y0); None outside the map."""
+        pixel = self._map_pixel(x0, y0)
+        if pixel is None:
+            return None
         with result_reads(self.path):
-            return int(np.asarray(self.labels[my, mx]))
+            return int(np.asarray(self.labels[pixel[1], pixel[0]]))
+
+    def confidence_at(self, x0: float, y0: float) -> float | None:
+        """1 - uncertainty / 255 at level-0 pixel (x0, y0), to 2 decimals; None outside the
+        map or for a result without the uncertainty."""
+        pixel = self._map_pixel(x0, y0)
+        if pixel is None or self.uncertainty_levels is None:
+            return None
+        with result_reads(self.path):
+            u = int(np.asarray(self.uncertainty_levels[0][pixel[1], pixel[0]]))
+        return round(1 - u / 255, 2)
 
     def thumbnail(self) -> bytes:
         """A small PNG of the slide."""
@@ -234,6 +290,7 @@ class ResultView:
             "width": self.width, "height": self.height,
             "mpp": list(self.info.slide.mpp),
             "map_mpp": list(self.info.analysis_mpp),
+            "uncertainty": self.uncertainty_levels is not None,
             "classes": [{"index": c.index, "name": c.name, "color": list(c.color[:3]),
                          "area_mm2": float(counts[c.index] * pixel_mm2)}
                         for c in self.info.classes],
@@ -241,6 +298,34 @@ class ResultView:
 
     def close(self) -> None:
         self.osr.close()
+
+
+def _uncertainty_levels(path: Path, group: zarr.Group, info: ResultInfo, count: int
+                        ) -> list[zarr.Array[Any]] | None:
+    """The levels of the map's uncertainty in the result ``group`` (as many as the map's, as
+    :func:`~wsiseg.result.store.open_result` checked), or None where the result has none."""
+    with result_reads(path):
+        level0 = uncertainty_array(group, info)
+        if level0 is None:
+            return None
+        if result_layout(group) < 2:
+            return [level0]
+        levels = [level0]
+        for k in range(1, count):
+            node = group[uncertainty_level_path(k)]
+            if not isinstance(node, zarr.Array):  # open_result checked it; changed since
+                raise ResultError(f"{path}: {uncertainty_level_path(k)} is not an array; "
+                                  "predict the slide again to rebuild the result")
+            levels.append(node)
+    return levels
+
+
+def _png(rgba: npt.NDArray[np.uint8]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(out, "PNG", compress_level=1)
+    return out.getvalue()
 
 
 def _regular_file(slide_path: Path, result: Path) -> None:
@@ -288,7 +373,7 @@ class Viewer:
             view.close()
 
 
-_TILE = re.compile(r"^(slide|map)_files/(\d{1,9})/(\d{1,9})_(\d{1,9})\.(jpeg|png)$")
+_TILE = re.compile(r"^(slide|map|uncertainty)_files/(\d{1,9})/(\d{1,9})_(\d{1,9})\.(jpeg|png)$")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -451,11 +536,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif rest == "info.json":
             self._send(HTTPStatus.OK, json.dumps(view.stats()).encode(), "application/json")
         elif rest == "class":
-            index = view.class_at(_coordinate(query, "x"), _coordinate(query, "y"))
+            x0, y0 = _coordinate(query, "x"), _coordinate(query, "y")
+            index = view.class_at(x0, y0)
             name = next((c.name for c in view.info.classes if c.index == index), None)
-            self._send(HTTPStatus.OK, json.dumps({"index": index, "name": name}).encode(),
-                       "application/json")
-        elif rest in ("slide.dzi", "map.dzi"):
+            answer = {"index": index, "name": name, "confidence": view.confidence_at(x0, y0)}
+            self._send(HTTPStatus.OK, json.dumps(answer).encode(), "application/json")
+        elif rest == "uncertainty.dzi" and view.uncertainty_levels is None:
+            raise _NotFound
+        elif rest in ("slide.dzi", "map.dzi", "uncertainty.dzi"):
             fmt = "jpeg" if rest == "slide.dzi" else "png"
             self._send(HTTPStatus.OK, view.dzi(fmt).encode(), "application/xml")
         else:
@@ -465,7 +553,8 @@ class _Handler(BaseHTTPRequestHandler):
             kind, level, col, row, fmt = match.groups()
             if (kind == "slide") != (fmt == "jpeg"):
                 raise _NotFound
-            tile = view.slide_tile if kind == "slide" else view.map_tile
+            tile = {"slide": view.slide_tile, "map": view.map_tile,
+                    "uncertainty": view.uncertainty_tile}[kind]
             body = tile(int(level), int(col), int(row))
             self._send(HTTPStatus.OK, body, "image/jpeg" if fmt == "jpeg" else "image/png",
                        cache=True)

@@ -1,4 +1,5 @@
-// The slide with its class map over it: OpenSeadragon with two Deep Zoom images of one size.
+// The slide with its class map over it: OpenSeadragon with two Deep Zoom images of one size,
+// and a third, the map's uncertainty, added the first time its checkbox is ticked.
 "use strict";
 (async function () {
   const info = await (await fetch("info.json")).json();
@@ -32,6 +33,39 @@
   opacity.addEventListener("input", apply);
   viewer.world.addHandler("add-item", apply);
 
+  // The uncertainty layer, where the result has one: off at first, so its tiles are fetched
+  // only once it is asked for; hidden again by opacity 0 (OpenSeadragon then draws none).
+  const uncertainty = document.getElementById("uncertainty");
+  const uncertaintyOpacity = document.getElementById("uncertainty-opacity");
+  let uncertaintyItem = null;
+  let uncertaintyAdding = false;
+  function applyUncertainty() {
+    const value = uncertainty.checked ? uncertaintyOpacity.value / 100 : 0;
+    if (uncertaintyItem) {
+      uncertaintyItem.setOpacity(value);
+    } else if (uncertainty.checked && !uncertaintyAdding) {
+      uncertaintyAdding = true;
+      viewer.addTiledImage({
+        tileSource: "uncertainty.dzi",
+        opacity: value,
+        success: function (event) {
+          uncertaintyItem = event.item;
+          applyUncertainty();
+        },
+        error: function () { uncertaintyAdding = false; },
+      });
+    }
+  }
+  if (info.uncertainty) {
+    uncertainty.addEventListener("change", applyUncertainty);
+    uncertaintyOpacity.addEventListener("input", applyUncertainty);
+    // Shown once the slide and map are in place, so the layer goes on top of both.
+    viewer.addOnceHandler("open", function () {
+      document.getElementById("confidence-controls").hidden = false;
+    });
+  }
+  window.wsisegUncertainty = function () { return uncertaintyItem; };
+
   const status = document.getElementById("status");
   let pending = null;
   new OpenSeadragon.MouseTracker({
@@ -50,7 +84,11 @@
       clearTimeout(pending);
       pending = setTimeout(async function () {
         const r = await (await fetch("class?x=" + x0 + "&y=" + y0)).json();
-        status.textContent = (r.name === null ? "outside the map" : r.name) + "\n" + where;
+        let what = r.name === null ? "outside the map" : r.name;
+        if (r.confidence !== null && r.confidence !== undefined) {
+          what += ", confidence " + r.confidence.toFixed(2);
+        }
+        status.textContent = what + "\n" + where;
       }, 50);
     },
   });
