@@ -20,7 +20,7 @@ OTHER: dict[str, Any] = {
     "slide_mpp": 0.25, "tissue_threshold": 0.5, "probabilities": True, "overwrite": True,
     "threads": 1, "reader": "tifffile", "skip_damaged": True, "tta": "flip", "compile": True,
     "band_height": 500, "stripe_width": 4096, "chunk_size": 256, "amp": "fp32",
-    "progress": True, "trust_code": True,
+    "progress": True, "trust_code": True, "qc": "off",
 }
 
 

@@ -22,7 +22,7 @@ from wsiseg.settings import setting_fields
 #: below until it is put in one of these, after deciding whether a batch should keep a result
 #: made with another value of it.
 CHANGES_THE_MAP = ("model", "weights", "patch_size", "stride", "sigma", "target_mpp",
-                   "slide_mpp", "tissue_threshold", "probabilities", "tta")
+                   "slide_mpp", "tissue_threshold", "probabilities", "tta", "qc")
 DOES_NOT = ("out", "device", "batch_size", "overwrite", "threads", "reader", "skip_damaged",
             "compile", "band_height", "stripe_width", "chunk_size", "amp", "progress", "trust_code")
 
@@ -30,7 +30,7 @@ DOES_NOT = ("out", "device", "batch_size", "overwrite", "threads", "reader", "sk
 OTHER_VALUES: dict[str, Any] = {
     "model": "other.pt", "weights": "other.pth", "patch_size": 256, "stride": 128, "sigma": 20.0,
     "target_mpp": 0.5, "slide_mpp": 0.25, "tissue_threshold": 0.5, "probabilities": True,
-    "tta": "flip",
+    "tta": "flip", "qc": "off",
 }
 
 

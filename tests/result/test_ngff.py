@@ -59,8 +59,9 @@ def test_the_root_validates_as_an_ngff_image_with_its_label_images(result):
     assert [a.name for a in multiscale.axes] == ["c", "y", "x"]
     assert [a.type for a in multiscale.axes] == ["channel", "space", "space"]
     assert [d.path for d in multiscale.datasets] == ["0", "1"]
-    assert image.labels is not None and image.labels.label_paths == ["classes", "tissue"]
-    assert Labels.from_zarr(group["labels"]).label_paths == ["classes", "tissue"]
+    assert image.labels is not None
+    assert image.labels.label_paths == ["classes", "tissue", "qc"]
+    assert Labels.from_zarr(group["labels"]).label_paths == ["classes", "tissue", "qc"]
     classes = ImageLabel.from_zarr(group["labels/classes"]).ome_attributes
     info = open_result(path)[1]
     assert [c.label_value for c in classes.image_label.colors] == [c.index for c in info.classes]
@@ -133,7 +134,7 @@ def test_ome_zarr_py_reads_the_image_and_its_label_images(result):
     assert [a["name"] for a in image.metadata["axes"]] == ["c", "y", "x"]
     assert image.metadata["channel_names"] == ["red", "green", "blue"]
     labels = {node.metadata["name"]: node for node in nodes if node.load(Label) is not None}
-    assert sorted(labels) == ["classes", "tissue"]
+    assert sorted(labels) == ["classes", "qc", "tissue"]
     classes = labels["classes"]
     assert not classes.visible  # label layers open hidden in napari
     assert [tuple(d.shape) for d in classes.data] == [a.shape for a in label_pyramid(group)]

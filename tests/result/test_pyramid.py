@@ -103,7 +103,8 @@ def test_result_carries_ngff_metadata_consistent_with_its_arrays(result):
     group = zarr.open_group(str(result), mode="r")
     attrs = group.attrs["wsiseg"]
     assert "multiscales" in group.attrs["ome"]  # the root: the picture of the slide
-    assert group["labels"].attrs["ome"] == {"version": "0.5", "labels": ["classes", "tissue"]}
+    assert group["labels"].attrs["ome"] == {"version": "0.5",
+                                            "labels": ["classes", "tissue", "qc"]}
     ome = group["labels/classes"].attrs["ome"]
     assert ome["version"] == "0.5"
     (multiscale,) = ome["multiscales"]

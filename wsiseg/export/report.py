@@ -39,7 +39,7 @@ from wsiseg.atomic import atomic_write
 from wsiseg.cells import csv_text
 from wsiseg.errors import ConfigError, ResultError
 from wsiseg.result.reading import REDO, reads_result
-from wsiseg.result.store import open_result, open_result_group, uncertainty_array
+from wsiseg.result.store import open_result, open_result_group, qc_array, uncertainty_array
 
 _STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 #: The ``class`` of the CSV row (only present when there were some) that gives the area and the
@@ -170,6 +170,24 @@ def class_uncertainty(labels: LabelMap, uncertainty: LabelMap, num_classes: int,
     return counts, sums, above
 
 
+def artefact_pixels(labels: LabelMap, qc: LabelMap, factor: int) -> tuple[np.ndarray, int]:
+    """(pixels of each artefact value on the artefacts' own grid, map pixels of tissue
+    classes that lie on an artefact) of a label map and its artefact labels ``factor`` times
+    coarser (map pixel (x, y) lies on artefact pixel (x // factor, y // factor)), read a band of
+    rows at a time."""
+    height, width = labels.shape
+    counts = np.bincount(np.asarray(qc[0 : qc.shape[0]]).ravel(), minlength=256)
+    on_artefacts = 0
+    step = max(factor, _band_rows(labels) // factor * factor)
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        band = np.asarray(labels[y0:y1])
+        coarse = np.asarray(qc[y0 // factor : -(-y1 // factor)])
+        fine = np.repeat(np.repeat(coarse, factor, axis=0), factor, axis=1)[: y1 - y0, :width]
+        on_artefacts += int(np.count_nonzero((band > 0) & (fine > 0)))
+    return counts, on_artefacts
+
+
 def check_min_area(min_area_um2: float) -> None:
     """Refuse a minimum region area that is not a finite number of 0 or more um^2."""
     if not 0 <= min_area_um2 < math.inf:
@@ -209,6 +227,21 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
             "low_confidence_uncertainty": LOW_CONFIDENCE_UNCERTAINTY,
             "uncertainty_measure": info.uncertainty,
         }
+    qc_fields: dict[str, Any] = {}
+    qc = qc_array(open_result_group(result), info)
+    if qc is not None:
+        from wsiseg.slide.artefacts import QC_NAMES
+
+        qx, qy = (float(v) for v in info.tissue.mpp)
+        qc_counts, on_artefacts = artefact_pixels(labels, qc, info.tissue.factor)
+        qc_fields = {
+            "qc_mode": info.qc,
+            # Each artefact's area on the slide's picture (ink over glass too), in mm^2.
+            "qc": {name: float(qc_counts[v] * qx * qy / 1e6)
+                   for v, name in QC_NAMES.items() if v},
+            # Tissue of the map that lies on no artefact: what the shares can be trusted over.
+            "analysable_tissue_mm2": float((tissue - on_artefacts) * pixel_mm2),
+        }
     rows = []
     for c in info.classes:
         i = c.index
@@ -246,6 +279,7 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
         "damaged_area_mm2": info.damaged_area_mm2,
         "classes": rows,
         **confidence,
+        **qc_fields,
     }
 
 

@@ -17,6 +17,12 @@ from wsiseg.settings import setting, setting_fields, validate_fields
 from wsiseg.slide.geometry import ANALYSIS_MPP_RANGE, PATCH_SIZE_RANGE, SLIDE_MPP_RANGE
 from wsiseg.slide.reader import Reader
 
+#: What a prediction does with artefacts (:mod:`wsiseg.slide.artefacts`): records them and
+#: leaves them out of the analysable tissue (``record``), also leaves out the windows that lie
+#: mostly on them (``exclude``), or looks for none (``off``).
+QcMode = Literal["record", "exclude", "off"]
+QC_MODES: tuple[QcMode, ...] = get_args(QcMode)
+
 #: Autocast precisions on CUDA; none, off and fp32 all mean no autocast, and other devices
 #: always run float32 (``wsiseg.inference.predictor.autocast_dtype``).
 Precision = Literal["auto", "bf16", "fp16", "fp32", "none", "off"]
@@ -103,6 +109,13 @@ class PredictConfig:
         "none", affects_map=True, label="test-time augmentation",
         help="Test-time augmentation: average each window's probabilities over its 4 flips "
              "(flip) or its 8 flips and quarter turns (d4); costs 4x or 8x the network time.")
+    # Pen over glass stops being tissue, and --qc exclude drops windows: the map may change.
+    qc: QcMode = map_setting(
+        "record", affects_map=True, label="artefact detection",
+        help="Pen ink and folds found on the slide's picture: record them in the result "
+             "(labels/qc) and leave them out of the report's analysable tissue (record), also "
+             "leave out the windows lying mostly on them, their pixels background (exclude), "
+             "or look for none (off). Pen over glass is never tissue unless off.")
     compile: bool = map_setting(
         False, affects_map=False,
         help="Compile the network with torch.compile: up to a minute more at the start, "

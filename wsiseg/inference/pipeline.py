@@ -109,6 +109,8 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
                 config.probabilities, chunk=config.chunk_size, uncertainty=True,
             )
             writer.write_tissue(tissue.mask)
+            if tissue.qc is not None:
+                writer.write_qc(tissue.qc)
             writer.write_image(tissue.rgb)
             run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config)
             timings.update(run.timings)
@@ -141,6 +143,7 @@ class _Tissue:
     kept: np.ndarray  # (rows, cols) of the grid: windows with enough tissue
     rgb: np.ndarray  # uint8 (H, W, 3) image of the slide the mask was found on, same grid
     warnings: tuple[str, ...] = ()  # what looks wrong with its colours (colour_warnings)
+    qc: np.ndarray | None = None  # uint8 artefact labels on the mask's grid (None: --qc off)
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,17 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
         progress=lambda total: progress_bar(total, f"{slide.path.name} tissue", "px",
                                             config.progress, leave=False, unit_scale=True),
     )
+    found, qc = mask, None  # the colour checks judge the scan on the tissue as found
+    if config.qc != "off":
+        mask, qc = _find_artefacts(slide, rgb, mask, geometry)
     kept = window_tissue_fractions(mask, factor, grid) >= config.tissue_threshold
+    if qc is not None and config.qc == "exclude":
+        on_artefacts = window_tissue_fractions(qc > 0, factor, grid)
+        dropped = kept & (on_artefacts >= QC_EXCLUDE_SHARE)
+        kept &= ~dropped
+        if dropped.any():
+            logger.info("%s: %d windows lie mostly on artefacts and are left out (--qc exclude)",
+                        slide.path.name, int(dropped.sum()))
     logger.info(
         "%s: tissue on %.1f%% of the slide, %d of %d windows kept (%.1f s)", slide.path.name,
         100 * mask.mean() if mask.size else 0.0, int(kept.sum()), kept.size,
@@ -291,10 +304,32 @@ def _find_tissue(slide: Slide, plan: _Plan, config: PredictConfig) -> _Tissue:
             "%s: no tissue found (no window with %.0f%% tissue); the map is all background",
             slide.path, 100 * config.tissue_threshold,
         )
-    warnings = tuple(colour_warnings(rgb, mask, own_pixels(geometry, slide.bounds)))
+    warnings = tuple(colour_warnings(rgb, found, own_pixels(geometry, slide.bounds)))
     for warning in warnings:
         logger.warning("%s: %s", slide.path, warning)
-    return _Tissue(mask, geometry, factor, kept, rgb, warnings=warnings)
+    return _Tissue(mask, geometry, factor, kept, rgb, warnings=warnings, qc=qc)
+
+
+#: Under ``--qc exclude``, a window with at least this share of its area on artefacts is left out.
+QC_EXCLUDE_SHARE = 0.5
+
+
+def _find_artefacts(slide: Slide, rgb: np.ndarray, mask: np.ndarray, geometry: Geometry
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Pen ink and folds on the tissue picture (:mod:`wsiseg.slide.artefacts`): the tissue
+    mask without the ink over glass, and the artefact labels."""
+    from wsiseg.slide.artefacts import QC_PEN, artefact_areas, detect_artefacts
+    from wsiseg.slide.artefacts import tissue_without_pen as without_pen
+
+    t = time.perf_counter()
+    mpp = float(geometry.mpp[0])
+    qc = detect_artefacts(rgb, mask, mpp)
+    mask = without_pen(mask, qc == QC_PEN)
+    areas = {name: a for name, a in artefact_areas(qc, mpp).items() if a > 0}
+    logger.info("%s: artefacts %s (%.1f s)", slide.path.name, ", ".join(
+        f"{name} {a:.3g} mm^2" for name, a in areas.items()) or "none",
+        time.perf_counter() - t)
+    return mask, qc
 
 
 def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Predictor,
@@ -423,6 +458,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         damaged_regions=run.damaged,
         warnings=tissue.warnings,
         uncertainty="entropy" if config.tta == "none" else "entropy+views",
+        qc=None if tissue.qc is None else config.qc,
     )
 
 

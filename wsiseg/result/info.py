@@ -124,6 +124,9 @@ class ResultInfo:
     tta: str = "none"  # test-time augmentation: none, flip or d4 (views averaged per window)
     # How its uncertainty array was computed; None: it has none (written before there was one).
     uncertainty: UncertaintyMeasure | None = None
+    # What made its artefact labels (labels/qc): the --qc mode, record or exclude; None: it
+    # has none (--qc off, or written before artefacts were looked for).
+    qc: str | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -197,6 +200,7 @@ class ResultInfo:
             ],
             "warnings": list(self.warnings),
             **({} if self.uncertainty is None else {"uncertainty": self.uncertainty}),
+            **({} if self.qc is None else {"qc": self.qc}),
         }
 
     @classmethod
@@ -270,6 +274,7 @@ class ResultInfo:
                 # Written before test-time augmentation was recorded: there was none.
                 tta=top.text("tta") if "tta" in top else "none",
                 uncertainty=_uncertainty(top),
+                qc=_qc(top),
             )
             _check_values(info)
             return info
@@ -318,6 +323,7 @@ FIELD_ROLES: dict[str, FieldRole] = {
     "warnings": "produced",
     "tta": "settings",
     "uncertainty": "produced",
+    "qc": "produced",
 }
 
 
@@ -447,6 +453,19 @@ def _damaged(top: _Fields) -> tuple[DamagedArea, ...]:
         raise _Invalid(f"'damaged_count' is {top.integer('damaged_count')} but "
                        f"'damaged_regions' lists {len(areas)}")
     return areas
+
+
+#: The --qc modes that write artefact labels.
+QC_RECORDED = ("record", "exclude")
+
+
+def _qc(top: _Fields) -> str | None:
+    if "qc" not in top:  # --qc off, or written before artefacts were looked for
+        return None
+    value = top.text("qc")
+    if value in QC_RECORDED:
+        return value
+    raise top._wrong("qc", value, f"one of {', '.join(QC_RECORDED)}")
 
 
 def _uncertainty(top: _Fields) -> UncertaintyMeasure | None:

@@ -41,6 +41,8 @@ MIN_SIZE = 256  # the pyramid stops at the first level that fits in this many pi
 #: The group of label images (NGFF's reserved name) and the names of the label images in it.
 LABELS_GROUP = "labels"
 CLASSES_LABEL, TISSUE_LABEL, DAMAGED_LABEL = "classes", "tissue", "damaged"
+#: The artefact labels (``wsiseg.slide.artefacts``), on the tissue mask's grid.
+QC_LABEL = "qc"
 #: Arrays that are no NGFF label image: under a group of their own.
 EXTRA_GROUP = "wsiseg"
 #: The map's uncertainty, an NGFF image of its own (levels ``0``, ``1``, ...) in EXTRA_GROUP.
@@ -55,12 +57,13 @@ MODE_RULE = ("2 x 2 blocks; each pixel takes the most frequent value of its bloc
 #: hold one: its path there is where none is found).
 _PATHS = {
     1: {"labels": "labels", "tissue": "tissue", "damaged": "damaged",
-        "probabilities": "probabilities", "uncertainty": "uncertainty"},
+        "probabilities": "probabilities", "uncertainty": "uncertainty", "qc": "qc"},
     2: {"labels": f"{LABELS_GROUP}/{CLASSES_LABEL}/0",
         "tissue": f"{LABELS_GROUP}/{TISSUE_LABEL}/0",
         "damaged": f"{LABELS_GROUP}/{DAMAGED_LABEL}/0",
         "probabilities": f"{EXTRA_GROUP}/probabilities",
-        "uncertainty": f"{UNCERTAINTY_IMAGE}/0"},
+        "uncertainty": f"{UNCERTAINTY_IMAGE}/0",
+        "qc": f"{LABELS_GROUP}/{QC_LABEL}/0"},
 }
 
 
@@ -219,6 +222,13 @@ def ngff_metadata(info: ResultInfo, levels: int, damaged: bool = False
             TISSUE_LABEL, _datasets(info, *on_mask, levels), MODE_TYPE, MODE_RULE,
             [(0, "glass", [0, 0, 0, 0]), (1, "tissue", [0, 160, 0, 96])]),
     }
+    if info.qc is not None:
+        from wsiseg.slide.artefacts import QC_COLOURS, QC_NAMES
+
+        labels[QC_LABEL] = _label_image(
+            QC_LABEL, _datasets(info, *on_mask, levels), MODE_TYPE, MODE_RULE,
+            [(0, "none", [0, 0, 0, 0]),
+             *[(v, name, [*QC_COLOURS[v], 255]) for v, name in QC_NAMES.items() if v]])
     if damaged:
         labels[DAMAGED_LABEL] = _label_image(
             DAMAGED_LABEL, _datasets(info, *on_map, levels), "max",

@@ -25,6 +25,7 @@ from wsiseg.result.integrity import damaged_error, missing_chunks
 from wsiseg.result.pyramid import (
     CLASSES_LABEL,
     DAMAGED_LABEL,
+    QC_LABEL,
     TISSUE_LABEL,
     array_path,
     label_level_path,
@@ -60,6 +61,15 @@ def uncertainty_array(group: zarr.Group, info: ResultInfo) -> zarr.Array[Any] | 
     if info.uncertainty is None:
         return None
     return result_array(group, "uncertainty")
+
+
+def qc_array(group: zarr.Group, info: ResultInfo) -> zarr.Array[Any] | None:
+    """Level 0 of the artefact labels of the result ``group`` (uint8 on the tissue mask's
+    grid: ``wsiseg.slide.artefacts.QC_NAMES``), or None for a result without (``--qc off``,
+    or written before artefacts were looked for): its attributes say."""
+    if info.qc is None:
+        return None
+    return result_array(group, "qc")
 
 
 def label_pyramid(group: zarr.Group) -> list[zarr.Array[Any]]:
@@ -179,6 +189,10 @@ def _check_arrays(path: Path, group: zarr.Group, info: ResultInfo,
             _check_array(path, group, label_level_path(TISSUE_LABEL, k), shape, required=False)
         for k, (h, w) in enumerate(tissue_levels):
             _check_array(path, group, str(k), (3, h, w), required=False)
+    qc = info.qc is not None
+    if _check_array(path, group, array_path("qc", layout), tissue, required=qc) and layout >= 2:
+        for k, shape in enumerate(level_shapes(*tissue, levels=levels)[1:], start=1):
+            _check_array(path, group, label_level_path(QC_LABEL, k), shape, required=qc)
     if _check_array(path, group, array_path("damaged", layout), (height, width),
                     required=False) and layout >= 2:
         for k, shape in enumerate(level_shapes(height, width, levels=levels)[1:], start=1):

@@ -29,6 +29,7 @@ from wsiseg.result.pyramid import (
     CLASSES_LABEL,
     DAMAGED_LABEL,
     LABELS_GROUP,
+    QC_LABEL,
     TISSUE_LABEL,
     array_path,
     label_level_path,
@@ -114,7 +115,7 @@ class OutputWriter:
         cw = min(chunk, width)
         # Every multiscales of the store has the label pyramid's number of levels (NGFF).
         self.levels = len(level_shapes(height, width))
-        self.image_written = self.damaged = False
+        self.image_written = self.damaged = self.qc_written = False
         for name in (CLASSES_LABEL, TISSUE_LABEL):
             self.group.require_group(f"{LABELS_GROUP}/{name}")
         self.labels = create_result_array(
@@ -224,6 +225,22 @@ class OutputWriter:
             write_pyramid(arr, self.group, 2, path=lambda k: label_level_path(TISSUE_LABEL, k),
                           levels=self.levels)
 
+    def write_qc(self, qc: npt.NDArray[np.uint8]) -> None:
+        """The artefact labels (``wsiseg.slide.artefacts``: 0 none, 1 pen, 2 out of focus,
+        3 fold or dark, 4 other) on the tissue mask's grid, and their pyramid: the label image
+        ``labels/qc``."""
+        h, w = qc.shape
+        with self.writing():
+            arr = create_result_array(
+                self.group, array_path("qc", LAYOUT), shape=(h, w),
+                chunks=(min(1024, h), min(1024, w)), dtype="uint8", fill_value=0,
+                dimension_names=("y", "x"),
+            )
+            arr[...] = qc
+            write_pyramid(arr, self.group, 5, path=lambda k: label_level_path(QC_LABEL, k),
+                          levels=self.levels)
+        self.qc_written = True
+
     def write_image(self, rgb: npt.NDArray[np.uint8]) -> None:
         """The picture of the slide, a uint8 (h, w, 3) RGB image on the tissue mask's grid, and
         its pyramid (2 x 2 means): the arrays ``0``, ``1``, ... of the root image, (3, h, w)."""
@@ -269,6 +286,8 @@ class OutputWriter:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
         if not self.image_written:
             raise RuntimeError("output incomplete: no image of the slide written (write_image)")
+        if not self.qc_written:
+            info = dataclasses.replace(info, qc=None)  # no artefact labels written
         if self.uncertainty is None:
             info = dataclasses.replace(info, uncertainty=None)  # what was written: none
         elif info.uncertainty is None:
