@@ -79,7 +79,8 @@ def test_a_row_per_result_and_per_failed_slide_with_the_reports_numbers(folder):
     assert "tissue_area_mm2" not in failed and "share_of_tissue_percent:tumour" not in failed
     keys = [c.key for c in cohort_columns(rows)]
     assert keys == ["slide", "status", "tissue_area_mm2", "share_of_tissue_percent:tumour",
-                    "share_of_tissue_percent:<i>stroma</i>", "damaged_regions", "error"]
+                    "share_of_tissue_percent:<i>stroma</i>", "damaged_regions", "review",
+                    "error"]
 
 
 class _Page(html.parser.HTMLParser):
@@ -167,6 +168,8 @@ def test_optional_report_fields_make_columns_and_leave_older_results_empty(folde
                           review=["fold over <b>tumour</b>", "low confidence"])
         elif name.startswith("#1"):
             report.update(review=[], analysable_tissue_mm2=0.0)
+        else:  # a report made before reviews were given
+            report.pop("review", None)
         return report
 
     monkeypatch.setattr(cohort, "build_report", newer)
@@ -196,7 +199,15 @@ def test_optional_report_fields_make_columns_and_leave_older_results_empty(folde
     assert 'data-name="a b" data-review="2"' in page and 'data-name="#1" data-review="0"' in page
 
 
-def test_without_review_fields_there_is_no_review_filter(folder, tmp_path):
+def test_without_review_fields_there_is_no_review_filter(folder, tmp_path, monkeypatch):
+    real = cohort.build_report
+
+    def older(result, *args, **kwargs):  # reports made before reviews were given
+        report = real(result, *args, **kwargs)
+        report.pop("review")
+        return report
+
+    monkeypatch.setattr(cohort, "build_report", older)
     write_cohort(folder, tmp_path)
     page = (tmp_path / "cohort.html").read_text(encoding="utf-8")
     assert 'id="review-only"' not in page and ' data-review="' not in page

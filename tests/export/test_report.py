@@ -123,11 +123,15 @@ def _check_report(cmu_result, tmp_path):
     assert report["slide"] == group.attrs["wsiseg"]["slide"]["path"] and report["seconds"] > 0
     with (tmp_path / "cmu.report.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["class"] for r in rows[:-1]] == [c["name"] for c in report["classes"]] + [
+    comments = [r for r in rows if r["slide"].startswith("#")]
+    rows = [r for r in rows if not r["slide"].startswith("#")]
+    assert [r["class"] for r in rows] == [c["name"] for c in report["classes"]] + [
         "total tissue"]
-    assert rows[-1]["slide"] == "# intended use" and rows[-1]["model"] == report["intended_use"]
+    assert [(c["slide"], c["model"]) for c in comments] == [
+        *(("# review", reason) for reason in report["review"]),
+        ("# intended use", report["intended_use"])]
     assert "seconds" not in rows[0]  # the run time is in the JSON, once
-    for r in rows[:-1]:
+    for r in rows:
         assert re.fullmatch(r"\d+\.\d{4}", r["area_mm2"])
         assert re.fullmatch(r"(\d+\.\d{2})?", r["share_of_tissue_percent"])
     assert not list(tmp_path.glob("*.partial"))
@@ -218,3 +222,26 @@ def test_names_that_a_spreadsheet_would_run_are_text_in_the_csv_and_exact_in_the
     assert {row[1] for row in rows[1:-1]} == {"'" + FORMULAS[3]}
     assert {row[0] for row in rows[1:-1]} == {"'" + report["slide"]}
     assert rows[-1][1].startswith("'=cmd")
+
+
+def test_review_reasons_follow_the_rules(cmu_result, tmp_path):
+    from wsiseg.export.report import ReviewRules, build_report, review_reasons
+
+    report = build_report(cmu_result)
+    assert isinstance(report["review"], list)
+    base = {"tissue_area_mm2": 2.0, "tissue_map_pixels": 2000, "damaged_regions": 0,
+            "damaged_area_mm2": 0.0}
+    assert review_reasons(base, ()) == []
+    flagged = review_reasons({**base, "analysable_tissue_mm2": 0.5, "low_confidence_share": 0.4,
+                              "damaged_regions": 3, "damaged_area_mm2": 0.25},
+                             ("glass is not white (mean RGB 240, 200, 180); check",))
+    assert flagged == ["analysable tissue 25% of the tissue (under 80%)",
+                       "artefacts on 1.50 mm^2 of tissue (over 1 mm^2)",
+                       "low confidence on 40% of the tissue (over 25%)",
+                       "colours: glass is not white (mean RGB 240, 200, 180)",
+                       "3 damaged regions not read (0.25 mm^2)"]
+    lenient = ReviewRules(min_analysable=0.2, max_artefact_mm2=2.0, max_low_confidence=0.5)
+    assert review_reasons({**base, "analysable_tissue_mm2": 0.5, "low_confidence_share": 0.4},
+                          (), lenient) == []
+    assert review_reasons({**base, "tissue_map_pixels": 0, "tissue_area_mm2": 0.0}, ()) == [
+        "no tissue mapped"]

@@ -13,12 +13,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from wsiseg.atomic import output_error
 from wsiseg.errors import ConfigError
 from wsiseg.naming import RESULT_SUFFIX
 from wsiseg.settings import setting, validate_fields
+
+if TYPE_CHECKING:
+    from .report import ReviewRules
 
 #: The frames of the vector and raster exports (see :class:`ExportOptions`).
 Origin = Literal["bounds", "level0"]
@@ -59,6 +62,18 @@ class ExportOptions:
              "'tumour=Tumor,normal=Stroma'.")
     tiff_overlay: bool = setting(
         False, help="tiff: also write a colour overlay TIFF (background transparent).")
+    review_analysable: float = setting(
+        0.8, min=0, max=1, label="review: analysable share",
+        help="report: flag a slide for review when the tissue on no artefact is under this "
+             "share of its tissue.")
+    review_artefact_mm2: float = setting(
+        1.0, min=0, label="review: artefact area", unit="mm^2",
+        help="report: flag a slide for review when artefacts cover more than this much of its "
+             "tissue, in mm^2.")
+    review_low_confidence: float = setting(
+        0.25, min=0, max=1, label="review: low-confidence share",
+        help="report: flag a slide for review when more than this share of its tissue has low "
+             "confidence (uncertainty over 0.5).")
     png_size: int = setting(
         2048, min=16, unit="px",
         help="png: longest side of the slide's thumbnail in pixels (title, legend and scale "
@@ -76,7 +91,16 @@ def _report(result: str | os.PathLike[str], out_dir: Path, stem: str,
             options: ExportOptions) -> list[Path]:
     from .report import write_report
 
-    return write_report(result, out_dir, stem, min_area_um2=options.min_area_um2)
+    return write_report(result, out_dir, stem, min_area_um2=options.min_area_um2,
+                        review=review_rules(options))
+
+
+def review_rules(options: ExportOptions) -> ReviewRules:
+    """The report's review rules from the export settings."""
+    from .report import ReviewRules
+
+    return ReviewRules(options.review_analysable, options.review_artefact_mm2,
+                       options.review_low_confidence)
 
 
 def _png(result: str | os.PathLike[str], out_dir: Path, stem: str,

@@ -26,7 +26,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -188,6 +189,45 @@ def artefact_pixels(labels: LabelMap, qc: LabelMap, factor: int) -> tuple[np.nda
     return counts, on_artefacts
 
 
+@dataclass(frozen=True)
+class ReviewRules:
+    """When a slide is to be looked at before its numbers are used (:func:`review_reasons`):
+    analysable tissue under ``min_analysable`` of the tissue, artefacts over more than
+    ``max_artefact_mm2`` of it, or low confidence on more than ``max_low_confidence`` of it."""
+
+    min_analysable: float = 0.8
+    max_artefact_mm2: float = 1.0
+    max_low_confidence: float = 0.25
+
+
+def review_reasons(report: Mapping[str, Any], warnings: Sequence[str],
+                   rules: ReviewRules = ReviewRules()) -> list[str]:
+    """Why a slide of ``report`` (and its colour ``warnings``) is to be reviewed; empty: no
+    reason found."""
+    reasons = []
+    tissue = float(report["tissue_area_mm2"])
+    if report["tissue_map_pixels"] == 0:
+        reasons.append("no tissue mapped")
+    analysable = report.get("analysable_tissue_mm2")
+    if analysable is not None and tissue > 0:
+        on_artefacts = tissue - float(analysable)
+        if analysable < rules.min_analysable * tissue:
+            reasons.append(f"analysable tissue {100 * analysable / tissue:.0f}% of the tissue "
+                           f"(under {100 * rules.min_analysable:.0f}%)")
+        if on_artefacts > rules.max_artefact_mm2:
+            reasons.append(f"artefacts on {on_artefacts:.2f} mm^2 of tissue (over "
+                           f"{rules.max_artefact_mm2:g} mm^2)")
+    low = report.get("low_confidence_share")
+    if low is not None and low > rules.max_low_confidence:
+        reasons.append(f"low confidence on {100 * low:.0f}% of the tissue (over "
+                       f"{100 * rules.max_low_confidence:.0f}%)")
+    reasons += [f"colours: {w.split(';')[0]}" for w in warnings]
+    if report["damaged_regions"]:
+        reasons.append(f"{report['damaged_regions']} damaged regions not read "
+                       f"({report['damaged_area_mm2']:.3g} mm^2)")
+    return reasons
+
+
 def check_min_area(min_area_um2: float) -> None:
     """Refuse a minimum region area that is not a finite number of 0 or more um^2."""
     if not 0 <= min_area_um2 < math.inf:
@@ -196,7 +236,8 @@ def check_min_area(min_area_um2: float) -> None:
 
 
 @reads_result
-def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> dict[str, Any]:
+def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0,
+                 review: ReviewRules = ReviewRules()) -> dict[str, Any]:
     """The report of a result: per-class rows, the total tissue, slide, model, settings, time.
 
     Regions smaller than ``min_area_um2`` are not counted (their pixels still are, in areas).
@@ -253,7 +294,7 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
                                         else float(100 * counts[i] / tissue)),
             "regions": None if background else regions[i],
         })
-    return {
+    report: dict[str, Any] = {
         "result": str(result),
         "slide": str(info.slide.path),
         "slide_name": Path(str(info.slide.path)).name,
@@ -281,6 +322,9 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0) -> d
         **confidence,
         **qc_fields,
     }
+    # Why the slide is to be looked at before its numbers are used (empty: no reason found).
+    report["review"] = review_reasons(report, info.warnings, review)
+    return report
 
 
 CSV_COLUMNS = ["slide", "model", "class", "area_mm2", "share_of_tissue_percent", "regions",
@@ -290,9 +334,9 @@ CONFIDENCE_COLUMN = "confidence"
 
 
 def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str], stem: str,
-                 min_area_um2: float = 0.0) -> list[Path]:
+                 min_area_um2: float = 0.0, review: ReviewRules = ReviewRules()) -> list[Path]:
     """Write ``STEM.report.json`` and ``STEM.report.csv`` (one row per class) into ``out_dir``."""
-    report = build_report(result, min_area_um2)
+    report = build_report(result, min_area_um2, review)
     out_dir = Path(out_dir)
     json_path = out_dir / f"{stem}.report.json"
     csv_path = out_dir / f"{stem}.report.csv"
@@ -332,6 +376,8 @@ def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             report.get("tissue_confidence"))
         if report["damaged_regions"]:  # one more row: what could not be read, not a class
             row(DAMAGED_ROW, report["damaged_area_mm2"], None, report["damaged_regions"], None)
+        for reason in report["review"]:  # comment lines too: not rows of numbers
+            writer.writerow(["# review", csv_text(reason)])
         # Last, a comment line (pandas: comment="#"): what the model may be used for.
         writer.writerow(["# intended use", csv_text(report["intended_use"])])
     return [json_path, csv_path]
