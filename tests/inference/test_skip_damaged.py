@@ -98,8 +98,10 @@ def test_cli_warns_and_the_report_counts_it(slides, pixel_model, tmp_path):
     report = json.loads((tmp_path / "bad.report.json").read_text())
     assert report["damaged_regions"] == 1
     assert report["damaged_area_mm2"] == pytest.approx(0.065536)
-    rows = (tmp_path / "bad.report.csv").read_text().splitlines()
-    assert rows[-2].split(",")[2:6] == ["damaged (not read)", "0.0655", "", "1"]
+    lines = (tmp_path / "bad.report.csv").read_text().splitlines()
+    rows = [line for line in lines if not line.startswith("#")]  # review, intended use
+    assert rows[-1].split(",")[2:6] == ["damaged (not read)", "0.0655", "", "1"]
+    assert "# review,1 damaged regions not read (0.0655 mm^2)" in lines
 
 
 def test_without_the_flag_the_slide_fails_naming_the_tile(slides, pixel_model, tmp_path):
