@@ -158,3 +158,19 @@ def test_sigterm_stops_a_batch_on_local_workers_leaving_no_partial_or_claim(
     assert seconds < 20
     assert [r.status for r in read_manifest(out / "manifest.csv")] == ["pending", "pending"]
     assert not list(out.glob("*.partial")) and not list(out.glob("*.claim*"))
+
+
+def test_a_sigterm_python_could_only_drop_is_raised_again_in_the_block():
+    import types
+
+    from wsiseg.batch.signals import sigterm_as_interrupt
+    from wsiseg.errors import Terminated
+
+    lost = types.SimpleNamespace(exc_type=Terminated, exc_value=Terminated(), exc_traceback=None,
+                                 err_msg="Exception ignored in", object=None)
+    before = sys.unraisablehook
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        sys.unraisablehook(lost)  # as Python does for one raised in a gc callback
+        for _ in range(1000):
+            time.sleep(0.001)
+    assert sys.unraisablehook is before

@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 from wsiseg.errors import EXIT_TERMINATED, Terminated
 
@@ -58,11 +60,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         stopping = True
         raise Terminated
 
+    def raised_where_it_was_lost(unraisable: Any) -> None:
+        # A SIGTERM handled inside a gc callback or a finaliser raises there, where Python can
+        # only print the exception and drop it: raise it again, to land in the block's code.
+        nonlocal stopping
+        if isinstance(unraisable.exc_value, Terminated):
+            stopping = False
+            signal.raise_signal(signal.SIGTERM)
+            return
+        previous_hook(unraisable)
+
     previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = raised_where_it_was_lost
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if sys.unraisablehook is raised_where_it_was_lost:
+            sys.unraisablehook = previous_hook
 
 
 # --- slides running on threads of a worker process ------------------------------------------
