@@ -13,16 +13,8 @@ from wsiseg.cards import ClassInfo
 from wsiseg.export import cohort
 from wsiseg.testing.result import write_result
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None)
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-if CHROMIUM is None or not shutil.os.path.exists(CHROMEDRIVER):
-    pytest.skip("chromium and chromedriver are not installed "
-                "(apt-get install chromium chromium-driver)", allow_module_level=True)
-
 pytestmark = pytest.mark.slow
+WINDOW = (1200, 800)
 
 CLASSES = (ClassInfo(0, "background", (255, 255, 255)), ClassInfo(1, "tumour", (200, 0, 0)),
            ClassInfo(2, "stroma", (0, 160, 0)))
@@ -57,23 +49,6 @@ def page(tmp_path_factory) -> Path:
         patch.setattr(cohort, "build_report", with_review)
         html_path, _ = cohort.write_cohort(maps)
     return html_path
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--window-size=1200,800",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def _shown(driver) -> list[str]:
@@ -133,16 +108,13 @@ def test_the_class_filter_keeps_rows_above_a_share(browser, page):
     assert _shown(browser) == ["c#", "ü"]
 
 
-def test_the_viewers_folder_index_is_the_same_table_with_links(browser, view_result, tmp_path):
-    import threading
-
-    from wsiseg.view import make_server, server_url
+def test_the_viewers_folder_index_is_the_same_table_with_links(browser, view_result, tmp_path,
+                                                                serving):
+    from wsiseg.view import server_url
 
     for name in ("a b", "ü#"):
         shutil.copytree(view_result, tmp_path / f"{name}.wsiseg.zarr")
-    server, viewer = make_server(tmp_path, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(tmp_path) as (server, _):
         url = server_url(server)
         browser.get(url)
         keys = [th.get_attribute("data-key")
@@ -157,7 +129,3 @@ def test_the_viewers_folder_index_is_the_same_table_with_links(browser, view_res
         assert link.get_attribute("href") == url + "r/%C3%BC%23/"
         link.click()
         assert browser.current_url == url + "r/%C3%BC%23/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        viewer.close()

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -20,14 +16,6 @@ from wsiseg.result.pyramid import uncertainty_level_path
 from wsiseg.result.store import open_result
 from wsiseg.testing.result import write_result
 from wsiseg.view.server import OVERLAP, TILE_SIZE, UNCERTAINTY_COLOUR
-
-
-def get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers["Content-Type"], err.read()
 
 
 def _uncertainty(view_result, level: int = 0) -> np.ndarray:
@@ -49,32 +37,32 @@ def _expected_tile(u: np.ndarray, info, level_k: int, x: int, y: int, w: int, h:
     return expected
 
 
-def _tile(url: str, level: int, col: int, row: int) -> np.ndarray:
-    status, kind, body = get(url + f"uncertainty_files/{level}/{col}_{row}.png")
+def _tile(http_get, url: str, level: int, col: int, row: int) -> np.ndarray:
+    status, kind, body = http_get(url + f"uncertainty_files/{level}/{col}_{row}.png")
     assert (status, kind) == (200, "image/png")
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGBA"))
 
 
 def test_uncertainty_tiles_are_the_ramp_of_the_array_at_the_matching_level(view_server,
-                                                                           view_result):
+                                                                           view_result, http_get):
     url, viewer = view_server
     _, info = open_result(view_result)
     view = viewer.single
-    assert json.loads(get(url + "info.json")[2])["uncertainty"] is True
-    status, _, body = get(url + "uncertainty.dzi")
+    assert json.loads(http_get(url + "info.json")[2])["uncertainty"] is True
+    status, _, body = http_get(url + "uncertainty.dzi")
     assert status == 200 and b'Width="2000" Height="1600"' in body
     top = view.max_level
     u0 = _uncertainty(view_result)
     assert len(np.unique(u0)) > 5, "the test map's uncertainty should vary"
     # Full resolution: a tile over tissue and glass.
     x, y, w, h, down = view._tile_box(top, 1, 1)
-    tile = _tile(url, top, 1, 1)
+    tile = _tile(http_get, url, top, 1, 1)
     np.testing.assert_array_equal(tile, _expected_tile(u0, info, 0, x, y, w, h, down))
     assert len(np.unique(tile[..., 3])) > 5
     # Eight times smaller: pixels of the mean pyramid's level 1 (the map is at 4 px of level 0).
     x, y, w, h, down = view._tile_box(top - 3, 0, 0)
     k = 1
-    np.testing.assert_array_equal(_tile(url, top - 3, 0, 0),
+    np.testing.assert_array_equal(_tile(http_get, url, top - 3, 0, 0),
                                   _expected_tile(_uncertainty(view_result, k), info, k, x, y, w,
                                                  h, down))
 
@@ -111,7 +99,7 @@ def test_a_tile_reads_only_its_window_of_one_level(view_server):
     assert len(levels) == 2 and k1 == 1 and (ys1.start, xs1.start) == (2, 2)
 
 
-def test_the_confidence_under_the_cursor_is_the_arrays(view_server, view_result):
+def test_the_confidence_under_the_cursor_is_the_arrays(view_server, view_result, http_get):
     url, _ = view_server
     _, info = open_result(view_result)
     (sx, sy), (ox, oy) = info.scale_to_level0, info.offset_level0
@@ -120,26 +108,26 @@ def test_the_confidence_under_the_cursor_is_the_arrays(view_server, view_result)
     for i in (flat[0], flat[len(flat) // 2], flat[int(len(flat) * 0.9)], flat[-1]):
         my, mx = np.unravel_index(i, u0.shape)
         x0, y0 = ox + (mx + 0.5) * sx, oy + (my + 0.5) * sy
-        status, _, body = get(url + f"class?x={x0}&y={y0}")
+        status, _, body = http_get(url + f"class?x={x0}&y={y0}")
         answer = json.loads(body)
         assert status == 200 and answer["confidence"] == round(1 - int(u0[my, mx]) / 255, 2)
         assert answer["name"] is not None
-    assert json.loads(get(url + "class?x=-5&y=10")[2])["confidence"] is None
+    assert json.loads(http_get(url + "class?x=-5&y=10")[2])["confidence"] is None
 
 
 @pytest.mark.parametrize("path", [
     "uncertainty_files/99/0_0.png", "uncertainty_files/11/8_0.png", "uncertainty_files/0/1_0.png",
     "uncertainty_files/8/0_0.jpeg", "uncertainty_files/-1/0_0.png", "uncertainty.dzi/",
 ])
-def test_uncertainty_tiles_out_of_range_are_not_found(view_server, path):
+def test_uncertainty_tiles_out_of_range_are_not_found(view_server, path, http_get):
     url, _ = view_server
-    assert get(url + path)[0] == 404
+    assert http_get(url + path)[0] == 404
 
 
 @pytest.fixture(scope="module")
-def plain_server(svs_x40, tmp_path_factory):
+def plain_server(svs_x40, tmp_path_factory, serving):
     """A server of a result of the x40 slide that holds no uncertainty (written without it)."""
-    from wsiseg.view import make_server, server_url
+    from wsiseg.view import server_url
 
     labels = np.zeros((400, 500), dtype=np.uint8)
     labels[100:300, 100:400] = 1
@@ -151,51 +139,25 @@ def plain_server(svs_x40, tmp_path_factory):
     attrs = dict(group.attrs["wsiseg"])
     attrs["slide"] = {**attrs["slide"], "path": str(svs_x40.path)}
     group.attrs["wsiseg"] = attrs
-    server, viewer = make_server(path, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server_url(server), viewer
-    server.shutdown()
-    server.server_close()
-    viewer.close()
+    with serving(path) as (server, viewer):
+        yield server_url(server), viewer
 
 
-def test_a_result_without_uncertainty_has_no_layer(plain_server):
+def test_a_result_without_uncertainty_has_no_layer(plain_server, http_get):
     url, viewer = plain_server
     assert viewer.single.uncertainty_levels is None
-    assert json.loads(get(url + "info.json")[2])["uncertainty"] is False
-    assert get(url + "uncertainty.dzi")[0] == 404
+    assert json.loads(http_get(url + "info.json")[2])["uncertainty"] is False
+    assert http_get(url + "uncertainty.dzi")[0] == 404
     top = viewer.single.max_level
-    assert get(url + f"map_files/{top}/1_1.png")[0] == 200
-    assert get(url + f"uncertainty_files/{top}/1_1.png")[0] == 404
-    assert json.loads(get(url + "class?x=800&y=800")[2]) == {
+    assert http_get(url + f"map_files/{top}/1_1.png")[0] == 200
+    assert http_get(url + f"uncertainty_files/{top}/1_1.png")[0] == 404
+    assert json.loads(http_get(url + "class?x=800&y=800")[2]) == {
         "index": 1, "name": "gland", "confidence": None}
 
 
 # -- in the browser ------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    if CHROMIUM is None or not shutil.os.path.exists(CHROMEDRIVER):
-        pytest.skip("chromium and chromedriver are not installed "
-                    "(apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--window-size=700,480",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+WINDOW = (700, 480)
 
 
 def _loaded(driver, items: int) -> bool:

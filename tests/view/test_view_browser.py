@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if shutil.os.path.exists("/usr/bin/chromium") else None)
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-if CHROMIUM is None or not shutil.os.path.exists(CHROMEDRIVER):
-    pytest.skip("chromium and chromedriver are not installed "
-                "(apt-get install chromium chromium-driver)", allow_module_level=True)
-
-from selenium.webdriver.support.ui import WebDriverWait
+WebDriverWait = pytest.importorskip(
+    "selenium.webdriver.support.ui", reason="selenium is not installed").WebDriverWait
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--window-size=1000,800",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+WINDOW = (1000, 800)
 
 
 def _fully_loaded(driver) -> bool:
@@ -103,25 +77,18 @@ def test_the_status_line_names_the_class_and_position_under_the_cursor(browser, 
 
 
 def test_on_a_network_address_the_page_works_with_its_token_and_not_without(browser,
-                                                                            view_result):
-    import threading
-
-    from wsiseg.view import make_server
-
-    server, viewer = make_server(view_result, host="0.0.0.0", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.port}/"
-        browser.get(base)
-        assert "needs its token" in browser.find_element("tag name", "body").text
-        browser.get(f"{base}?token={server.token}")
-        # The tiles and numbers the page asks for later carry the cookie, not the token.
-        WebDriverWait(browser, 15).until(_fully_loaded)
-        assert "class1" in browser.find_element("id", "legend").text
-        cookie = browser.get_cookie(f"wsiseg-view-{server.port}")
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    finally:
-        browser.delete_all_cookies()
-        server.shutdown()
-        server.server_close()
-        viewer.close()
+                                                                            view_result,
+                                                                            serving):
+    with serving(view_result, host="0.0.0.0") as (server, _):
+        try:
+            base = f"http://127.0.0.1:{server.port}/"
+            browser.get(base)
+            assert "needs its token" in browser.find_element("tag name", "body").text
+            browser.get(f"{base}?token={server.token}")
+            # The tiles and numbers the page asks for later carry the cookie, not the token.
+            WebDriverWait(browser, 15).until(_fully_loaded)
+            assert "class1" in browser.find_element("id", "legend").text
+            cookie = browser.get_cookie(f"wsiseg-view-{server.port}")
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        finally:
+            browser.delete_all_cookies()

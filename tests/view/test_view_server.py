@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -15,17 +13,9 @@ from wsiseg.result.store import open_result
 from wsiseg.view.server import OVERLAP, TILE_SIZE
 
 
-def get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers["Content-Type"], err.read()
-
-
-def test_info_json_lists_classes_areas_and_the_slide(view_server, view_result):
+def test_info_json_lists_classes_areas_and_the_slide(view_server, view_result, http_get):
     url, _ = view_server
-    status, kind, body = get(url + "info.json")
+    status, kind, body = http_get(url + "info.json")
     assert (status, kind) == (200, "application/json")
     info = json.loads(body)
     labels, result = open_result(view_result)
@@ -38,20 +28,20 @@ def test_info_json_lists_classes_areas_and_the_slide(view_server, view_result):
     assert info["mpp"] == [0.25, 0.25]
 
 
-def test_slide_tiles_are_deep_zoom_jpeg(view_server):
+def test_slide_tiles_are_deep_zoom_jpeg(view_server, http_get):
     url, viewer = view_server
-    status, _, body = get(url + "slide.dzi")
+    status, _, body = http_get(url + "slide.dzi")
     assert status == 200 and f'TileSize="{TILE_SIZE}"' in body.decode()
     top = viewer.single.max_level
-    status, kind, body = get(url + f"slide_files/{top}/1_1.jpeg")
+    status, kind, body = http_get(url + f"slide_files/{top}/1_1.jpeg")
     assert (status, kind) == (200, "image/jpeg")
     assert Image.open(io.BytesIO(body)).size == (TILE_SIZE + 2 * OVERLAP,) * 2
 
 
-def _map_pixel(url: str, top: int, x0: int, y0: int) -> tuple[int, ...]:
+def _map_pixel(http_get, url: str, top: int, x0: int, y0: int) -> tuple[int, ...]:
     """The map tile's RGBA at level-0 pixel (x0, y0), at full resolution."""
     col, row = x0 // TILE_SIZE, y0 // TILE_SIZE
-    status, kind, body = get(url + f"map_files/{top}/{col}_{row}.png")
+    status, kind, body = http_get(url + f"map_files/{top}/{col}_{row}.png")
     assert (status, kind) == (200, "image/png")
     tile = np.asarray(Image.open(io.BytesIO(body)).convert("RGBA"))
     x = x0 - col * TILE_SIZE + (OVERLAP if col else 0)
@@ -60,7 +50,7 @@ def _map_pixel(url: str, top: int, x0: int, y0: int) -> tuple[int, ...]:
 
 
 def test_map_tiles_are_class_colours_over_the_slide_and_clear_on_background(view_server,
-                                                                             view_result):
+                                                                             view_result, http_get):
     url, viewer = view_server
     labels, result = open_result(view_result)
     labels = np.asarray(labels[:])
@@ -72,18 +62,18 @@ def test_map_tiles_are_class_colours_over_the_slide_and_clear_on_background(view
         assert len(xs), f"class {cls} is missing from the test map"
         for i in (0, len(xs) // 2, len(xs) - 1):  # map pixel centres in level 0
             x0, y0 = int(ox + (xs[i] + 0.5) * sx), int(oy + (ys[i] + 0.5) * sy)
-            pixel = _map_pixel(url, top, x0, y0)
+            pixel = _map_pixel(http_get, url, top, x0, y0)
             if cls == 0:
                 assert pixel[3] == 0
             else:
                 assert pixel == (*colors[cls], 255)
-            _, _, body = get(url + f"class?x={x0}&y={y0}")
+            _, _, body = http_get(url + f"class?x={x0}&y={y0}")
             assert json.loads(body)["index"] == cls
 
 
-def test_coarse_map_tiles_use_the_coarse_pyramid_levels(view_server):
+def test_coarse_map_tiles_use_the_coarse_pyramid_levels(view_server, http_get):
     url, _ = view_server
-    status, kind, body = get(url + "map_files/8/0_0.png")  # 2000 x 1600 / 2^3
+    status, kind, body = http_get(url + "map_files/8/0_0.png")  # 2000 x 1600 / 2^3
     assert (status, kind) == (200, "image/png")
     tile = np.asarray(Image.open(io.BytesIO(body)).convert("RGBA"))
     assert tile.shape == (200, 250, 4)
@@ -95,18 +85,18 @@ def test_coarse_map_tiles_use_the_coarse_pyramid_levels(view_server):
     "slide_files/99/0_0.jpeg", "slide_files/0/5_5.jpeg", "map_files/8/0_0.jpeg", "slide_files/8/0/0.jpeg",
     "static/nothing.js", "r/x40/", "thumb/x40.png",
 ])
-def test_other_paths_are_not_found(view_server, path):
+def test_other_paths_are_not_found(view_server, path, http_get):
     url, _ = view_server
-    status, _, _ = get(url + path)
+    status, _, _ = http_get(url + path)
     assert status == 404
 
 
-def test_static_assets_and_page_are_served(view_server):
+def test_static_assets_and_page_are_served(view_server, http_get):
     url, _ = view_server
-    status, _, body = get(url)
+    status, _, body = http_get(url)
     assert status == 200 and b"openseadragon.min.js" in body
     for name in ("openseadragon.min.js", "viewer.js", "view.css", "images/home_rest.png"):
-        assert get(url + "static/" + name)[0] == 200
+        assert http_get(url + "static/" + name)[0] == 200
 
 
 def test_the_server_binds_the_local_address_by_default(view_result):
@@ -121,26 +111,70 @@ def test_the_server_binds_the_local_address_by_default(view_result):
 
 
 @pytest.mark.slow
-def test_a_folder_gets_an_index_with_thumbnails_and_areas(view_result):
-    import threading
+def test_a_folder_gets_an_index_with_thumbnails_and_areas(view_result, http_get, serving):
+    from wsiseg.view import server_url
 
-    from wsiseg.view import make_server, server_url
-
-    server, viewer = make_server(view_result.parent, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(view_result.parent) as (server, _):
         url = server_url(server)
-        status, kind, body = get(url)
+        status, kind, body = http_get(url)
         assert status == 200 and kind.startswith("text/html")
         assert b'href="/r/x40/"' in body and b"mm&sup2;" in body
-        status, kind, body = get(url + "thumb/x40.png")
+        status, kind, body = http_get(url + "thumb/x40.png")
         assert (status, kind) == (200, "image/png")
         assert max(Image.open(io.BytesIO(body)).size) <= 256
-        assert json.loads(get(url + "r/x40/info.json")[2])["name"] == "x40"
-        assert get(url + "r/x40/")[0] == 200
-        assert get(url + "r/nothing/info.json")[0] == 404
-        assert get(url + "info.json")[0] == 404
-    finally:
-        server.shutdown()
-        server.server_close()
-        viewer.close()
+        assert json.loads(http_get(url + "r/x40/info.json")[2])["name"] == "x40"
+        assert http_get(url + "r/x40/")[0] == 200
+        assert http_get(url + "r/nothing/info.json")[0] == 404
+        assert http_get(url + "info.json")[0] == 404
+
+
+_CLOSE_WHILE_READING = """
+import sys, threading, time
+from wsiseg.view.server import ResultView
+view = ResultView(sys.argv[1])
+stop = threading.Event()
+refused = []
+def read(k):
+    i = k
+    while not stop.is_set():
+        try:
+            view._slide_tile(view.max_level - i % 3, 0, 0)  # not the cache: the slide itself
+        except Exception as err:
+            refused.append(type(err).__name__)
+        i += 1
+threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+time.sleep(0.3)
+view.close()
+time.sleep(0.3)
+stop.set()
+for t in threads:
+    t.join()
+print(sorted(set(refused)))
+"""
+
+
+def test_closing_a_result_while_tiles_are_read_waits_for_the_reads(view_result):
+    # OpenSlide frees a slide's decoders on close: a read still running in another thread
+    # used to abort or crash the process (a server shut down while a page loads tiles).
+    # In a process of its own, so that a crash fails this test only.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_READING, str(view_result)],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "['_Closing']"  # reads after the close are refused
+
+
+def test_a_slide_tile_asked_for_after_the_close_gets_503(view_result, http_get, serving):
+    from wsiseg.view import server_url
+
+    with serving(view_result) as (server, viewer):
+        url = server_url(server)
+        assert http_get(url + "slide_files/9/0_0.jpeg")[0] == 200
+        viewer.close()  # closed again as the block ends: closing twice is harmless
+        status, _, body = http_get(url + "slide_files/8/0_0.jpeg")
+        assert (status, body) == (503, b"the viewer is shutting down\n")
+        assert http_get(url + "slide_files/9/0_0.jpeg")[0] == 200  # from the tile cache

@@ -22,20 +22,6 @@ import wsiseg.view.server as server_module
 from wsiseg.view import make_server, server_url
 
 
-@contextlib.contextmanager
-def serving(path, host="127.0.0.1"):
-    """A server of ``path`` on a free port, serving in a thread."""
-    server, viewer = make_server(path, host=host, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server, viewer
-    finally:
-        server.shutdown()
-        server.server_close()
-        viewer.close()
-
-
 def ask(port, path, host="default", headers=()):
     """(status, headers, body) of GET ``path`` with the Host header ``host`` (None: none)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -93,7 +79,7 @@ def test_a_request_without_one_host_header_is_refused(view_server):
 # -- the token of a network address ----------------------------------------------------------
 
 
-def test_a_network_address_wants_its_token_then_a_cookie(view_result, monkeypatch):
+def test_a_network_address_wants_its_token_then_a_cookie(view_result, monkeypatch, serving):
     compared = []
 
     def compare_digest(a, b):
@@ -211,7 +197,7 @@ class _Links(html.parser.HTMLParser):
         self.links += [value for key, value in attrs if key in ("href", "src")]
 
 
-def test_the_index_links_results_whatever_their_names(view_result, tmp_path):
+def test_the_index_links_results_whatever_their_names(view_result, tmp_path, serving):
     for name in ODD_NAMES:
         shutil.copytree(view_result, tmp_path / f"{name}.wsiseg.zarr")
     with serving(tmp_path) as (server, viewer):
@@ -270,7 +256,7 @@ def _request(sock):
     return response.status
 
 
-def test_connections_beyond_the_cap_are_turned_away_quickly(view_result, monkeypatch):
+def test_connections_beyond_the_cap_are_turned_away_quickly(view_result, monkeypatch, serving):
     monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 3)
     with serving(view_result) as (server, _):
         held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -314,7 +300,7 @@ def _closed_within(sock, seconds, drip=None):
     return False
 
 
-def test_slow_silent_and_idle_connections_are_closed(view_result, monkeypatch):
+def test_slow_silent_and_idle_connections_are_closed(view_result, monkeypatch, serving):
     monkeypatch.setattr(server_module, "REQUEST_TIMEOUT", 0.5)
     monkeypatch.setattr(server_module, "KEEPALIVE_TIMEOUT", 0.5)
     with serving(view_result) as (server, _):

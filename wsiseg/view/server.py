@@ -85,6 +85,8 @@ MAX_CONNECTIONS = 256
 REQUEST_TIMEOUT = 30.0
 #: Seconds a kept-alive connection may wait for its next request before it is closed.
 KEEPALIVE_TIMEOUT = 15.0
+#: How long closing a result waits for the slide reads in flight (a read takes milliseconds).
+CLOSE_WAIT = 30.0
 
 #: The uncertainty layer's ramp: this colour, its alpha rising linearly with the uncertainty
 #: from 0 (certain: clear, the slide and map show as they are) to 255 (uniform: opaque); one hue
@@ -127,6 +129,7 @@ class ResultView:
                                     limit_bounds=False)
         self.width, self.height = self.osr.dimensions
         self._lock = threading.Lock()
+        self._slide_reads = _SlideReads()
         self._stats: dict[str, Any] | None = None
         self.slide_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._slide_tile)
         self.map_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._map_tile)
@@ -174,7 +177,8 @@ class ResultView:
     # -- tiles ---------------------------------------------------------------------------------
     def _slide_tile(self, level: int, col: int, row: int) -> bytes:
         self._tile_box(level, col, row)  # KeyError when out of range
-        image = self.dz.get_tile(level, (col, row)).convert("RGB")
+        with self._slide_reads:
+            image = self.dz.get_tile(level, (col, row)).convert("RGB")
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85)
         return out.getvalue()
@@ -261,7 +265,9 @@ class ResultView:
     def thumbnail(self) -> bytes:
         """A small PNG of the slide."""
         out = io.BytesIO()
-        self.osr.get_thumbnail((THUMB_SIZE, THUMB_SIZE)).convert("RGB").save(out, "PNG")
+        with self._slide_reads:
+            thumb = self.osr.get_thumbnail((THUMB_SIZE, THUMB_SIZE)).convert("RGB")
+        thumb.save(out, "PNG")
         return out.getvalue()
 
     # -- numbers -------------------------------------------------------------------------------
@@ -297,7 +303,54 @@ class ResultView:
         }
 
     def close(self) -> None:
-        self.osr.close()
+        """Close the slide once the reads in flight have ended; later reads are refused.
+
+        OpenSlide frees a slide's decoders on close, so a read running in another thread
+        then would crash the process: a server shut down while a page still loads tiles.
+        Closing again does nothing.
+        """
+        if self._slide_reads.closed:
+            return
+        if self._slide_reads.close(CLOSE_WAIT):
+            self.osr.close()
+        else:  # a read still running: leave the handle to the process's exit
+            logger.warning("%s: slide reads still running after %.0f s; the slide is left open",
+                           self.path, CLOSE_WAIT)
+
+
+class _SlideReads:
+    """Counts the reads of a slide in flight, so that the slide is closed only after them.
+
+    ``with reads:`` around each read; :meth:`close` refuses new reads and waits for the
+    running ones.
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._running = 0
+        self._closed = False
+
+    def __enter__(self) -> None:
+        with self._idle:
+            if self._closed:
+                raise _Closing("the viewer is shutting down")
+            self._running += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._idle:
+            self._running -= 1
+            if not self._running:
+                self._idle.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new reads; True once none runs, False if some still run after ``timeout``."""
+        with self._idle:
+            self._closed = True
+            return self._idle.wait_for(lambda: not self._running, timeout)
 
 
 def _uncertainty_levels(path: Path, group: zarr.Group, info: ResultInfo, count: int
@@ -375,6 +428,10 @@ class Viewer:
 
 _TILE = re.compile(r"^(slide|map|uncertainty)_files/(\d{1,9})/(\d{1,9})_(\d{1,9})\.(jpeg|png)$")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class _Closing(Exception):
+    """A slide read asked for while the viewer shuts down."""
 
 
 class _NotFound(Exception):
@@ -466,6 +523,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+        except _Closing as err:
+            self.close_connection = True
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, f"{err}\n".encode(),
+                       "text/plain; charset=utf-8")
         except WsisegError as err:  # e.g. a chunk of the result damaged since it was opened
             logger.warning("%s", err)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{err}\n".encode(),
