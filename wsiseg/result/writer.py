@@ -214,32 +214,29 @@ class OutputWriter:
 
     def write_tissue(self, tissue: npt.NDArray[np.bool_ | np.uint8]) -> None:
         """The tissue mask (1 on tissue) and its pyramid: the label image ``labels/tissue``."""
-        h, w = tissue.shape
-        with self.writing():
-            arr = create_result_array(
-                self.group, array_path("tissue", LAYOUT), shape=(h, w),
-                chunks=(min(1024, h), min(1024, w)), dtype="uint8", fill_value=0,
-                dimension_names=("y", "x"),
-            )
-            arr[...] = tissue.astype(np.uint8)
-            write_pyramid(arr, self.group, 2, path=lambda k: label_level_path(TISSUE_LABEL, k),
-                          levels=self.levels)
+        self._write_label_image("tissue", TISSUE_LABEL, tissue.astype(np.uint8), classes=2)
 
     def write_qc(self, qc: npt.NDArray[np.uint8]) -> None:
         """The artefact labels (``wsiseg.slide.artefacts``: 0 none, 1 pen, 2 out of focus,
         3 fold or dark, 4 other) on the tissue mask's grid, and their pyramid: the label image
         ``labels/qc``."""
-        h, w = qc.shape
+        self._write_label_image("qc", QC_LABEL, qc, classes=5)
+        self.qc_written = True
+
+    def _write_label_image(self, array: str, label: str, values: npt.NDArray[np.uint8],
+                           classes: int) -> None:
+        """A uint8 label image on the tissue mask's grid (``values``, in ``classes`` values) and
+        its pyramid (2 x 2 modes), under ``labels/<label>``."""
+        h, w = values.shape
         with self.writing():
             arr = create_result_array(
-                self.group, array_path("qc", LAYOUT), shape=(h, w),
+                self.group, array_path(array, LAYOUT), shape=(h, w),
                 chunks=(min(1024, h), min(1024, w)), dtype="uint8", fill_value=0,
                 dimension_names=("y", "x"),
             )
-            arr[...] = qc
-            write_pyramid(arr, self.group, 5, path=lambda k: label_level_path(QC_LABEL, k),
+            arr[...] = values
+            write_pyramid(arr, self.group, classes, path=lambda k: label_level_path(label, k),
                           levels=self.levels)
-        self.qc_written = True
 
     def write_image(self, rgb: npt.NDArray[np.uint8]) -> None:
         """The picture of the slide, a uint8 (h, w, 3) RGB image on the tissue mask's grid, and
