@@ -12,7 +12,13 @@ import zarr
 
 from wsiseg.cards import ClassInfo
 from wsiseg.result.info import LAYOUT, ModelInfo, ResultInfo, SlideSource, TissueSampling
-from wsiseg.result.pyramid import CLASSES_LABEL, LABELS_GROUP, array_path, ngff_metadata
+from wsiseg.result.pyramid import (
+    CLASSES_LABEL,
+    LABELS_GROUP,
+    QC_LABEL,
+    array_path,
+    ngff_metadata,
+)
 from wsiseg.slide.geometry import Level0Box
 
 
@@ -26,6 +32,8 @@ def write_result(
     dimensions: tuple[int, int] | None = None,
     chunk: int = 64,
     layout: int = LAYOUT,
+    qc: npt.NDArray[np.uint8] | None = None,
+    tissue_factor: int = 1,
 ) -> Path:
     """A finished result holding ``labels``, where ``wsiseg predict`` puts it in a result of
     ``layout``, with the label image's metadata in layout 2 (no pyramid, no picture of the
@@ -33,6 +41,10 @@ def write_result(
 
     Map pixel (x, y) covers level-0 pixels from ``offset + (x, y) * scale``; the slide's level 0
     is ``dimensions`` (width, height), by default just large enough to hold the map.
+
+    ``qc``: artefact labels (``wsiseg.slide.artefacts.QC_NAMES``) on the tissue mask's grid,
+    ``tissue_factor`` map pixels a side per qc pixel (shape ``ceil(h / f), ceil(w / f)``), as
+    ``--qc record`` writes them (layout 2 or later).
     """
     path = Path(path)
     h, w = labels.shape
@@ -60,14 +72,32 @@ def write_result(
         classes=tuple(classes),
         model=ModelInfo(name="test-model", source="test", card={}, weights_sha256=None),
         patch_size=64, stride=32, sigma=8.0, tissue_threshold=0.2,
-        tissue=TissueSampling(factor=1, mpp=analysis_mpp, scale_to_level0=scale,
+        tissue=TissueSampling(factor=tissue_factor,
+                              mpp=(analysis_mpp[0] * tissue_factor,
+                                   analysis_mpp[1] * tissue_factor),
+                              scale_to_level0=(scale[0] * tissue_factor,
+                                               scale[1] * tissue_factor),
                               offset_level0=offset),
         patches_total=0, patches_kept=0, patches_predicted=0, stripes=1, seconds=0.0,
-        timings={}, config={}, layout=layout,
+        timings={}, config={}, layout=layout, qc=None if qc is None else "record",
     )
+    if qc is not None:
+        expected = (-(-h // tissue_factor), -(-w // tissue_factor))
+        if qc.shape != expected or layout < 2:
+            raise ValueError(f"qc labels must be {expected} in layout 2 or later, got "
+                             f"{qc.shape} in layout {layout}")
+        qc_array = group.create_array(array_path("qc", layout), shape=qc.shape,
+                                      chunks=(min(qc.shape[0], chunk), min(qc.shape[1], chunk)),
+                                      dtype="uint8", fill_value=0, dimension_names=("y", "x"))
+        qc_array[...] = qc
     group.attrs["wsiseg"] = info.to_attrs()
     if layout >= 2:
         classes_group = f"{LABELS_GROUP}/{CLASSES_LABEL}"
         group[classes_group].attrs["ome"] = ngff_metadata(info, 1)[classes_group]
-        group[LABELS_GROUP].attrs["ome"] = {"version": "0.5", "labels": [CLASSES_LABEL]}
+        labels_list = [CLASSES_LABEL]
+        if qc is not None:
+            group[f"{LABELS_GROUP}/{QC_LABEL}"].attrs["ome"] = ngff_metadata(info, 1)[
+                f"{LABELS_GROUP}/{QC_LABEL}"]
+            labels_list.append(QC_LABEL)
+        group[LABELS_GROUP].attrs["ome"] = {"version": "0.5", "labels": labels_list}
     return path
