@@ -152,7 +152,7 @@ def test_a_result_without_uncertainty_has_no_layer(plain_server, http_get):
     assert http_get(url + f"map_files/{top}/1_1.png")[0] == 200
     assert http_get(url + f"uncertainty_files/{top}/1_1.png")[0] == 404
     assert json.loads(http_get(url + "class?x=800&y=800")[2]) == {
-        "index": 1, "name": "gland", "confidence": None}
+        "index": 1, "name": "gland", "confidence": None, "artefact": None}
 
 
 # -- in the browser ------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_a_malformed_class_query_is_400_in_one_line(view_server, query, capfd):
 def test_a_class_query_far_outside_the_map_names_none(view_server):
     status, _, body = ask(_port(view_server), "/class?x=1e300&y=-1e300")
     assert status == 200 and json.loads(body) == {"index": None, "name": None,
-                                                "confidence": None}
+                                                "confidence": None, "artefact": None}
 
 
 @pytest.mark.parametrize("path", [

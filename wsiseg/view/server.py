@@ -8,12 +8,15 @@ from OpenSlide's :class:`~openslide.deepzoom.DeepZoomGenerator`) and ``/map`` (P
 label map in the classes' colours, background transparent, placed in the slide's level-0 frame),
 so the overlay lines up with the slide at every zoom. A result holding the map's uncertainty
 also has ``/uncertainty`` (PNG tiles of it, from its mean pyramid, through
-:data:`UNCERTAINTY_COLOUR`), a layer the page shows on request.
+:data:`UNCERTAINTY_COLOUR`), and one holding artefact labels (``labels/qc``) has ``/qc`` (PNG
+tiles of them in the artefacts' colours, hatched, from their mode pyramid): layers the page shows
+on request.
 
 Paths served: ``/`` (a result's viewer, or a folder's index), ``/static/NAME``, ``/info.json``,
 ``/class?x=&y=`` and, per result, ``/slide.dzi``, ``/slide_files/L/C_R.jpeg``, ``/map.dzi``,
 ``/map_files/L/C_R.png`` and, where the result holds its uncertainty, ``/uncertainty.dzi`` and
-``/uncertainty_files/L/C_R.png``; in a folder's index each result's paths are under
+``/uncertainty_files/L/C_R.png``, and where it holds artefact labels, ``/qc.dzi`` and
+``/qc_files/L/C_R.png``; in a folder's index each result's paths are under
 ``/r/NAME/`` and its thumbnail is ``/thumb/NAME.png`` (NAME percent-encoded in links, decoded
 once here and looked up by exact name); the index is the folder's cohort table, each name linking to its viewer. Anything else is 404; a malformed query is 400.
 
@@ -57,14 +60,21 @@ import zarr
 from wsiseg.errors import ResultError, SlideError, WsisegError
 from wsiseg.export.cohort import cohort_page, cohort_rows, folder_results
 from wsiseg.naming import RESULT_SUFFIX
-from wsiseg.result.pyramid import result_layout, uncertainty_level_path
+from wsiseg.result.pyramid import (
+    QC_LABEL,
+    label_level_path,
+    result_layout,
+    uncertainty_level_path,
+)
 from wsiseg.result.reading import result_reads
 from wsiseg.result.store import (
     label_pyramid,
     open_result,
     open_result_group,
+    qc_array,
     uncertainty_array,
 )
+from wsiseg.slide.artefacts import QC_COLOURS, QC_NAMES, QC_NONE
 from wsiseg.slide.reader import open_slide
 
 if TYPE_CHECKING:
@@ -92,6 +102,13 @@ CLOSE_WAIT = 30.0
 #: from 0 (certain: clear, the slide and map show as they are) to 255 (uniform: opaque); one hue
 #: with a linear alpha reads the same in every part of the range.
 UNCERTAINTY_COLOUR = (255, 0, 255)
+#: The artefact layer: each artefact's colour (``wsiseg.slide.artefacts.QC_COLOURS``, as the
+#: result's ``labels/qc`` metadata gives them) at this alpha, so the slide shows through...
+QC_FILL_ALPHA = 96
+#: ... crossed by opaque diagonal lines, QC_HATCH_WIDTH tile pixels wide every QC_HATCH_PERIOD
+#: (x + y of the Deep Zoom level, so they run on across tiles at every zoom): an artefact reads
+#: as one under the class map's flat colours too.
+QC_HATCH_PERIOD, QC_HATCH_WIDTH = 8, 2
 
 _CONTENT_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html",
                   ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
@@ -134,9 +151,12 @@ class ResultView:
         self.slide_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._slide_tile)
         self.map_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._map_tile)
         self.uncertainty_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._uncertainty_tile)
+        self.qc_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._qc_tile)
         #: The levels of the map's uncertainty, level 0 first; None for a result without it.
         self.uncertainty_levels = _uncertainty_levels(self.path, group, self.info,
                                                       len(self.levels))
+        #: The levels of the artefact labels, level 0 first; None for a result without them.
+        self.qc_levels = _qc_levels(self.path, group, self.info, len(self.levels))
         # A colour per class with alpha; class 0 (background) stays transparent.
         lut = np.zeros((256, 4), dtype=np.uint8)
         for c in self.info.classes:
@@ -147,6 +167,11 @@ class ResultView:
         ramp[:, :3] = UNCERTAINTY_COLOUR
         ramp[:, 3] = np.arange(256)
         self._ramp = ramp
+        qc_lut = np.zeros((256, 4), dtype=np.uint8)
+        for value, colour in QC_COLOURS.items():
+            if value != QC_NONE:
+                qc_lut[value] = (*colour, QC_FILL_ALPHA)
+        self._qc_lut = qc_lut
 
     # -- Deep Zoom geometry (the same for slide and map) --------------------------------------
     @property
@@ -154,7 +179,8 @@ class ResultView:
         return self.dz.level_count - 1
 
     def dzi(self, fmt: str) -> str:
-        """The Deep Zoom descriptor of the slide (``jpeg``) or map and uncertainty (``png``)."""
+        """The Deep Zoom descriptor of the slide (``jpeg``) or the map, uncertainty and
+        artefacts (``png``)."""
         return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
                 f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" '
                 f'Overlap="{OVERLAP}" TileSize="{TILE_SIZE}"><Size Width="{self.width}" '
@@ -193,6 +219,12 @@ class ResultView:
         x, y, w, h, down = self._tile_box(level, col, row)
         return _png(self.uncertainty_rgba(x, y, w, h, down))
 
+    def _qc_tile(self, level: int, col: int, row: int) -> bytes:
+        if self.qc_levels is None:
+            raise KeyError("qc")
+        x, y, w, h, down = self._tile_box(level, col, row)
+        return _png(self.qc_rgba(x, y, w, h, down))
+
     def map_rgba(self, x: int, y: int, w: int, h: int, down: float) -> npt.NDArray[np.uint8]:
         """(h, w, 4) colours of the map over level pixels ``[x, x+w) x [y, y+h)`` of a Deep
         Zoom level ``down`` times smaller than level 0, from the pyramid level that matches."""
@@ -206,13 +238,29 @@ class ResultView:
             raise KeyError("uncertainty")
         return self._pyramid_rgba(self.uncertainty_levels, self._ramp, x, y, w, h, down)
 
+    def qc_rgba(self, x: int, y: int, w: int, h: int, down: float) -> npt.NDArray[np.uint8]:
+        """(h, w, 4) colours of the artefact labels over the same pixels as :meth:`map_rgba`:
+        each artefact's colour at :data:`QC_FILL_ALPHA`, opaque on the hatch lines, clear where
+        there is none and outside the labels' grid (the tissue mask's)."""
+        if self.qc_levels is None:
+            raise KeyError("qc")
+        t = self.info.tissue
+        rgba = self._pyramid_rgba(self.qc_levels, self._qc_lut, x, y, w, h, down,
+                                  grid=(t.scale_to_level0, t.offset_level0))
+        hatch = (np.add.outer(np.arange(y, y + h), np.arange(x, x + w)) % QC_HATCH_PERIOD
+                 < QC_HATCH_WIDTH)
+        rgba[..., 3][hatch & (rgba[..., 3] > 0)] = 255
+        return rgba
+
     def _pyramid_rgba(self, levels: list[zarr.Array[Any]], lut: npt.NDArray[np.uint8], x: int,
-                      y: int, w: int, h: int, down: float) -> npt.NDArray[np.uint8]:
-        """``lut`` of a pyramid on the map's grid over a tile's pixels, reading only the window
-        of the level that matches (only the chunks the tile covers)."""
-        sx, sy = self.info.scale_to_level0
-        ox, oy = self.info.offset_level0
-        # The coarsest map level whose pixels are still no larger than a tile pixel.
+                      y: int, w: int, h: int, down: float,
+                      grid: tuple[tuple[float, float], tuple[int, int]] | None = None
+                      ) -> npt.NDArray[np.uint8]:
+        """``lut`` of a pyramid over a tile's pixels, reading only the window of the level that
+        matches (only the chunks the tile covers). Its level 0 is on the map's grid, or on
+        ``grid`` ((scale, offset) to level 0) where given."""
+        (sx, sy), (ox, oy) = grid or (self.info.scale_to_level0, self.info.offset_level0)
+        # The coarsest level whose pixels are still no larger than a tile pixel.
         k = math.floor(math.log2(max(down / max(sx, sy), 1.0)))
         k = min(k, len(levels) - 1)
         array = levels[k]
@@ -262,6 +310,25 @@ class ResultView:
             u = int(np.asarray(self.uncertainty_levels[0][pixel[1], pixel[0]]))
         return round(1 - u / 255, 2)
 
+    def qc_at(self, x0: float, y0: float) -> int | None:
+        """The artefact label (``wsiseg.slide.artefacts.QC_NAMES``) at level-0 pixel (x0, y0),
+        from level 0 of the labels; None outside their grid or for a result without them."""
+        if self.qc_levels is None:
+            return None
+        t = self.info.tissue
+        (sx, sy), (ox, oy) = t.scale_to_level0, t.offset_level0
+        qx, qy = math.floor((x0 - ox) / sx), math.floor((y0 - oy) / sy)
+        qh, qw = self.qc_levels[0].shape
+        if not (0 <= qx < qw and 0 <= qy < qh):
+            return None
+        with result_reads(self.path):
+            return int(np.asarray(self.qc_levels[0][qy, qx]))
+
+    def artefact_at(self, x0: float, y0: float) -> str | None:
+        """The name of the artefact at level-0 pixel (x0, y0); None where there is none."""
+        value = self.qc_at(x0, y0)
+        return None if value is None or value == QC_NONE else QC_NAMES.get(value)
+
     def thumbnail(self) -> bytes:
         """A small PNG of the slide."""
         out = io.BytesIO()
@@ -272,7 +339,8 @@ class ResultView:
 
     # -- numbers -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Classes, colours, areas (mm^2), resolution and slide size; computed once."""
+        """Classes, colours, areas (mm^2), resolution and slide size, and the artefacts
+        present with theirs; computed once."""
         with self._lock:
             if self._stats is None:
                 self._stats = self._compute_stats()
@@ -297,10 +365,29 @@ class ResultView:
             "mpp": list(self.info.slide.mpp),
             "map_mpp": list(self.info.analysis_mpp),
             "uncertainty": self.uncertainty_levels is not None,
+            "qc": self.qc_levels is not None,
             "classes": [{"index": c.index, "name": c.name, "color": list(c.color[:3]),
                          "area_mm2": float(counts[c.index] * pixel_mm2)}
                         for c in self.info.classes],
+            "artefacts": self._artefacts(),
         }
+
+    def _artefacts(self) -> list[dict[str, Any]]:
+        """The artefacts the labels hold (none for a result without them), by value: name,
+        colour and area (mm^2), from level 0 of the labels, band by band."""
+        if self.qc_levels is None:
+            return []
+        level0 = self.qc_levels[0]
+        counts = np.zeros(256, dtype=np.int64)
+        band = int(level0.chunks[0]) if getattr(level0, "chunks", None) else 512
+        with result_reads(self.path):
+            for top in range(0, level0.shape[0], band):
+                counts += np.bincount(np.asarray(level0[top:top + band]).ravel(),
+                                      minlength=256)[:256]
+        mpp_x, mpp_y = self.info.tissue.mpp
+        return [{"value": v, "name": name, "color": list(QC_COLOURS[v]),
+                 "area_mm2": float(counts[v] * mpp_x * mpp_y / 1e6)}
+                for v, name in QC_NAMES.items() if v != QC_NONE and counts[v]]
 
     def close(self) -> None:
         """Close the slide once the reads in flight have ended; later reads are refused.
@@ -373,6 +460,26 @@ def _uncertainty_levels(path: Path, group: zarr.Group, info: ResultInfo, count: 
     return levels
 
 
+def _qc_levels(path: Path, group: zarr.Group, info: ResultInfo, count: int
+               ) -> list[zarr.Array[Any]] | None:
+    """The levels of the artefact labels in the result ``group`` (as many as the map's, as
+    :func:`~wsiseg.result.store.open_result` checked), or None where the result has none."""
+    with result_reads(path):
+        level0 = qc_array(group, info)
+        if level0 is None:
+            return None
+        levels = [level0]
+        if result_layout(group) < 2:
+            return levels
+        for k in range(1, count):
+            node = group[label_level_path(QC_LABEL, k)]
+            if not isinstance(node, zarr.Array):  # open_result checked it; changed since
+                raise ResultError(f"{path}: {label_level_path(QC_LABEL, k)} is not an array; "
+                                  "predict the slide again to rebuild the result")
+            levels.append(node)
+    return levels
+
+
 def _png(rgba: npt.NDArray[np.uint8]) -> bytes:
     from PIL import Image
 
@@ -426,7 +533,7 @@ class Viewer:
             view.close()
 
 
-_TILE = re.compile(r"^(slide|map|uncertainty)_files/(\d{1,9})/(\d{1,9})_(\d{1,9})\.(jpeg|png)$")
+_TILE = re.compile(r"^(slide|map|uncertainty|qc)_files/(\d{1,9})/(\d{1,9})_(\d{1,9})\.(jpeg|png)$")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -600,11 +707,13 @@ class _Handler(BaseHTTPRequestHandler):
             x0, y0 = _coordinate(query, "x"), _coordinate(query, "y")
             index = view.class_at(x0, y0)
             name = next((c.name for c in view.info.classes if c.index == index), None)
-            answer = {"index": index, "name": name, "confidence": view.confidence_at(x0, y0)}
+            answer = {"index": index, "name": name, "confidence": view.confidence_at(x0, y0),
+                      "artefact": view.artefact_at(x0, y0)}
             self._send(HTTPStatus.OK, json.dumps(answer).encode(), "application/json")
-        elif rest == "uncertainty.dzi" and view.uncertainty_levels is None:
+        elif (rest == "uncertainty.dzi" and view.uncertainty_levels is None
+              or rest == "qc.dzi" and view.qc_levels is None):
             raise _NotFound
-        elif rest in ("slide.dzi", "map.dzi", "uncertainty.dzi"):
+        elif rest in ("slide.dzi", "map.dzi", "uncertainty.dzi", "qc.dzi"):
             fmt = "jpeg" if rest == "slide.dzi" else "png"
             self._send(HTTPStatus.OK, view.dzi(fmt).encode(), "application/xml")
         else:
@@ -615,7 +724,7 @@ class _Handler(BaseHTTPRequestHandler):
             if (kind == "slide") != (fmt == "jpeg"):
                 raise _NotFound
             tile = {"slide": view.slide_tile, "map": view.map_tile,
-                    "uncertainty": view.uncertainty_tile}[kind]
+                    "uncertainty": view.uncertainty_tile, "qc": view.qc_tile}[kind]
             body = tile(int(level), int(col), int(row))
             self._send(HTTPStatus.OK, body, "image/jpeg" if fmt == "jpeg" else "image/png",
                        cache=True)

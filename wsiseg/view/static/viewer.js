@@ -1,5 +1,6 @@
 // The slide with its class map over it: OpenSeadragon with two Deep Zoom images of one size,
-// and a third, the map's uncertainty, added the first time its checkbox is ticked.
+// and more, the map's uncertainty and the artefacts found on the slide, each added the first
+// time its checkbox is ticked.
 "use strict";
 (async function () {
   const info = await (await fetch("info.json")).json();
@@ -35,36 +36,65 @@
 
   // The uncertainty layer, where the result has one: off at first, so its tiles are fetched
   // only once it is asked for; hidden again by opacity 0 (OpenSeadragon then draws none).
-  const uncertainty = document.getElementById("uncertainty");
-  const uncertaintyOpacity = document.getElementById("uncertainty-opacity");
-  let uncertaintyItem = null;
-  let uncertaintyAdding = false;
-  function applyUncertainty() {
-    const value = uncertainty.checked ? uncertaintyOpacity.value / 100 : 0;
-    if (uncertaintyItem) {
-      uncertaintyItem.setOpacity(value);
-    } else if (uncertainty.checked && !uncertaintyAdding) {
-      uncertaintyAdding = true;
-      viewer.addTiledImage({
-        tileSource: "uncertainty.dzi",
-        opacity: value,
-        success: function (event) {
-          uncertaintyItem = event.item;
-          applyUncertainty();
-        },
-        error: function () { uncertaintyAdding = false; },
-      });
+  // A layer shown on request: its Deep Zoom image added the first time its checkbox is ticked.
+  function optionalLayer(dzi, checkbox, opacity) {
+    const layer = {item: null, adding: false};
+    function apply() {
+      const value = checkbox.checked ? (opacity ? opacity.value / 100 : 1) : 0;
+      if (layer.item) {
+        layer.item.setOpacity(value);
+      } else if (checkbox.checked && !layer.adding) {
+        layer.adding = true;
+        viewer.addTiledImage({
+          tileSource: dzi,
+          opacity: value,
+          success: function (event) {
+            layer.item = event.item;
+            apply();
+          },
+          error: function () { layer.adding = false; },
+        });
+      }
     }
+    checkbox.addEventListener("change", apply);
+    if (opacity) opacity.addEventListener("input", apply);
+    return layer;
   }
+  // Each shown once the slide and map are in place, so its layer goes on top of both.
+  function showOnOpen(id) {
+    viewer.addOnceHandler("open", function () { document.getElementById(id).hidden = false; });
+  }
+  let uncertaintyLayer = null;
   if (info.uncertainty) {
-    uncertainty.addEventListener("change", applyUncertainty);
-    uncertaintyOpacity.addEventListener("input", applyUncertainty);
-    // Shown once the slide and map are in place, so the layer goes on top of both.
-    viewer.addOnceHandler("open", function () {
-      document.getElementById("confidence-controls").hidden = false;
-    });
+    uncertaintyLayer = optionalLayer("uncertainty.dzi", document.getElementById("uncertainty"),
+                                     document.getElementById("uncertainty-opacity"));
+    showOnOpen("confidence-controls");
   }
-  window.wsisegUncertainty = function () { return uncertaintyItem; };
+  window.wsisegUncertainty = function () { return uncertaintyLayer && uncertaintyLayer.item; };
+
+  // The artefacts found on the slide (pen, out of focus, folds, ...), where the result has
+  // them: their colours, hatched, with a legend of those present.
+  let qcLayer = null;
+  if (info.qc) {
+    qcLayer = optionalLayer("qc.dzi", document.getElementById("qc"),
+                            document.getElementById("qc-opacity"));
+    const qcLegend = document.getElementById("qc-legend");
+    for (const a of info.artefacts) {
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = "sw hatch";
+      sw.style.color = "rgb(" + a.color.join(",") + ")";
+      li.append(sw, a.name + ": " + a.area_mm2.toFixed(3) + " mm\u00b2");
+      qcLegend.append(li);
+    }
+    if (!info.artefacts.length) {
+      const li = document.createElement("li");
+      li.textContent = "no artefact found";
+      qcLegend.append(li);
+    }
+    showOnOpen("qc-controls");
+  }
+  window.wsisegQc = function () { return qcLayer && qcLayer.item; };
 
   const status = document.getElementById("status");
   let pending = null;
@@ -88,6 +118,7 @@
         if (r.confidence !== null && r.confidence !== undefined) {
           what += ", confidence " + r.confidence.toFixed(2);
         }
+        if (r.artefact) what += ", on " + r.artefact;
         status.textContent = what + "\n" + where;
       }, 50);
     },
