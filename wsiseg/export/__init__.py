@@ -60,6 +60,11 @@ class ExportOptions:
         (), metavar="CLASS=NAME,...",
         help="geojson: give classes the names of your QuPath classes, e.g. "
              "'tumour=Tumor,normal=Stroma'.")
+    qc_annotations: bool = setting(
+        False,
+        help="geojson: also add each artefact region (pen, out of focus, fold or dark, other) "
+             "as an annotation classified 'artefact: NAME'; the result needs artefact labels "
+             "(predicted with --qc record, the default, or exclude).")
     tiff_overlay: bool = setting(
         False, help="tiff: also write a colour overlay TIFF (background transparent).")
     review_analysable: float = setting(
@@ -117,7 +122,8 @@ def _geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
     return write_geojson(result, out_dir, stem, simplify_um=options.simplify_um,
                          min_area_um2=options.min_area_um2,
                          origin=options.origin or DEFAULT_ORIGINS["geojson"],
-                         class_names=dict(options.class_names))
+                         class_names=dict(options.class_names),
+                         qc_annotations=options.qc_annotations)
 
 
 def _tiff(result: str | os.PathLike[str], out_dir: Path, stem: str,

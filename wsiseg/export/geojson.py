@@ -39,6 +39,13 @@ QuPath keeps only ``properties`` (it drops the FeatureCollection's other members
 made the annotations (the model and its weights' sha256, wsiseg's version, the result) is repeated in each
 Feature's ``properties.metadata``, which QuPath shows as the object's metadata. ``class_names``
 renames classes to a lab's own QuPath classes (e.g. ``tumour`` to ``Tumor``).
+
+With ``qc_annotations``, the artefact regions of the result's artefact labels (``labels/qc``, on
+the tissue mask's coarser grid) follow the class regions in the same FeatureCollection, one
+annotation per connected region, classified ``artefact: NAME`` (``artefact: pen``, ...) in the
+artefact's colour. They are traced, placed in the frame, filtered by ``min_area_um2`` and
+simplified as the classes are, but on their own: they overlap the class regions. One file, so
+that one import brings both, and QuPath's classes show, hide or select the artefacts apart.
 """
 
 from __future__ import annotations
@@ -59,14 +66,17 @@ from scipy.sparse import csgraph
 
 from wsiseg.atomic import atomic_write
 from wsiseg.errors import ConfigError
+from wsiseg.export.artefacts import artefact_labels, require_qc
 from wsiseg.export.report import LabelMap, check_min_area
 from wsiseg.result.reading import reads_result
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, open_result_group
 
 logger = logging.getLogger(__name__)
 
 ORIGINS = ("bounds", "level0")
 DECIMALS = 2
+#: What the artefacts' QuPath classes are called: the prefix and the artefact's name.
+ARTEFACT_CLASS = "artefact: {name}"
 #: The namespace of the features' UUIDs (uuid5 of the region's identity within it).
 FEATURE_NAMESPACE = uuid.UUID("6f1d0c8e-5b7a-4d2e-9a3c-2f8b1e4d7c60")
 
@@ -278,17 +288,42 @@ def _simplified(polygons: npt.NDArray[np.object_], tolerance: float, sx: float, 
     return _valid(shapely.transform(polygons, lambda c: np.round(c, DECIMALS)))
 
 
+def level0_regions(by_class: Mapping[int, npt.NDArray[np.object_]],
+                   scale: tuple[float, float], shift: tuple[float, float],
+                   tolerance_level0: float, level0_um2: float, min_area_um2: float
+                   ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]]:
+    """The polygons of :func:`class_polygons` (grid pixels of ``scale`` level-0 pixels a side,
+    pixel (0, 0) at ``shift``) in the frame's level-0 pixels, at least ``min_area_um2``,
+    simplified together, oriented; and the class of each."""
+    sx, sy = scale
+    indices = np.array([c for c, parts in by_class.items() for _ in parts], dtype=np.int64)
+    polygons = (np.concatenate(list(by_class.values())) if by_class
+                else np.empty(0, dtype=object))
+    # Grid pixels to level-0 pixels: the same arithmetic on the same vertex keeps shared
+    # vertices equal, so the polygons stay one coverage for the simplifier.
+    polygons = shapely.transform(polygons, lambda c: c * (sx, sy) + shift)
+    large = shapely.area(polygons) * level0_um2 >= min_area_um2
+    if not large.all():
+        logger.info("dropping %d of %d regions under %g um^2", int((~large).sum()),
+                    len(large), min_area_um2)
+    polygons, indices = polygons[large], indices[large]
+    polygons = shapely.orient_polygons(_simplified(polygons, tolerance_level0, sx, sy))
+    present = ~shapely.is_missing(polygons)
+    return polygons[present], indices[present]
+
+
 @reads_result
 def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
                   simplify_um: float | None = None, min_area_um2: float = 0.0,
-                  origin: str = "bounds", class_names: Mapping[str, str] | None = None
-                  ) -> list[Path]:
+                  origin: str = "bounds", class_names: Mapping[str, str] | None = None,
+                  qc_annotations: bool = False) -> list[Path]:
     """Write ``STEM.geojson``: one QuPath annotation per connected region of each class.
 
     ``simplify_um`` is the outline tolerance in um (None: half an analysis pixel, 0: exact
     pixel edges); regions smaller than ``min_area_um2`` are dropped; ``origin`` is
     ``"bounds"`` or ``"level0"``; ``class_names`` maps the result's class names to the names
-    the annotations get (see the module's docstring).
+    the annotations get; ``qc_annotations`` adds the artefact regions, and is refused for a
+    result without artefact labels (see the module's docstring).
     """
     if origin not in ORIGINS:
         raise ConfigError(f"unknown origin {origin!r}; choose from {', '.join(ORIGINS)}")
@@ -296,6 +331,11 @@ def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
         raise ConfigError(f"simplify tolerance must be 0 or more um, got {simplify_um}")
     check_min_area(min_area_um2)
     labels, info = open_result(result)
+    qc, artefacts = None, {}
+    if qc_annotations:
+        group = open_result_group(result)
+        qc = require_qc(result, group, info, "--qc-annotations")
+        artefacts = {a.value: a for a in artefact_labels(group)}
     renamed = dict(class_names or {})
     unknown = sorted(set(renamed) - {c.name for c in info.classes})
     if unknown:
@@ -313,18 +353,38 @@ def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
 
     by_class = class_polygons(labels)
     classes = {c.index: c for c in info.classes}
-    indices = np.array([c for c, parts in by_class.items() for _ in parts], dtype=np.int64)
-    polygons = (np.concatenate(list(by_class.values())) if by_class
-                else np.empty(0, dtype=object))
-    # Map pixels to level-0 pixels: the same arithmetic on the same vertex keeps shared
-    # vertices equal, so the polygons stay one coverage for the simplifier.
-    polygons = shapely.transform(polygons, lambda c: c * (sx, sy) + (x0, y0))
-    large = shapely.area(polygons) * level0_um2 >= min_area_um2
-    if not large.all():
-        logger.info("dropping %d of %d regions under %g um^2", int((~large).sum()),
-                    len(large), min_area_um2)
-    polygons, indices = polygons[large], indices[large]
-    polygons = shapely.orient_polygons(_simplified(polygons, tolerance_level0, sx, sy))
+    polygons, indices = level0_regions(by_class, (sx, sy), (x0, y0), tolerance_level0,
+                                       level0_um2, min_area_um2)
+    # Each feature's QuPath class and colour, and what its id is made from.
+    kinds: list[tuple[str, tuple[int, ...], str]] = []
+    for c in indices:
+        known = classes.get(int(c))
+        name, colour = ((known.name, known.color) if known is not None
+                        else (f"class{int(c)}", (128, 128, 128)))
+        kinds.append((renamed.get(str(name), str(name)), tuple(colour), str(int(c))))
+    if qc is not None:
+        # The qc grid has the map's origin; (x0, y0) - (ox, oy) is the frame's shift.
+        (qsx, qsy), (qox, qoy) = info.tissue.scale_to_level0, info.tissue.offset_level0
+        qc_polygons, qc_indices = level0_regions(
+            class_polygons(qc), (float(qsx), float(qsy)),
+            (x0 - ox + float(qox), y0 - oy + float(qoy)), tolerance_level0, level0_um2,
+            min_area_um2)
+        # The last qc pixels of a row or column reach past the map: cut them at its edge.
+        h, w = labels.shape[:2]
+        edge = (x0, y0, x0 + w * sx, y0 + h * sy)
+        bounds = shapely.bounds(qc_polygons).reshape(-1, 4)
+        past = ((bounds[:, 0] < edge[0]) | (bounds[:, 1] < edge[1]) | (bounds[:, 2] > edge[2])
+                | (bounds[:, 3] > edge[3]))
+        qc_polygons[past] = shapely.intersection(qc_polygons[past], shapely.box(*edge))
+        kept = ~shapely.is_empty(qc_polygons)
+        for c in qc_indices[kept]:
+            artefact = artefacts.get(int(c))
+            name = artefact.name if artefact is not None else f"artefact {int(c)}"
+            kinds.append((ARTEFACT_CLASS.format(name=name),
+                          artefact.color if artefact is not None else (255, 0, 200),
+                          f"qc{int(c)}"))
+        polygons = np.concatenate([polygons, qc_polygons[kept]])
+        logger.info("%d artefact regions", int(kept.sum()))
 
     path = Path(out_dir) / f"{stem}.geojson"
     header = {
@@ -335,11 +395,10 @@ def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
             "bounds_offset_level0": [ox, oy], "scale_to_level0": [sx, sy],
             "slide_mpp": [mpp_x, mpp_y], "analysis_mpp": list(info.analysis_mpp),
             "simplify_um": simplify_um, "min_area_um2": min_area_um2,
+            **({"qc_annotations": True} if qc is not None else {}),
         },
     }
     dump = json.JSONEncoder(separators=(",", ":")).encode
-    present = ~shapely.is_missing(polygons)
-    polygons, indices = polygons[present], indices[present]
     geometries = shapely.to_geojson(polygons)
     areas = shapely.area(polygons) * level0_um2
     metadata = {  # QuPath takes string values only
@@ -351,20 +410,16 @@ def write_geojson(result: str | os.PathLike[str], out_dir: Path, stem: str,
     identity = f"{info.slide.path.name}|{info.model.name}|{info.model.weights_sha256}|{origin}"
     with atomic_write(path) as f:
         f.write(dump(header)[:-1] + ',"features":[')
-        for k, (geometry, c, area) in enumerate(zip(geometries, indices, areas)):
-            known = classes.get(int(c))
-            name, colour = ((known.name, known.color) if known is not None
-                            else (f"class{int(c)}", (128, 128, 128)))
+        for k, (geometry, (name, rgb, kind), area) in enumerate(zip(geometries, kinds, areas)):
             properties = {
                 "objectType": "annotation",
-                "classification": {"name": renamed.get(str(name), str(name)),
-                                   "color": [int(v) for v in colour]},
+                "classification": {"name": name, "color": [int(v) for v in rgb]},
                 "isLocked": False,
                 "measurements": {"Area um^2": float(area)},
                 "metadata": metadata,
             }
             # The same region of the same result gets the same id at every export.
-            feature_id = uuid.uuid5(FEATURE_NAMESPACE, f"{identity}|{int(c)}|{k}|{geometry}")
+            feature_id = uuid.uuid5(FEATURE_NAMESPACE, f"{identity}|{kind}|{k}|{geometry}")
             f.write(f'{"," if k else ""}{{"type":"Feature","id":"{feature_id}",'
                     f'"geometry":{geometry},"properties":{dump(properties)}}}')
         f.write("]}\n")

@@ -9,6 +9,14 @@ swatches scale with the thumbnail (a scalable font when Pillow has one), so the 
 a glance whether the PNG is 512 or 4096 pixels wide. The scale bar is a round length
 (1, 2 or 5 times a power of ten um) of about a fifth of the width. The title, the scale bar's
 length and the intended use are also in the PNG's text chunks.
+
+A result with artefact labels (``labels/qc``, on the tissue mask's coarser grid) has each
+artefact region outlined, 1 pixel wide (2 from a 1536-pixel thumbnail up), in the artefact's
+colour from the label image's metadata, over the classes' colours, which stay visible inside;
+each artefact drawn is in the legend with a hollow swatch. A thumbnail pixel belongs to an
+artefact when the qc pixel under its centre, or any whose centre lies in it, holds that artefact,
+so an artefact smaller than a thumbnail pixel still shows. A result without artefact labels, or
+with none found, gives the same picture as before there were any.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import numpy.typing as npt
 from wsiseg.atomic import atomic_write
 from wsiseg.cards import ClassInfo
 from wsiseg.errors import ResultError, SlideError
-from wsiseg.export.report import intended_use
+from wsiseg.export.artefacts import MAX_ARTEFACTS, Artefact, artefact_labels
+from wsiseg.export.report import LabelMap, intended_use
+from wsiseg.result.info import ResultInfo
 from wsiseg.result.reading import reads_result
-from wsiseg.result.store import open_result
+from wsiseg.result.store import open_result, open_result_group, qc_array
 from wsiseg.slide.geometry import overview_geometry
 from wsiseg.slide.reader import open_slide
 from wsiseg.slide.region import read_grid
@@ -39,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 2048
 OPACITY = 0.45
+#: Thumbnail rows whose artefacts are worked out at a time (bounds the qc pixels held).
+ARTEFACT_ROWS = 256
 
 
 def _map_indices(thumb_size: int, step: float, offset: float, scale: float,
@@ -47,6 +59,89 @@ def _map_indices(thumb_size: int, step: float, offset: float, scale: float,
     index = np.floor((centres - offset) / scale).astype(np.int64)
     inside = (index >= 0) & (index < map_size)
     return np.clip(index, 0, map_size - 1), inside
+
+
+def _qc_extent(thumb_size: int, step: float, offset: float, scale: float, qc_size: int
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """First and last + 1 qc pixel of each thumbnail pixel: those whose centres lie in it and
+    the one under its centre (empty where none is on the qc grid)."""
+    edges = np.arange(thumb_size + 1) * step  # level 0
+    first = np.ceil((edges - offset) / scale - 0.5).astype(np.int64)
+    centre = np.floor(((np.arange(thumb_size) + 0.5) * step - offset) / scale).astype(np.int64)
+    lo = np.clip(np.minimum(first[:-1], centre), 0, qc_size)
+    hi = np.clip(np.maximum(first[1:], centre + 1), 0, qc_size)
+    return lo, np.maximum(hi, lo)
+
+
+def _spread(bits: npt.NDArray[np.uint32], lo: npt.NDArray[np.int64],
+            hi: npt.NDArray[np.int64], axis: int) -> npt.NDArray[np.uint32]:
+    """The bitwise or of ``bits`` over ``lo[i]:hi[i]`` along ``axis``, for each ``i``."""
+    out = np.zeros((len(lo), bits.shape[1]) if axis == 0 else (bits.shape[0], len(lo)),
+                   dtype=np.uint32)
+    # Empty ranges (lo == hi, possibly past the end) read any pixel; they are cleared below.
+    last = np.clip(hi - 1, 0, bits.shape[axis] - 1)
+    for d in range(int((hi - lo).max(initial=0))):
+        index = np.minimum(lo + d, last)
+        out |= bits[index] if axis == 0 else bits[:, index]
+    empty = hi <= lo
+    if axis == 0:
+        out[empty] = 0
+    else:
+        out[:, empty] = 0
+    return out
+
+
+def artefact_pixels(qc: LabelMap, info: ResultInfo, artefacts: tuple[Artefact, ...],
+                    shape: tuple[int, int], inside: npt.NDArray[np.bool_]
+                    ) -> npt.NDArray[np.uint32]:
+    """Per pixel of a thumbnail of ``shape`` (height, width) of the slide's level 0, bit ``k``
+    set where artefact ``artefacts[k]`` lies (see the module); only where ``inside``.
+
+    ``qc`` (the result's artefact labels, a zarr array) is read a band of thumbnail rows at a
+    time."""
+    th, tw = shape
+    w0, h0 = info.slide.dimensions
+    (sx, sy), (ox, oy) = info.tissue.scale_to_level0, info.tissue.offset_level0
+    qh, qw = qc.shape[:2]
+    row_lo, row_hi = _qc_extent(th, h0 / th, oy, sy, qh)
+    col_lo, col_hi = _qc_extent(tw, w0 / tw, ox, sx, qw)
+    bit = np.zeros(256, dtype=np.uint32)
+    for k, artefact in enumerate(artefacts[:MAX_ARTEFACTS]):
+        bit[artefact.value] = np.uint32(1) << np.uint32(k)
+    out = np.zeros((th, tw), dtype=np.uint32)
+    for t0 in range(0, th, ARTEFACT_ROWS):
+        t1 = min(th, t0 + ARTEFACT_ROWS)
+        lo, hi = row_lo[t0:t1], row_hi[t0:t1]
+        q0, q1 = int(lo.min()), int(hi.max())
+        if q1 <= q0:
+            continue
+        band = bit[np.asarray(qc[q0:q1])]
+        rows = _spread(band, lo - q0, hi - q0, axis=0)
+        out[t0:t1] = _spread(rows, col_lo, col_hi, axis=1)
+    out[~inside] = 0
+    return out
+
+
+def outline_width(thumb_size: tuple[int, int]) -> int:
+    """Pixels across an artefact's outline: 1, or 2 on thumbnails from 1536 pixels up."""
+    return 2 if max(thumb_size) >= 1536 else 1
+
+
+def draw_outlines(image: npt.NDArray[np.uint8], bits: npt.NDArray[np.uint32],
+                  artefacts: tuple[Artefact, ...], width: int) -> list[Artefact]:
+    """Draw the inner outline, ``width`` pixels, of each artefact's pixels (``bits``) onto
+    ``image`` in its colour; the artefacts drawn, in order."""
+    from scipy import ndimage
+
+    drawn = []
+    for k, artefact in enumerate(artefacts[:MAX_ARTEFACTS]):
+        mask = (bits >> np.uint32(k)) & np.uint32(1) == 1
+        if not mask.any():
+            continue
+        inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+        image[mask & ~inner] = artefact.color
+        drawn.append(artefact)
+    return drawn
 
 
 def thumbnail_shape(dimensions: tuple[int, int], size: int) -> tuple[int, int]:
@@ -141,7 +236,15 @@ def overlay_image(result: str | os.PathLike[str], size: int = DEFAULT_SIZE,
     paint = known[small] & rows_in[:, None] & cols_in[None, :]
     out = thumb.astype(np.float32)
     out[paint] = (1 - opacity) * out[paint] + opacity * colours[small[paint]]
-    image = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    painted = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    drawn: list[Artefact] = []
+    group = open_result_group(result)
+    qc = qc_array(group, info)
+    if qc is not None:
+        artefacts = artefact_labels(group)
+        bits = artefact_pixels(qc, info, artefacts, (th, tw), rows_in[:, None] & cols_in[None, :])
+        drawn = draw_outlines(painted, bits, artefacts, outline_width((tw, th)))
+    image = Image.fromarray(painted)
 
     # The caption: sizes in units of the text height, which follows the thumbnail's size.
     unit = max(12, round(max(tw, th) / 64))
@@ -156,14 +259,16 @@ def overlay_image(result: str | os.PathLike[str], size: int = DEFAULT_SIZE,
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     title_lines = _wrap(measure, title, title_font, tw - 2 * pad)
     use_lines = _wrap(measure, use, small_font, tw - 2 * pad)
-    # Legend items flow left to right and wrap at the image's width.
-    items: list[tuple[int, int, ClassInfo]] = []
+    # Legend items flow left to right and wrap at the image's width: the classes, then the
+    # artefacts outlined (a hollow swatch, as they are drawn).
+    entries: list[ClassInfo | Artefact] = [*classes[1:], *drawn]
+    items: list[tuple[int, int, ClassInfo | Artefact]] = []
     x, y = pad, 0
-    for c in classes[1:]:
-        item_width = unit + pad + round(measure.textlength(c.name, font=font))
+    for entry in entries:
+        item_width = unit + pad + round(measure.textlength(entry.name, font=font))
         if x > pad and x + item_width > tw - pad:
             x, y = pad, y + _line_height(font)
-        items.append((x, y, c))
+        items.append((x, y, entry))
         x += item_width + 2 * unit
     legend_height = y + _line_height(font)
     bar_height = max(2, unit // 4)
@@ -178,11 +283,15 @@ def overlay_image(result: str | os.PathLike[str], size: int = DEFAULT_SIZE,
                   stroke_width=max(0, unit // 24), stroke_fill="black")
         y += _line_height(title_font)
     y += pad
-    for x, dy, c in items:
+    for x, dy, entry in items:
         top = y + dy + (_line_height(font) - unit) // 2
-        draw.rectangle([x, top, x + unit - 1, top + unit - 1], fill=tuple(c.color),
-                       outline="black", width=max(1, unit // 16))
-        draw.text((x + unit + pad, y + dy), c.name, fill="black", font=font)
+        if isinstance(entry, Artefact):
+            draw.rectangle([x, top, x + unit - 1, top + unit - 1], fill="white",
+                           outline=tuple(entry.color), width=max(2, unit // 5))
+        else:
+            draw.rectangle([x, top, x + unit - 1, top + unit - 1], fill=tuple(entry.color),
+                           outline="black", width=max(1, unit // 16))
+        draw.text((x + unit + pad, y + dy), entry.name, fill="black", font=font)
     y += legend_height + pad
     draw.text((pad, y), _um(bar_um), fill="black", font=font)
     y += _line_height(font)
@@ -194,6 +303,8 @@ def overlay_image(result: str | os.PathLike[str], size: int = DEFAULT_SIZE,
     canvas.info.update({"Title": title, "Description": use,
                         "wsiseg scale bar": f"{bar_um:g} um = {bar_px} px",
                         "wsiseg thumbnail": f"{tw} x {th} px, {um_per_px:.6g} um/px"})
+    if drawn:
+        canvas.info["wsiseg artefacts"] = ", ".join(a.name for a in drawn)
     return canvas
 
 
