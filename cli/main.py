@@ -157,7 +157,7 @@ def predict(slides: tuple[str, ...], out: str | None, staging: Path | None, quie
 
     info = predict_slide(slides[0], config)  # a URL stays text: Path would mangle it
     if not quiet:
-        click.echo(_summary(info))
+        click.echo(_summary(_as_published(info)))
     if formats:
         from wsiseg.export import export_result
 
@@ -196,7 +196,7 @@ def _predict_to_bucket(slide: str, out: str, staging: Path | None, config: Predi
         except OutputError as err:
             raise staging_error(err, local, target) from err
         if not quiet:
-            click.echo(_summary(info).replace(str(info.path), target.shown, 1))
+            click.echo(_summary(_as_published(info)).replace(str(info.path), target.shown, 1))
             for path in written:
                 click.echo(target.child(path.name).shown)
 
@@ -255,16 +255,33 @@ def _predict_batch(slides: tuple[str, ...], out: str | None, staging: Path | Non
         raise SystemExit(1)
 
 
+def _as_published(info: ResultInfo) -> ResultInfo:
+    """``info`` with the review reasons its result recorded when published (read from the
+    result's attributes when ``info`` has none)."""
+    from dataclasses import replace
+
+    from wsiseg.result.review import recorded_review
+
+    if info.review is not None:
+        return info
+    return replace(info, review=recorded_review(info.path))
+
+
 def _summary(info: ResultInfo) -> str:
+    """The result's line (where, how large, how many patches, how fast), then a line of the
+    reasons to review the slide when its result recorded any."""
     h, w = info.shape
     kept, secs = info.patches_kept, info.seconds
     rate = kept / info.timings["loop"] if info.timings.get("loop") else 0.0
     damaged = (f", {info.damaged_count} damaged region{'' if info.damaged_count == 1 else 's'} "
                f"skipped ({info.damaged_area_mm2:.3g} mm^2)" if info.damaged_count else "")
-    return (
+    line = (
         f"{info.path}: {w} x {h} map at {info.analysis_mpp[0]:.3g} um/px, "
         f"{kept} of {info.patches_total} patches ({rate:.1f} patches/s){damaged}, {secs:.1f} s"
     )
+    if info.review:
+        line += "\nreview: " + "; ".join(info.review)
+    return line
 
 
 @main.command()

@@ -1,7 +1,9 @@
 """``OUT/manifest.csv``: one row per slide of a batch's output folder.
 
 A row holds the slide, its status, the error, the output, the patches predicted, the seconds
-taken and the worker. Status is ``pending``, ``started``, ``done``, ``skipped`` (a complete
+taken, the worker, and the reasons to review the slide that its result recorded
+(:mod:`wsiseg.result.review`), joined with ``"; "`` (empty: none, or not a finished result).
+A manifest written before the ``review`` column reads with that column empty. Status is ``pending``, ``started``, ``done``, ``skipped`` (a complete
 result was there already) or ``failed``; a batch also reports ``elsewhere`` for a slide that
 another process predicted (or is predicting) meanwhile, but never writes that status: the row of
 such a slide is the other process's.
@@ -41,7 +43,9 @@ from wsiseg.slide.dicom_series import slide_stem
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
-FIELDS = ("slide", "status", "error", "output", "patches", "seconds", "worker")
+FIELDS = ("slide", "status", "error", "output", "patches", "seconds", "worker", "review")
+#: How the reasons to review a slide are joined in its ``review`` cell.
+REVIEW_SEPARATOR = "; "
 
 #: A slide's state in a batch, as its row says it; ``elsewhere`` is only reported (below).
 Status = Literal["pending", "started", "done", "skipped", "failed", "elsewhere"]
@@ -61,6 +65,13 @@ class SlideRecord:
     patches: int | None = None
     seconds: float | None = None
     worker: str = ""
+    #: The reasons its result recorded to review the slide, joined with REVIEW_SEPARATOR.
+    review: str = ""
+
+    @property
+    def review_reasons(self) -> list[str]:
+        """The reasons to review the slide, one by one (empty: none)."""
+        return self.review.split(REVIEW_SEPARATOR) if self.review else []
 
 
 class Manifest:
@@ -130,7 +141,7 @@ def manifest_lock(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 #: The columns holding text (names, paths, messages); the others are numbers or a status.
-TEXT_FIELDS = ("slide", "error", "output", "worker")
+TEXT_FIELDS = ("slide", "error", "output", "worker", "review")
 
 
 def _cell(text: str) -> str:
@@ -163,7 +174,8 @@ def write_manifest(path: str | os.PathLike[str], records: list[SlideRecord]) -> 
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[SlideRecord]:
-    """The rows of a manifest written by :func:`write_manifest`, its text as it was given."""
+    """The rows of a manifest written by :func:`write_manifest`, its text as it was given
+    (one written before a column was added: that column empty)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     out = []
@@ -175,5 +187,6 @@ def read_manifest(path: str | os.PathLike[str]) -> list[SlideRecord]:
             patches=int(row["patches"]) if row["patches"] else None,
             seconds=float(row["seconds"]) if row["seconds"] else None,
             worker=_text(row["worker"]),
+            review=_text(row.get("review") or ""),
         ))
     return out

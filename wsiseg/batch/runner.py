@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from wsiseg.batch.cluster import workers_by_host
 from wsiseg.batch.config import BatchConfig
 from wsiseg.batch.discovery import FoundSlides, describe_ignored, output_for, refuse_clashes
-from wsiseg.batch.manifest import ELSEWHERE, MANIFEST, Manifest, SlideRecord
+from wsiseg.batch.manifest import ELSEWHERE, MANIFEST, REVIEW_SEPARATOR, Manifest, SlideRecord
 from wsiseg.batch.signals import interrupt_slides
 from wsiseg.batch.worker import (
     STOPPED,
@@ -60,11 +60,12 @@ from wsiseg.batch.worker import (
     slide_task,
     worker_name,
 )
-from wsiseg.errors import ConfigError, OutputError
+from wsiseg.errors import ConfigError, OutputError, WsisegError
 from wsiseg.export import export_files, result_stem
 from wsiseg.progress import ProgressBar, progress_bar
 from wsiseg.result.integrity import is_complete
 from wsiseg.result.publish import bucket_target, publish_with_exports, upload_file
+from wsiseg.result.review import recorded_review
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -126,6 +127,7 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]] | FoundSlides, config
         seen.append(result_identity(out))  # a result that differs later was made by another process
         if not config.overwrite and is_complete(out):
             keep_existing(records[i], slide, out, config, found.mpp[i])
+            note_review(records[i])
         elif manifest.died_in(slide):
             died_in.append(i)
         else:
@@ -158,6 +160,19 @@ def predict_slides(paths: Sequence[str | os.PathLike[str]] | FoundSlides, config
     except OutputError as err:  # a claim that cannot be created: no result could be either
         raise _BatchStopped.after(err, out_dir) from err
     return BatchResult(records, manifest.path, list(found.ignored))
+
+
+def note_review(record: SlideRecord) -> None:
+    """Fill ``record.review`` with the reasons to review the slide that its result recorded
+    when published (a row of a result that is not there, or that recorded none: empty)."""
+    if record.status not in ("done", "skipped") or not record.output:
+        return
+    try:
+        reasons = recorded_review(record.output)
+    except WsisegError as err:  # the result is there, so this is unexpected: said, not fatal
+        logger.warning("%s: its reasons to review are not read: %s", record.slide, err)
+        return
+    record.review = REVIEW_SEPARATOR.join(reasons or ())
 
 
 #: How many times a slide whose worker was stopped is run again on another worker.
@@ -285,6 +300,7 @@ class _Batch:
 
     def finish(self, i: int, record: dict[str, Any]) -> None:
         self.records[i] = r = SlideRecord(**record)
+        note_review(r)  # from the result here, before publishing moves its output
         if r.status == "failed":
             r.output = ""  # nothing was written there
             logger.error("%s", r.error if r.slide in r.error else f"{r.slide}: {r.error}")
@@ -332,7 +348,8 @@ class _Batch:
 # --- the summary ------------------------------------------------------------------------
 
 def summary_table(result: BatchResult) -> str:
-    """A plain-text table of the batch, one line per slide, and the counts."""
+    """A plain-text table of the batch, one line per slide, the counts, and the slides to
+    review with the first reason of each (at most :data:`REVIEW_LINES` of them)."""
     rows = [("slide", "status", "patches", "seconds", "error")]
     for r in result.records:
         rows.append((Path(r.slide).name, r.status, "" if r.patches is None else str(r.patches),
@@ -342,7 +359,26 @@ def summary_table(result: BatchResult) -> str:
              for row in rows]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
     lines.append(f"{len(result.records)} slides: {counts}; manifest {result.manifest}")
+    lines += review_lines(result)
     if result.ignored:
         lines.append(f"ignored: {describe_ignored(result.ignored)}; see wsiseg predict --help "
                      "for the formats read")
     return "\n".join(line.rstrip() for line in lines)
+
+
+#: The most slides to review that the summary lists; the manifest has them all.
+REVIEW_LINES = 10
+
+
+def review_lines(result: BatchResult) -> list[str]:
+    """``to review: N slides`` and one line per slide, ``NAME: first reason``, at most
+    :data:`REVIEW_LINES` of them, then how many more the manifest lists; none when no slide
+    of the batch is to be reviewed."""
+    flagged = [r for r in result.records if r.review_reasons]
+    if not flagged:
+        return []
+    lines = [f"to review: {len(flagged)} slide{'' if len(flagged) == 1 else 's'}"]
+    lines += [f"  {Path(r.slide).name}: {r.review_reasons[0]}" for r in flagged[:REVIEW_LINES]]
+    if len(flagged) > REVIEW_LINES:
+        lines.append(f"  ... and {len(flagged) - REVIEW_LINES} more; see {MANIFEST}")
+    return lines

@@ -26,13 +26,11 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
@@ -40,7 +38,26 @@ from wsiseg.atomic import atomic_write
 from wsiseg.cells import csv_text
 from wsiseg.errors import ConfigError, ResultError
 from wsiseg.result.reading import REDO, reads_result
+from wsiseg.result.review import (
+    DEFAULT_RULES,
+    LOW_CONFIDENCE_UNCERTAINTY,
+    LabelMap,
+    ReviewRules,
+    artefact_pixels,
+    band_rows,
+    class_uncertainty,
+    review_reasons,
+)
 from wsiseg.result.store import open_result, open_result_group, qc_array, uncertainty_array
+
+# The array-level figures and the review rules live with the result (it records its review
+# reasons when published); they stay importable from here.
+__all__ = [
+    "CONFIDENCE_COLUMN", "CSV_COLUMNS", "DAMAGED_ROW", "LOW_CONFIDENCE_UNCERTAINTY",
+    "REGIONS_RULE", "TOTAL_ROW", "LabelMap", "ReviewRules", "artefact_pixels", "build_report",
+    "check_min_area", "class_statistics", "class_uncertainty", "intended_use", "region_sizes",
+    "review_reasons", "write_report",
+]
 
 _STRUCTURES = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 #: The ``class`` of the CSV row (only present when there were some) that gives the area and the
@@ -52,20 +69,7 @@ TOTAL_ROW = "total tissue"
 REGIONS_RULE = ("4-connected pixels of one class (touching only at a corner: separate regions) "
                 "of at least min_area_um2, the annotations the geojson export writes with the "
                 "same --min-area; the total tissue row sums the classes")
-#: Normalised uncertainty (0 certain, 1 uniform) above which a tissue pixel counts as of low
-#: confidence in ``low_confidence_share``.
-LOW_CONFIDENCE_UNCERTAINTY = 0.5
 _USE_WORDS = re.compile(r"\b(use|research|diagnos\w*|clinical|demonstration)\b", re.IGNORECASE)
-
-
-class LabelMap(Protocol):
-    """A 2-D map of class indices read a band of rows at a time: a numpy array, or a zarr
-    array (whose ``chunks``, when it has them, set the band height)."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    def __getitem__(self, key: slice, /) -> npt.ArrayLike: ...
 
 
 def intended_use(card: Mapping[str, Any]) -> str:
@@ -83,11 +87,6 @@ def intended_use(card: Mapping[str, Any]) -> str:
     if not kept:
         return "intended use not stated by the model card"
     return " ".join(kept)
-
-
-def _band_rows(labels: LabelMap) -> int:
-    chunks = getattr(labels, "chunks", None)
-    return int(chunks[0]) if chunks else 512
 
 
 def class_statistics(labels: LabelMap, num_classes: int, connectivity: int = 4
@@ -114,7 +113,7 @@ def region_sizes(labels: LabelMap, num_classes: int, connectivity: int = 4
     piece_pixels: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     edges: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     previous: list[np.ndarray | None] = [None] * num_classes
-    step = _band_rows(labels)
+    step = band_rows(labels)
     for y0 in range(0, height, step):
         band = np.asarray(labels[y0:min(height, y0 + step)])
         counts += np.bincount(band.ravel(), minlength=num_classes)[:num_classes]
@@ -147,87 +146,6 @@ def region_sizes(labels: LabelMap, num_classes: int, connectivity: int = 4
     return counts, sizes
 
 
-def class_uncertainty(labels: LabelMap, uncertainty: LabelMap, num_classes: int,
-                      threshold: float = LOW_CONFIDENCE_UNCERTAINTY
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pixel count, sum of uint8 uncertainty, pixels whose uncertainty / 255 is above
-    ``threshold``) per class, of a label map and its uncertainty of the same shape, read a band
-    of chunk rows at a time."""
-    if tuple(labels.shape) != tuple(uncertainty.shape):
-        raise ValueError(f"labels {labels.shape} and uncertainty {uncertainty.shape} differ")
-    height = labels.shape[0]
-    counts = np.zeros(num_classes, dtype=np.int64)
-    sums = np.zeros(num_classes, dtype=np.int64)
-    above = np.zeros(num_classes, dtype=np.int64)
-    step = _band_rows(labels)
-    for y0 in range(0, height, step):
-        y1 = min(height, y0 + step)
-        band = np.asarray(labels[y0:y1]).ravel()
-        u = np.asarray(uncertainty[y0:y1]).ravel()
-        counts += np.bincount(band, minlength=num_classes)[:num_classes]
-        # Exact integer sums: bincount's float weights only hold up to 2**53.
-        sums += np.bincount(band, weights=u, minlength=num_classes)[:num_classes].astype(np.int64)
-        above += np.bincount(band[u > threshold * 255], minlength=num_classes)[:num_classes]
-    return counts, sums, above
-
-
-def artefact_pixels(labels: LabelMap, qc: LabelMap, factor: int) -> tuple[np.ndarray, int]:
-    """(pixels of each artefact value on the artefacts' own grid, map pixels of tissue
-    classes that lie on an artefact) of a label map and its artefact labels ``factor`` times
-    coarser (map pixel (x, y) lies on artefact pixel (x // factor, y // factor)), read a band of
-    rows at a time."""
-    height, width = labels.shape
-    counts = np.bincount(np.asarray(qc[0 : qc.shape[0]]).ravel(), minlength=256)
-    on_artefacts = 0
-    step = max(factor, _band_rows(labels) // factor * factor)
-    for y0 in range(0, height, step):
-        y1 = min(height, y0 + step)
-        band = np.asarray(labels[y0:y1])
-        coarse = np.asarray(qc[y0 // factor : -(-y1 // factor)])
-        fine = np.repeat(np.repeat(coarse, factor, axis=0), factor, axis=1)[: y1 - y0, :width]
-        on_artefacts += int(np.count_nonzero((band > 0) & (fine > 0)))
-    return counts, on_artefacts
-
-
-@dataclass(frozen=True)
-class ReviewRules:
-    """When a slide is to be looked at before its numbers are used (:func:`review_reasons`):
-    analysable tissue under ``min_analysable`` of the tissue, artefacts over more than
-    ``max_artefact_mm2`` of it, or low confidence on more than ``max_low_confidence`` of it."""
-
-    min_analysable: float = 0.8
-    max_artefact_mm2: float = 1.0
-    max_low_confidence: float = 0.25
-
-
-def review_reasons(report: Mapping[str, Any], warnings: Sequence[str],
-                   rules: ReviewRules = ReviewRules()) -> list[str]:
-    """Why a slide of ``report`` (and its colour ``warnings``) is to be reviewed; empty: no
-    reason found."""
-    reasons = []
-    tissue = float(report["tissue_area_mm2"])
-    if report["tissue_map_pixels"] == 0:
-        reasons.append("no tissue mapped")
-    analysable = report.get("analysable_tissue_mm2")
-    if analysable is not None and tissue > 0:
-        on_artefacts = tissue - float(analysable)
-        if analysable < rules.min_analysable * tissue:
-            reasons.append(f"analysable tissue {100 * analysable / tissue:.0f}% of the tissue "
-                           f"(under {100 * rules.min_analysable:.0f}%)")
-        if on_artefacts > rules.max_artefact_mm2:
-            reasons.append(f"artefacts on {on_artefacts:.2f} mm^2 of tissue (over "
-                           f"{rules.max_artefact_mm2:g} mm^2)")
-    low = report.get("low_confidence_share")
-    if low is not None and low > rules.max_low_confidence:
-        reasons.append(f"low confidence on {100 * low:.0f}% of the tissue (over "
-                       f"{100 * rules.max_low_confidence:.0f}%)")
-    reasons += [f"colours: {w.split(';')[0]}" for w in warnings]
-    if report["damaged_regions"]:
-        reasons.append(f"{report['damaged_regions']} damaged regions not read "
-                       f"({report['damaged_area_mm2']:.3g} mm^2)")
-    return reasons
-
-
 def check_min_area(min_area_um2: float) -> None:
     """Refuse a minimum region area that is not a finite number of 0 or more um^2."""
     if not 0 <= min_area_um2 < math.inf:
@@ -237,7 +155,7 @@ def check_min_area(min_area_um2: float) -> None:
 
 @reads_result
 def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0,
-                 review: ReviewRules = ReviewRules()) -> dict[str, Any]:
+                 review: ReviewRules = DEFAULT_RULES) -> dict[str, Any]:
     """The report of a result: per-class rows, the total tissue, slide, model, settings, time.
 
     Regions smaller than ``min_area_um2`` are not counted (their pixels still are, in areas).
@@ -334,7 +252,7 @@ CONFIDENCE_COLUMN = "confidence"
 
 
 def write_report(result: str | os.PathLike[str], out_dir: str | os.PathLike[str], stem: str,
-                 min_area_um2: float = 0.0, review: ReviewRules = ReviewRules()) -> list[Path]:
+                 min_area_um2: float = 0.0, review: ReviewRules = DEFAULT_RULES) -> list[Path]:
     """Write ``STEM.report.json`` and ``STEM.report.csv`` (one row per class) into ``out_dir``."""
     report = build_report(result, min_area_um2, review)
     out_dir = Path(out_dir)

@@ -9,7 +9,7 @@ line naming the result, what is wrong and the way out.
 ``layout`` is the version of the on-disk layout: a wsiseg refuses results of a layout newer than
 :data:`LAYOUT` rather than misread them. A field that older results lack reads as what those
 results were made with (no damage, no warnings, no test-time augmentation, no uncertainty
-array, layout 1).
+array, layout 1); one written before its review reasons were recorded has ``review`` None.
 """
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ class ResultInfo:
     # What made its artefact labels (labels/qc): the --qc mode, record or exclude; None: it
     # has none (--qc off, or written before artefacts were looked for).
     qc: str | None = None
+    # Why the slide is to be looked at before its numbers are used, under the default review
+    # rules when it was published (wsiseg.result.review; empty: no reason found); None:
+    # written before the reasons were recorded.
+    review: tuple[str, ...] | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -201,6 +205,7 @@ class ResultInfo:
             "warnings": list(self.warnings),
             **({} if self.uncertainty is None else {"uncertainty": self.uncertainty}),
             **({} if self.qc is None else {"qc": self.qc}),
+            **({} if self.review is None else {"review": list(self.review)}),
         }
 
     @classmethod
@@ -275,6 +280,7 @@ class ResultInfo:
                 tta=top.text("tta") if "tta" in top else "none",
                 uncertainty=_uncertainty(top),
                 qc=_qc(top),
+                review=_review(top),
             )
             _check_values(info)
             return info
@@ -324,6 +330,7 @@ FIELD_ROLES: dict[str, FieldRole] = {
     "tta": "settings",
     "uncertainty": "produced",
     "qc": "produced",
+    "review": "produced",
 }
 
 
@@ -484,6 +491,15 @@ def _warnings(top: _Fields) -> tuple[str, ...]:
     value = top.obj["warnings"]
     if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
         raise top._wrong("warnings", value, "a list of text")
+    return tuple(value)
+
+
+def _review(top: _Fields) -> tuple[str, ...] | None:
+    if "review" not in top:  # written before the review reasons were recorded
+        return None
+    value = top.obj["review"]
+    if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        raise top._wrong("review", value, "a list of text")
     return tuple(value)
 
 

@@ -41,6 +41,7 @@ from wsiseg.result.pyramid import (
     write_pyramid,
 )
 from wsiseg.result.reading import settle_zarr_io
+from wsiseg.result.review import result_review
 from wsiseg.result.rows import FinishedRows
 from wsiseg.slide.dicom_series import slide_stem
 from wsiseg.slide.remote import is_url
@@ -137,6 +138,8 @@ class OutputWriter:
                 chunks=(ch, cw), dtype="uint8", fill_value=0, dimension_names=("y", "x"),
             )
         self.num_classes = num_classes
+        #: The info that :meth:`publish` recorded (None until then).
+        self.published: ResultInfo | None = None
         self.begin_stripe(0, width)
 
     def begin_stripe(self, x0: int, x1: int) -> None:
@@ -278,7 +281,9 @@ class OutputWriter:
         """Write the label pyramid (and the uncertainty's levels), then the attributes, last
         (``info``, the NGFF metadata and the number of chunk files of each array), then move
         the finished store to its final name. ``info.uncertainty`` is recorded only when the
-        uncertainty array was written."""
+        uncertainty array was written; ``info.review`` is found here, under the default rules,
+        from the arrays written (:func:`wsiseg.result.review.result_review`: one pass over the
+        map). The info recorded is :attr:`published` after."""
         if self._next != self.height:
             raise RuntimeError(f"output incomplete: {self._next} of {self.height} rows written")
         if not self.image_written:
@@ -291,6 +296,11 @@ class OutputWriter:
             raise RuntimeError("an uncertainty array is written, and the result does not say "
                                "how it was computed (ResultInfo.uncertainty)")
         with self.writing():
+            # Read back in bands of chunk rows: the map is never held whole. The artefact
+            # labels count as the result records them (as a report reads them).
+            qc = self.group[array_path("qc", LAYOUT)] if info.qc is not None else None
+            info = dataclasses.replace(info, review=result_review(
+                info, self.labels, self.uncertainty, cast("zarr.Array[Any] | None", qc)))
             write_pyramid(self.labels, self.group, self.num_classes, levels=self.levels)
             if self.uncertainty is not None:
                 # Levels are 2 x 2 means: the mean uncertainty of the pixels they cover.
@@ -321,6 +331,7 @@ class OutputWriter:
                 _remove(old)
             else:
                 os.replace(self.partial, self.out)
+        self.published = info
         return self.out
 
     def abort(self) -> None:
