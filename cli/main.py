@@ -144,6 +144,10 @@ def predict(slides: tuple[str, ...], out: str | None, staging: Path | None, quie
             check_formats(formats)
         except ConfigError as err:  # before the slide is read, not after
             raise click.BadParameter(str(err), param_hint="--export") from err
+    if options.qc_annotations and (config.qc == "off" or "geojson" not in formats):
+        raise click.BadParameter("adds the artefacts to the GeoJSON export: give it with "
+                                 "--export geojson and without --qc off",
+                                 param_hint="--qc-annotations")
     if batch:
         _predict_batch(slides, out, staging, config, formats, options, workers, scheduler,
                        quiet)

@@ -185,6 +185,9 @@ def test_options_that_contradict_each_other_are_usage_errors(tmp_path):
     assert code == 2 and "--export" in stderr and "['nope']" in stderr
     code, _, stderr = run("predict", tmp_path, "--workers", "2", "--scheduler", "tcp://h:8786")
     assert code == 2 and "not both" in stderr
+    for more in (["--qc", "off", "--export", "geojson"], ["--export", "report"]):
+        code, _, stderr = run("predict", slide, "--qc-annotations", *more)
+        assert code == 2 and "--qc-annotations" in stderr and "--export geojson" in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["a.svs"]
 
 
