@@ -161,7 +161,7 @@ def predict(slides: tuple[str, ...], out: str | None, staging: Path | None, quie
 
     info = predict_slide(slides[0], config)  # a URL stays text: Path would mangle it
     if not quiet:
-        click.echo(_summary(_as_published(info)))
+        click.echo(_summary(info))
     if formats:
         from wsiseg.export import export_result
 
@@ -200,7 +200,7 @@ def _predict_to_bucket(slide: str, out: str, staging: Path | None, config: Predi
         except OutputError as err:
             raise staging_error(err, local, target) from err
         if not quiet:
-            click.echo(_summary(_as_published(info)).replace(str(info.path), target.shown, 1))
+            click.echo(_summary(info).replace(str(info.path), target.shown, 1))
             for path in written:
                 click.echo(target.child(path.name).shown)
 
@@ -257,18 +257,6 @@ def _predict_batch(slides: tuple[str, ...], out: str | None, staging: Path | Non
         click.echo(summary_table(result))
     if result.failed:
         raise SystemExit(1)
-
-
-def _as_published(info: ResultInfo) -> ResultInfo:
-    """``info`` with the review reasons its result recorded when published (read from the
-    result's attributes when ``info`` has none)."""
-    from dataclasses import replace
-
-    from wsiseg.result.review import recorded_review
-
-    if info.review is not None:
-        return info
-    return replace(info, review=recorded_review(info.path))
 
 
 def _summary(info: ResultInfo) -> str:

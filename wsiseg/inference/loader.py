@@ -11,6 +11,11 @@ With a ``damaged`` source (a slide read with ``skip_damaged``), windows that tou
 region are dropped: their pixels are partly glass standing in for what could not be decoded,
 so they would blend a wrong prediction into the map. A band's windows are cut only once every
 read they need has ended, so every damaged region under them is known by then.
+
+With a ``focus`` accumulator, the bands' pixels also feed the slide's focus scores
+(:class:`~wsiseg.slide.artefacts.FocusAccumulator`) as they are read: each pixel of the stripe's
+own columns once, with the pixels around it that the band holds as the filters' context, so no
+second read of the slide is needed.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from wsiseg.inference.grid import PatchGrid
+from wsiseg.slide.artefacts import FOCUS_CONTEXT
 from wsiseg.slide.geometry import MapBox
+
+if TYPE_CHECKING:
+    from wsiseg.slide.artefacts import FocusAccumulator
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +124,9 @@ class LoaderStats:
     level_pixels_decoded: int = 0
     patches: int = 0
     patches_dropped: int = 0  # windows left out because they touch a damaged region
+    # CPU time feeding the focus accumulator: it runs beside the network, whose work its
+    # wall time would count too.
+    focus_seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -140,9 +152,13 @@ class BandLoader:
         strip: int = 256,
         queue_batches: int = 8,
         damaged: Callable[[], list[MapBox]] | None = None,
+        focus: FocusAccumulator | None = None,
+        focus_columns: Interval | None = None,
     ) -> None:
         """``damaged`` returns the analysis boxes known to be damaged so far; the windows
-        that touch one are not emitted (see :attr:`LoaderStats.patches_dropped`)."""
+        that touch one are not emitted (see :attr:`LoaderStats.patches_dropped`). ``focus``
+        is fed the pixels read in the analysis columns ``focus_columns`` (all by default: a
+        column stripe's own, so that stripes whose windows overlap count each pixel once)."""
         self.reader = reader
         self.grid = grid
         self.kept = kept
@@ -165,6 +181,9 @@ class BandLoader:
         self.x_lo = int(grid.xs[used[0]]) if len(used) else grid.origin
         self.x_hi = int(grid.xs[used[-1]]) + grid.patch_size if len(used) else self.x_lo + 1
         self.damaged = damaged
+        self.focus = focus
+        self.focus_columns = focus_columns or (self.x_lo, self.x_hi)
+        self._fed_to = 0  # rows above are in ``focus`` (the columns their band held)
         self.stats = LoaderStats()
         self._queue: queue.Queue[PatchBatch | BaseException | _End] = queue.Queue(
             maxsize=queue_batches)
@@ -227,6 +246,7 @@ class BandLoader:
             current, futures = self._start_band(pool, band, prev)
             if prev is not None:
                 self._emit(prev, batch)  # cut the last band's windows while this one is read
+                self._feed(prev, band)
             for f in futures:
                 f.result()
             self.stats.read_seconds += time.perf_counter() - t0
@@ -234,6 +254,7 @@ class BandLoader:
             prev = current
         if prev is not None:
             self._emit(prev, batch)
+            self._feed(prev, None)
         last = batch.take()
         if last is not None:
             self._put(last)
@@ -265,6 +286,7 @@ class BandLoader:
             for piece in _split(a, b, self.strip, self.phase[1])
         ]
         held: list[tuple[int, int, list[Interval]]] = []
+        fresh: list[list[Interval]] = []
         futures: list[Future[None]] = []
         for y, h in strips:
             need = self._columns(band, y, y + h)
@@ -275,11 +297,12 @@ class BandLoader:
             else:
                 todo = need
                 held.append((y, y + h, need))
+            fresh.append(todo)
             for xa, xb in todo:
                 for x, w in _split(xa, xb, self.chunk, self.phase[0]):
                     self.stats.analysis_pixels_read += h * w
                     futures.append(pool.submit(self._read_into, pixels, band.y0, x, y, w, h))
-        return _ReadBand(band, pixels, held), futures
+        return _ReadBand(band, pixels, held, fresh), futures
 
     def _columns(self, band: Band, ya: int, yb: int) -> list[Interval]:
         """Analysis x intervals of the band's kept windows that overlap rows ``[ya, yb)``."""
@@ -297,6 +320,61 @@ class BandLoader:
             return
         c = x - self.x_lo
         self.reader.read(x, y, w, h, out=pixels[y - y0 : y - y0 + h, c : c + w])
+
+    def _feed(self, item: _ReadBand, following: Band | None) -> None:
+        """Add the pixels of ``item`` that no later band reads to ``focus``.
+
+        Rows from :attr:`_fed_to` to :data:`FOCUS_CONTEXT` rows into ``following`` (which
+        holds them too) go in with every column the band holds, and still have their context
+        below; the rows above :attr:`_fed_to`, fed from the band before, only with the columns
+        read fresh for this band. Each pixel of the own columns is added once.
+        """
+        if self.focus is None or self._stop.is_set():
+            return
+        t0 = time.thread_time()
+        band = item.band
+        until = band.y1
+        if following is not None and following.y0 < band.y1:
+            until = min(band.y1, following.y0 + FOCUS_CONTEXT)
+        # Windows reach past the image's edges (read as padding): only its own pixels count.
+        lo, hi = max(0, self.focus_columns[0]), min(self.grid.width, self.focus_columns[1])
+        pieces: list[tuple[int, int, list[Interval], list[Interval]]] = []
+        for (a, b, cols), new in zip(item.held, item.fresh):
+            a, b = max(a, 0), min(b, self.grid.height)
+            for ra, rb, intervals in ((a, min(b, self._fed_to), new),
+                                      (max(a, self._fed_to), min(b, until), cols)):
+                own = [(max(c, lo), min(d, hi)) for c, d in intervals if min(d, hi) > max(c, lo)]
+                if rb <= ra or not own:
+                    continue
+                if pieces and pieces[-1][1] == ra and pieces[-1][2:] == (own, cols):
+                    pieces[-1] = (pieces[-1][0], rb, own, cols)  # strips alike: one piece
+                else:
+                    pieces.append((ra, rb, own, cols))
+        for ra, rb, own, cols in pieces:
+            for ca, cb in own:
+                self._feed_piece(self.focus, item, ra, rb, ca, cb, cols)
+        self._fed_to = max(self._fed_to, until)
+        self.stats.focus_seconds += time.thread_time() - t0
+
+    def _feed_piece(self, focus: FocusAccumulator, item: _ReadBand, ra: int, rb: int, ca: int,
+                    cb: int, cols: list[Interval]) -> None:
+        """Add rows ``[ra, rb)``, columns ``[ca, cb)`` of ``item`` to ``focus``, with up to
+        :data:`FOCUS_CONTEXT` pixels around them that the band holds (``cols``: the columns
+        held in those rows)."""
+        band, reach = item.band, FOCUS_CONTEXT
+        xa, xb = next((max(c, ca - reach, 0), min(d, cb + reach, self.grid.width))
+                      for c, d in cols if c <= ca and cb <= d)
+        top = max(band.y0, ra - reach, 0)
+        bottom = min(band.y1, rb + reach, self.grid.height)
+        for a, b, held in item.held:  # context only from rows that hold all of [xa, xb)
+            if any(c <= xa and xb <= d for c, d in held):
+                continue
+            if top < b <= ra:
+                top = b
+            if rb <= a < bottom:
+                bottom = a
+        pixels = item.pixels[top - band.y0 : bottom - band.y0, xa - self.x_lo : xb - self.x_lo]
+        focus.add(pixels, top, xa, own=(ra - top, rb - top, ca - xa, cb - xa))
 
     def _emit(self, item: _ReadBand, batch: _BatchBuilder) -> None:
         band, pixels = item.band, item.pixels
@@ -332,11 +410,13 @@ def windows_touching(ys: npt.NDArray[np.int64], xs: npt.NDArray[np.int64], patch
 
 @dataclass
 class _ReadBand:
-    """A band's pixels and, per strip of rows, the column intervals they hold."""
+    """A band's pixels and, per strip of rows, the column intervals they hold and those of
+    them read for this band (the rest carried over from the band before)."""
 
     band: Band
     pixels: npt.NDArray[np.uint8]
     held: list[tuple[int, int, list[Interval]]]
+    fresh: list[list[Interval]]
 
     def columns_at(self, y: int) -> list[Interval]:
         for a, b, cols in self.held:

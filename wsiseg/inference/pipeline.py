@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +33,7 @@ from wsiseg.slide.tissue import colour_warnings, mask_factor, own_pixels, read_t
 if TYPE_CHECKING:
     from wsiseg.inference.predictor import Predictor
     from wsiseg.models import LoadedModel
+    from wsiseg.slide.artefacts import FocusAccumulator
 
 logger = logging.getLogger(__name__)
 
@@ -109,16 +110,24 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
                 config.probabilities, chunk=config.chunk_size, uncertainty=True,
             )
             writer.write_tissue(tissue.mask)
+            writer.write_image(tissue.rgb)
+            focus = _focus_accumulator(plan, tissue)
+            run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config,
+                                   focus)
+            timings.update(run.timings)
+            if focus is not None:
+                # Focus is judged on the pixels the windows were read for, so only after them:
+                # under --qc exclude, the windows on blur found in this pass are predicted all
+                # the same (the blur is recorded, and left out of the analysable tissue).
+                tissue, timings["focus"] = _add_blur(slide, plan, tissue, focus,
+                                                     timings.get("focus", 0.0))
             if tissue.qc is not None:
                 writer.write_qc(tissue.qc)
-            writer.write_image(tissue.rgb)
-            run = _predict_stripes(slide, plan, tissue.kept, predictor, writer, device, config)
-            timings.update(run.timings)
             if run.damaged:
                 writer.write_damaged(list(map_boxes(slide, plan.geometry)))
             info = _result_info(out, slide, plan, tissue, run, timings, config, started)
             writer.publish(info, config.overwrite)
-            return info
+            return writer.published or info  # as recorded: with the reasons to review it
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -332,9 +341,59 @@ def _find_artefacts(slide: Slide, rgb: np.ndarray, mask: np.ndarray, geometry: G
     return mask, qc
 
 
+def _focus_accumulator(plan: _Plan, tissue: _Tissue) -> FocusAccumulator | None:
+    """The slide's focus scores, to be fed as the windows' pixels are read; None without
+    artefact detection (--qc off). One block is :data:`~wsiseg.slide.artefacts.FOCUS_BLOCK_UM`
+    um, a whole number of tissue-mask pixels."""
+    if tissue.qc is None:
+        return None
+    from wsiseg.slide.artefacts import FocusAccumulator, focus_cell
+
+    cell = focus_cell(tissue.factor, float(plan.geometry.mpp[0]))
+    return FocusAccumulator(plan.geometry.width, plan.geometry.height, cell * tissue.factor)
+
+
+def _add_blur(slide: Slide, plan: _Plan, tissue: _Tissue, focus: FocusAccumulator,
+              seconds: float) -> tuple[_Tissue, float]:
+    """``tissue`` with its out-of-focus blocks in its artefact labels, where no pen or fold
+    already is (they keep priority, as in ``detect_artefacts``); and ``seconds`` plus the time
+    deciding took."""
+    from wsiseg.slide.artefacts import (
+        BLUR_MIN_TISSUE,
+        QC_BLUR,
+        QC_NONE,
+        QC_OTHER,
+        block_fractions,
+        blur_mask,
+        expand_blocks,
+    )
+
+    t = time.perf_counter()
+    qc = tissue.qc
+    if qc is None:
+        return tissue, seconds
+    cell = focus.block // tissue.factor  # tissue-mask pixels a side of a focus block
+    on_blocks = block_fractions(tissue.mask, cell)
+    scores = focus.scores()
+    blocks = blur_mask(scores, on_blocks)
+    blurred = (expand_blocks(blocks, cell, qc.shape) & tissue.mask
+               & ((qc == QC_NONE) | (qc == QC_OTHER)))
+    qc = qc.copy()
+    qc[blurred] = QC_BLUR
+    seconds += time.perf_counter() - t
+    mpp = float(tissue.geometry.mpp[0])
+    scored = int(np.count_nonzero(np.isfinite(scores) & (on_blocks >= BLUR_MIN_TISSUE)))
+    logger.info("%s: out of focus %.3g mm^2 (%d of %d scored tissue blocks of %g um; %.1f s)",
+                slide.path.name, np.count_nonzero(blurred) * mpp * mpp / 1e6,
+                int(blocks.sum()), scored, focus.block * float(plan.geometry.mpp[0]), seconds)
+    return replace(tissue, qc=qc), seconds
+
+
 def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Predictor,
-                     writer: OutputWriter, device: Any, config: PredictConfig) -> _Run:
-    """Read, predict and blend the kept windows into ``writer``, stripe by stripe."""
+                     writer: OutputWriter, device: Any, config: PredictConfig,
+                     focus: FocusAccumulator | None = None) -> _Run:
+    """Read, predict and blend the kept windows into ``writer``, stripe by stripe; ``focus``
+    is fed the pixels read, each once (a stripe's own columns)."""
     from wsiseg.inference.stitcher import Stitcher  # torch, as the predictor (predict_slide)
     from wsiseg.inference.tta import TTA_VIEWS
 
@@ -352,7 +411,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
         return [box for r in slide.damaged_regions() if r.level == plan.geometry.level
                 and (box := map_box(plan.geometry, r)) is not None]
     t = time.perf_counter()
-    predict_s = stitch_s = read_s = 0.0
+    predict_s = stitch_s = read_s = focus_s = 0.0
     with progress_bar(predicted, slide.path.name, "patch", config.progress, leave=False) as bar:
         # Column stripes, each top to bottom: memory depends on the stripe's width,
         # not the slide's. Windows across a stripe edge are predicted for both sides.
@@ -366,6 +425,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                 RegionReader(slide, plan.geometry), grid, stripe_kept, batch_size=batch_size,
                 band_height=config.band_height, threads=threads,
                 damaged=damaged_boxes if config.skip_damaged else None,
+                focus=focus, focus_columns=(x0, x1),
             )
             try:
                 for batch in loader:
@@ -384,10 +444,13 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                 loader.close()
             stitcher.finish()
             read_s += loader.stats.read_seconds
+            focus_s += loader.stats.focus_seconds
             dropped += loader.stats.patches_dropped
             bar.update(loader.stats.patches_dropped)
     timings = {"loop": time.perf_counter() - t, "predict": predict_s, "stitch_write": stitch_s,
                "read": read_s}
+    if focus is not None:
+        timings["focus"] = focus_s
     damaged = damaged_areas(slide.damaged_regions())
     if damaged:
         slide_mpp = slide.require_mpp()  # known: the map was planned with it

@@ -55,7 +55,9 @@ PEN_MIN_OD = 0.3
 PEN_BLUE_MIN_R, PEN_BLUE_MAX_B = 1.15, 0.5
 PEN_GREEN_MIN_RB = 1.1
 PEN_RED_MIN_B, PEN_RED_MAX_R = 0.95, 0.5
-PEN_BLACK_MIN_RB, PEN_BLACK_MIN_OD = 0.75, 1.8
+#: Black ink from total OD 1.0 (a translucent stroke): tissue of black's ratios reaches 1.5 on
+#: CMU-1 only in specks that the width filter drops.
+PEN_BLACK_MIN_RB, PEN_BLACK_MIN_OD = 0.75, 1.0
 #: Ink over tissue: least distance (OD) of a pixel's OD, averaged over :data:`PEN_RESIDUAL_UM`,
 #: from the plane of the slide's stains, and least multiple of the spread of the tissue's
 #: distances to it. On the clean real slides measured (CMU-1, TCGA-CR-7395, GlaS at 1.9-4 um/px)
@@ -73,8 +75,9 @@ PEN_PLANE_SHARE = 0.5
 #: The normal of the plane of Ruifrok & Johnston's haematoxylin (0.65, 0.70, 0.29) and eosin
 #: (0.07, 0.99, 0.11) vectors: a starting point of the fit.
 STANDARD_HE_NORMAL = np.array([-0.33, -0.08, 0.94], dtype=np.float32)
-#: Ink specks smaller than this (um across) are dropped: pen strokes are 0.3-2 mm wide.
-PEN_MIN_WIDTH_UM = 40.0
+#: Ink specks smaller than this (um across) are dropped: pen strokes are 0.3-2 mm wide, but the
+#: glass they cross between pieces of tissue may be a few tens of um.
+PEN_MIN_WIDTH_UM = 20.0
 #: Area (mm^2) under which a piece of ink is dropped.
 PEN_MIN_AREA_MM2 = 0.01
 
@@ -86,14 +89,17 @@ FOLD_OD_RATIO = 1.7
 #: A fold's pixels around those found, down to this multiple (:func:`fold_mask`).
 FOLD_EDGE_RATIO = 1.4
 FOLD_SCALE_UM = 80.0
-#: The local reference: a low percentile (robust when a fold covers much of the context) of
+#: The local reference: a low percentile (robust when a fold covers much of the context; taken
+#: again without the blocks over :data:`FOLD_OD_RATIO` times it) of
 #: the mean OD of blocks at least :data:`FOLD_MIN_BLOCK_TISSUE` tissue, within
 #: :data:`FOLD_CONTEXT_UM` of a pixel.
 FOLD_BLOCK_UM = 100.0
 FOLD_CONTEXT_UM = 1000.0
-FOLD_REFERENCE_PERCENTILE = 50.0
+FOLD_REFERENCE_PERCENTILE = 30.0
 FOLD_MIN_BLOCK_TISSUE = 0.5
 FOLD_MIN_CONTEXT_BLOCKS = 6
+#: Rounds of the reference taken again without the blocks over :data:`FOLD_OD_RATIO` times it.
+FOLD_REFERENCE_ROUNDS = 2
 #: Total OD under which a pixel inside the tissue mask is glass, splitting pieces of tissue.
 FOLD_GLASS_OD = 0.08
 #: Folds are hundreds of um across: narrower pieces (dense stroma, clusters of nuclei) and
@@ -104,12 +110,14 @@ FOLD_MIN_AREA_MM2 = 0.03
 # -- focus ----------------------------------------------------------------------------------------
 #: Block side, um, over which one focus score is computed (:func:`focus_cell`).
 FOCUS_BLOCK_UM = 128.0
-#: Gaussian scales (pixels of the analysis band) splitting detail into fine and coarse bands.
-FOCUS_FINE_SIGMA, FOCUS_COARSE_SIGMA = 1.0, 3.0
+#: Gaussian scales (pixels of the analysis band) splitting detail into fine and coarse bands:
+#: at 0.7 a defocus of radius 1.5 px removes most of the fine band (at 1, GlaS at 0.62 um/px
+#: scored 0.15-0.29 IoU for it, 0.58-0.76 at 0.7, with TCGA-CR-7395 still clean).
+FOCUS_FINE_SIGMA, FOCUS_COARSE_SIGMA = 0.7, 3.0
 #: A block is out of focus when its score is under this share of the slide's sharp tissue
 #: (the :data:`FOCUS_REFERENCE_PERCENTILE` of its tissue blocks' scores).
-#: On the real slides measured at 1 um/px, sharp tissue blocks score 0.2-0.6; at 0.4 the frozen
-#: section TCGA-CR-7395 has 2.5% of its tissue blocks under it, at 0.3 0.6%; a uniformly soft
+#: At 0.4 the frozen section TCGA-CR-7395 has 1.9% of its tissue blocks under it, at 0.33 0.6%,
+#: at 0.3 none; a uniformly soft
 #: slide has a low reference too, so nothing of it falls under the ratio.
 BLUR_RATIO = 0.3
 FOCUS_REFERENCE_PERCENTILE = 90.0
@@ -275,7 +283,8 @@ def fold_mask(rgb: RGB, tissue: Mask, mpp: float, pen: Mask | None = None) -> Ma
     pixel's total OD, averaged over the tissue within :data:`FOLD_SCALE_UM`, is set against the
     tissue around it: the :data:`FOLD_REFERENCE_PERCENTILE` of the mean ODs of the tissue
     blocks (:data:`FOLD_BLOCK_UM` a side) within :data:`FOLD_CONTEXT_UM` (the whole slide's
-    when fewer than :data:`FOLD_MIN_CONTEXT_BLOCKS` are). A fold is at least
+    when fewer than :data:`FOLD_MIN_CONTEXT_BLOCKS` are; a piece of tissue smaller than that
+    is not judged). A fold is at least
     :data:`FOLD_OD_RATIO` times that. Pieces narrower than :data:`FOLD_MIN_WIDTH_UM` or under
     :data:`FOLD_MIN_AREA_MM2` are dropped.
     """
@@ -313,8 +322,9 @@ def _local_reference(total: Floats, usable: Mask, mpp: float) -> Floats:
     """Per pixel of ``usable``, the OD of the tissue around it (:func:`fold_mask`): from a grid
     of blocks, each piece of tissue on its own (pieces of a slide may be stained unlike)."""
     cell = max(1, round(FOLD_BLOCK_UM / mpp))
-    overall = _block_reference(total, usable, cell)
-    out: Floats = np.full(total.shape, np.nan if overall is None else overall, dtype=np.float32)
+    # NaN (never a fold) on a piece too small for a reference of its own: another piece's
+    # tissue may be stained unlike it, so nothing is decided there.
+    out: Floats = np.full(total.shape, np.nan, dtype=np.float32)
     # Pieces split by glass (the tissue mask closes narrow gaps between them).
     pieces, _ = ndimage.label(usable & (total >= FOLD_GLASS_OD), structure=np.ones((3, 3), bool))
     least = FOLD_MIN_CONTEXT_BLOCKS * FOLD_MIN_BLOCK_TISSUE * cell * cell
@@ -347,6 +357,25 @@ def _block_reference(total: Floats, usable: Mask, cell: int, local: bool = False
     overall = float(np.percentile(grid[valid], FOLD_REFERENCE_PERCENTILE))
     if not local:
         return overall
+    ref = _context_reference(grid, overall)
+    for _ in range(FOLD_REFERENCE_ROUNDS):
+        # A fold that fills much of its context raises the reference with it: its blocks
+        # (those over the seed ratio) are left out, and the reference taken again.
+        unfolded = np.where(grid < FOLD_OD_RATIO * ref, grid, np.nan).astype(np.float32)
+        kept = np.isfinite(unfolded)
+        if kept.all() or not kept.any():
+            break
+        ref = _context_reference(
+            unfolded, float(np.percentile(unfolded[kept], FOLD_REFERENCE_PERCENTILE)))
+    big = np.repeat(np.repeat(ref, cell, axis=0), cell, axis=1)
+    out: Floats = big[: total.shape[0], : total.shape[1]]
+    return out
+
+
+def _context_reference(grid: Floats, overall: float) -> Floats:
+    """Per block of ``grid`` (block mean ODs, NaN: no tissue), the
+    :data:`FOLD_REFERENCE_PERCENTILE` of the blocks within :data:`FOLD_CONTEXT_UM`
+    (``overall`` where fewer than :data:`FOLD_MIN_CONTEXT_BLOCKS` are)."""
     ref = np.full(grid.shape, overall, dtype=np.float32)
     reach = max(1, round(FOLD_CONTEXT_UM / FOLD_BLOCK_UM))
     padded = np.pad(grid, reach, constant_values=np.nan)
@@ -356,9 +385,7 @@ def _block_reference(total: Floats, usable: Mask, cell: int, local: bool = False
         enough = np.count_nonzero(np.isfinite(row), axis=1) >= FOLD_MIN_CONTEXT_BLOCKS
         if enough.any():
             ref[r, enough] = np.nanpercentile(row[enough], FOLD_REFERENCE_PERCENTILE, axis=1)
-    big = np.repeat(np.repeat(ref, cell, axis=0), cell, axis=1)
-    out: Floats = big[: total.shape[0], : total.shape[1]]
-    return out
+    return ref
 
 
 # -- focus ----------------------------------------------------------------------------------------
@@ -429,12 +456,14 @@ def _scores(fine: Floats, coarse: Floats, pixels: int) -> Floats:
 
 @dataclass
 class FocusAccumulator:
-    """Focus scores of a whole slide from its analysis-resolution bands, read top to bottom.
+    """Focus scores of a whole slide from its analysis-resolution bands, in any order.
 
-    ``add(band, y)`` takes the uint8 RGB rows from analysis row ``y`` (full width, any height;
-    bands need not align with blocks: a block's energies are summed over the bands that cut it);
-    ``scores()`` gives the float32 (rows, cols) sharpness grid, one per ``block`` pixels. Holds
-    two floats a block, whatever the slide's size.
+    ``add(band, y, x)`` takes uint8 RGB pixels whose top-left is analysis pixel ``(x, y)``
+    (any size; pieces need not align with blocks: a block's energies are summed over the pieces
+    that cut it, each piece filtered with the context it holds); ``scores()`` gives the float32
+    (rows, cols) sharpness grid, one per ``block`` pixels, NaN on blocks never added. Holds
+    two floats a block, whatever the slide's size. Adding each pixel once, as one piece, gives
+    :func:`focus_scores` of the whole image.
     """
 
     width: int
@@ -446,22 +475,63 @@ class FocusAccumulator:
         self._fine = np.zeros(shape, dtype=np.float32)
         self._coarse = np.zeros(shape, dtype=np.float32)
 
-    def add(self, band: RGB, y: int) -> None:
-        """Add the energies of ``band``, whose first row is analysis row ``y``."""
+    def add(self, band: RGB, y: int, x: int = 0,
+            own: tuple[int, int, int, int] | None = None) -> None:
+        """Add the energies of ``band``, whose top-left pixel is analysis pixel ``(x, y)``.
+
+        ``own`` (top, bottom, left, right, in the band's pixels) counts only those of its
+        pixels, the rest being context for the filters: pieces cut from larger reads then sum
+        to the energies of the whole, as long as each holds its filters' reach
+        (:data:`FOCUS_CONTEXT` pixels) around what it counts.
+        """
+        top, bottom, left, right = own or (0, band.shape[0], 0, band.shape[1])
+        if bottom <= top or right <= left:
+            return
         b = self.block
-        pos = y
-        while pos < y + band.shape[0]:
-            # One block row at a time (a band may start or end inside one).
-            end = min(y + band.shape[0], (pos // b + 1) * b)
-            fine, coarse = focus_energies(band[pos - y : end - y], b)
-            r = pos // b
-            self._fine[r, : fine.shape[1]] += fine[0]
-            self._coarse[r, : coarse.shape[1]] += coarse[0]
-            pos = end
+        r0, c0 = (y + top) // b, (x + left) // b
+        fine, coarse = _placed_energies(band, b, (y + top) % b, (x + left) % b,
+                                        (top, bottom, left, right))
+        rows, cols = fine.shape
+        self._fine[r0 : r0 + rows, c0 : c0 + cols] += fine
+        self._coarse[r0 : r0 + rows, c0 : c0 + cols] += coarse
 
     def scores(self) -> Floats:
         """The sharpness grid (:func:`focus_scores`)."""
         return _scores(self._fine, self._coarse, self.block * self.block)
+
+
+#: Pixels around a pixel that its focus energies depend on (the coarse blur's reach, 4 sigma).
+FOCUS_CONTEXT = int(4 * FOCUS_COARSE_SIGMA) + 1
+
+
+def _placed_energies(band: RGB, block: int, dy: int, dx: int, own: tuple[int, int, int, int]
+                     ) -> tuple[Floats, Floats]:
+    """:func:`focus_energies` of the ``own`` pixels (top, bottom, left, right) of ``band``, the
+    first of which lies ``(dy, dx)`` pixels into its block: sums per block of the grid they fall
+    on (its first block row and column partial). The rest of ``band`` is context for the
+    filters; rows are filtered by chunks with a halo, as if whole."""
+    top, bottom, left, right = own
+    h, w = bottom - top, right - left
+    fine = np.zeros((-(-(dy + h) // block), -(-(dx + w) // block)), dtype=np.float32)
+    coarse = np.zeros_like(fine)
+    step = max(block, (CHUNK_PIXELS // max(1, band.shape[1])) // block * block)
+    pos = 0
+    while pos < h:
+        end = min(h, (dy + pos) // block * block + step - dy)  # chunks end on block edges
+        lo = max(0, top + pos - FOCUS_CONTEXT)
+        hi = min(band.shape[0], top + end + FOCUS_CONTEXT)
+        od = _stain(band[lo:hi])
+        g1 = ndimage.gaussian_filter(od, FOCUS_FINE_SIGMA, mode="nearest")
+        g3 = ndimage.gaussian_filter(od, FOCUS_COARSE_SIGMA, mode="nearest")
+        rows = slice(top + pos - lo, top + end - lo)
+        lead = (((dy + pos) % block, 0), (dx, 0))
+        r = (dy + pos) // block
+        f = _block_sums(np.pad(((od - g1) ** 2)[rows, left:right], lead), block)
+        c = _block_sums(np.pad(((g1 - g3) ** 2)[rows, left:right], lead), block)
+        fine[r : r + f.shape[0]] += f
+        coarse[r : r + c.shape[0]] += c
+        pos = end
+    return fine, coarse
 
 
 def block_fractions(mask: Mask, cell: int) -> Floats:
