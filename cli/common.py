@@ -63,8 +63,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt as err:
             left = click.get_current_context().meta.get(_ON_INTERRUPT, _NOTHING_LEFT)
             what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-            click.echo(f"wsiseg: {what}; {left}", err=True)
             _quiet_shutdown()
+            click.echo(f"wsiseg: {what}; {left}", err=True)
             sys.exit(exit_status(err))
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise

@@ -174,3 +174,40 @@ def test_a_sigterm_python_could_only_drop_is_raised_again_in_the_block():
         for _ in range(1000):
             time.sleep(0.001)
     assert sys.unraisablehook is before
+
+
+_FINALISER_AFTER_THE_STOP = """
+import gc, os, signal, sys
+from wsiseg.batch.signals import sigterm_as_interrupt
+from wsiseg.errors import Terminated
+
+class Loop:  # as an event loop never closed, collected while the stopped command cleans up
+    def __del__(self):
+        raise RuntimeError("Cannot close a running event loop")
+
+def cycle():
+    a = Loop(); a.me = a  # freed by the cyclic gc only
+
+before = sys.unraisablehook
+Loop()  # before any SIGTERM: printed as usual
+try:
+    with sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**6):
+            pass
+except Terminated:
+    pass
+else:
+    sys.exit("no Terminated")
+cycle(); gc.collect()  # after the block, before the command has said it was stopped
+print("hook restored" if sys.unraisablehook is before else "quiet hook kept")
+"""
+
+
+def test_finalisers_cut_off_by_a_sigterm_print_nothing(tmp_path):
+    run = subprocess.run([sys.executable, "-c", _FINALISER_AFTER_THE_STOP], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "quiet hook kept"
+    # Only the one raised before the SIGTERM is printed.
+    assert run.stderr.count("Cannot close a running event loop") == 1, run.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import signal
 import sys
 import threading
@@ -39,6 +40,8 @@ from wsiseg.errors import EXIT_TERMINATED, Terminated
 __all__ = ["EXIT_TERMINATED", "Terminated", "interrupt_slides", "running_slide",
            "sigterm_as_interrupt"]
 
+logger = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
@@ -47,6 +50,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
     A second SIGTERM while the first is being handled is ignored, so that cleanup is not cut
     short (SIGKILL still ends the process). The handler that was there before is put back on
     the way out. Outside the main thread (where Python cannot set handlers) this does nothing.
+
+    Once a SIGTERM has arrived the process is ending: the finalisers of the work it cut off (an
+    event loop never closed, a coroutine never awaited) still run, in the block or after it,
+    and what they raise is a consequence of the stop, not news. It is logged at debug level
+    instead of printed as a traceback, from then on.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -68,6 +76,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
             stopping = False
             signal.raise_signal(signal.SIGTERM)
             return
+        if stopping:
+            _after_the_stop(unraisable)
+            return
         previous_hook(unraisable)
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
@@ -78,7 +89,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         if sys.unraisablehook is raised_where_it_was_lost:
-            sys.unraisablehook = previous_hook
+            sys.unraisablehook = _after_the_stop if stopping else previous_hook
+
+
+def _after_the_stop(unraisable: Any) -> None:
+    """An exception Python could not raise (in a finaliser), once the process was stopped."""
+    logger.debug("after SIGTERM: %s in %r: %s", unraisable.err_msg or "exception",
+                  unraisable.object, unraisable.exc_value)
 
 
 # --- slides running on threads of a worker process ------------------------------------------
