@@ -2,14 +2,18 @@
 
     python benchmarks/bench_qc.py [--seeds 3] [--glas 12]
 
-Builds the truth set on real tissue (``../shared/data``): CMU-1-Small-Region (0.5 um/px) and
-``--glas`` GlaS testA images laid on glass (0.62 um/px), and TCGA-CR-7395 at an assumed
-0.5 um/px for folds and clean tissue. Pen strokes of each ink and folds are painted on the
-tissue picture (CMU and TCGA at 4 um/px, GlaS at 1.86 um/px), defocus (pillboxes of
-``--radii`` pixels over a smooth region) on the analysis picture (about 1 um/px; GlaS at its
-own 0.62). Prints per-artefact IoU against the truth (min-max over ``--seeds`` seeds), the
-pen's IoU over glass and over tissue apart (and the share of the tissue the strokes cover), the share of tissue flagged on the clean slides, and the time per
-megapixel. Results also go to ``bench-out/qc.json``.
+Builds the truth set on real tissue (``../shared/data``): CMU-1-Small-Region (0.5 um/px),
+TCGA-CR-7395 at an assumed 0.5 um/px and ``--glas`` GlaS testA images laid on glass
+(0.62 um/px). On the tissue picture (CMU and TCGA at 4 um/px, GlaS at 1.86 um/px) it paints
+marker marks of each ink (rings, ticks, arrows and dots, on the picture laid on
+``--margin-um`` of glass, inking at most 20% of the tissue), the heavy-ink stress case (long
+strokes across CMU and GlaS, inking most of their tissue) and folds (a strip at a piece's edge
+turned over onto its neighbour); on the analysis picture (about 1 um/px; GlaS at its own 0.62)
+defocus (pillboxes of ``--radii`` pixels over a smooth region). Prints per-artefact IoU against
+the truth (min-max over ``--seeds`` seeds), the pen's IoU over glass and over tissue apart and
+the share of the tissue inked, the median OD ratio inside the fold truth, the share of tissue
+flagged on the clean slides, and the time per megapixel. Results also go to
+``bench-out/qc.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,8 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench-out"
 #: Fold widths (um) painted on each picture: a fraction of its tissue's extent.
 FOLD_WIDTHS = {"cmu": (200.0, 400.0), "tcga": (300.0, 800.0), "glas": (150.0, 300.0)}
+#: Pictures the heavy-ink stress case is painted on (its tissue is 1-2 mm across).
+HEAVY_INK = ("cmu", "glas")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,6 +47,29 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _span(values: list[float]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
+def _pen_scores(seeds: int, tissue: np.ndarray, mpp: float,
+                paint_seed: Callable[[int], tuple[np.ndarray, np.ndarray]]
+                ) -> dict[str, list[float]]:
+    """IoU of the pen found against the truth painted by ``paint_seed(seed)``: in all, over the
+    glass and over the tissue of the unpainted picture apart (over glass the colour decides,
+    over tissue the stain plane), and the share of the tissue inked."""
+    out: dict[str, list[float]] = {"": [], " on glass": [], " on tissue": [], " share": []}
+    for seed in range(seeds):
+        inked, truth = paint_seed(seed)
+        pen = qc.pen_mask(inked, mpp, tissue_mask(inked, mpp))
+        out[""].append(_iou(pen, truth))
+        out[" on glass"].append(_iou(pen & ~tissue, truth & ~tissue))
+        out[" on tissue"].append(_iou(pen & tissue, truth & tissue))
+        out[" share"].append(float(truth[tissue].mean()))
+    return out
+
+
+def _put(row: dict[str, str], label: str, case: str, scores: dict[str, list[float]]) -> None:
+    for what, values in scores.items():
+        key = f"{case} share of tissue inked" if what == " share" else f"{label} IoU{what}"
+        row[key] = _span(values)
 
 
 def pictures(glas_count: int) -> dict[str, tuple[np.ndarray, float, np.ndarray, float]]:
@@ -64,6 +95,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--glas", type=int, default=12, help="GlaS testA images laid on glass")
     ap.add_argument("--radii", type=float, nargs="+", default=[1.5, 3.0])
+    ap.add_argument("--margin-um", type=float, default=800.0,
+                    help="glass laid around each picture for the marks")
     args = ap.parse_args()
     pics = pictures(args.glas)
     rows: dict[str, dict[str, str]] = {}
@@ -91,21 +124,17 @@ def main() -> None:
         row["focus blocks"] = str(int(((on_blocks >= qc.BLUR_MIN_TISSUE)
                                        & np.isfinite(scores)).sum()))
 
+        marked, marked_tissue = paint.on_glass(rgb, tissue, round(args.margin_um / mpp))
+        clean = qc.pen_mask(marked, mpp, tissue_mask(marked, mpp))
+        row["clean pen, glass around"] = f"{clean[marked_tissue].mean():.4f}"
+        for ink in paint.INKS:
+            _put(row, f"pen {ink}", "pen", _pen_scores(
+                args.seeds, marked_tissue, mpp,
+                partial(paint.add_pen_marks, marked, marked_tissue, mpp, ink)))
+            if name in HEAVY_INK:
+                _put(row, f"heavy ink {ink}", "heavy ink", _pen_scores(
+                    args.seeds, tissue, mpp, partial(paint.add_pen, rgb, mpp, ink)))
         if name != "tcga":
-            for ink in paint.INKS:
-                ious, on_glass, on_tissue, covered = [], [], [], []
-                for seed in range(args.seeds):
-                    inked, truth = paint.add_pen(rgb, mpp, ink, seed)
-                    pen = qc.pen_mask(inked, mpp, tissue_mask(inked, mpp))
-                    ious.append(_iou(pen, truth))
-                    # Apart: over glass the colour decides, over tissue the stain plane.
-                    on_glass.append(_iou(pen & ~tissue, truth & ~tissue))
-                    on_tissue.append(_iou(pen & tissue, truth & tissue))
-                    covered.append(float(truth[tissue].mean()))
-                row[f"pen {ink} IoU"] = _span(ious)
-                row[f"pen {ink} IoU on glass"] = _span(on_glass)
-                row[f"pen {ink} IoU on tissue"] = _span(on_tissue)
-                row["pen share of tissue inked"] = _span(covered)
             for radius in args.radii:
                 ious = []
                 for seed in range(args.seeds):
@@ -117,22 +146,26 @@ def main() -> None:
                     found = qc.blur_mask(qc.focus_scores(blurred, block), on_blocks)
                     ious.append(_iou(found, truth))
                 row[f"blur r={radius:g} IoU"] = _span(ious)
-        ious = []
+        ious, ratios = [], []
         seed = 0
+        total = qc.optical_density(rgb, qc.glass_rgb(rgb)).sum(axis=-1)
         while len(ious) < args.seeds and seed < 10 * args.seeds:
             folded, truth = paint.add_fold(rgb, tissue, mpp, seed, FOLD_WIDTHS[name])
             seed += 1
-            if truth.sum() < 0.03 * tissue.sum():  # the flap fell mostly on glass
+            if truth.sum() < 0.03 * tissue.sum():  # little of the strip landed on tissue
                 continue
             ious.append(_iou(qc.fold_mask(folded, tissue_mask(folded, mpp), mpp), truth))
+            after = qc.optical_density(folded, qc.glass_rgb(rgb)).sum(axis=-1)
+            ratios.append(float(np.median(after[truth] / np.maximum(total[truth], 1e-3))))
         row["fold IoU"] = _span(ious)
+        row["fold OD ratio in truth"] = _span(ratios)
 
     keys = sorted({k for r in rows.values() for k in r}, key=lambda k: (k.split()[0], k))
-    print(f"{'':28s}" + "".join(f"{n:>12s}" for n in rows))
+    print(f"{'':34s}" + "".join(f"{n:>12s}" for n in rows))
     for key in keys:
-        print(f"{key:28s}" + "".join(f"{rows[n].get(key, ''):>12s}" for n in rows))
+        print(f"{key:34s}" + "".join(f"{rows[n].get(key, ''):>12s}" for n in rows))
     for key, value in timing.items():
-        print(f"{key:28s}{value:12.3f} s/Mpx")
+        print(f"{key:34s}{value:12.3f} s/Mpx")
     OUT.mkdir(exist_ok=True)
     (OUT / "qc.json").write_text(json.dumps({"scores": rows, "s_per_mpx": timing}, indent=1))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from wsiseg.slide import artefacts as qc
 from wsiseg.slide.svs_writer import area_downsample
@@ -11,8 +12,8 @@ from wsiseg.slide.tissue import tissue_mask
 from wsiseg.testing import artefacts as paint
 from wsiseg.testing import synthetic_tissue
 
-# Measured: synthetic fold 0.30, CMU fold 0.78 (seed 0), CMU blur 0.8.
-FOLD_LEAST, CMU_FOLD_LEAST, BLUR_LEAST = 0.25, 0.65, 0.7
+# Measured: synthetic fold 0.30, CMU folds 0.66-0.72 (seeds 3-5), CMU blur 0.8.
+FOLD_LEAST, CMU_FOLD_LEAST, BLUR_LEAST = 0.25, 0.55, 0.7
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,6 +23,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def cmu(shared_data):
     return paint.read_slide_picture(shared_data / "slides" / "CMU-1-Small-Region.svs", 4.0)
+
+
+@pytest.fixture(scope="module")
+def cmu_on_glass(cmu):
+    """CMU-1's tissue picture with 0.8 mm of its glass around it, and its tissue."""
+    rgb, mpp = cmu
+    return (*paint.on_glass(rgb, tissue_mask(rgb, mpp), round(800 / mpp)), mpp)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +52,8 @@ def test_pen_over_glass_is_not_tissue():
     assert cleaned[over_glass].mean() < 0.02
 
 
-# Measured (seeds as below): green 0.99, red 0.98, black 0.91, blue 0.63 (blue's stroke over
-# tissue is found on 20% of it only: the stain plane fitted tilts towards that ink).
+# Heavy ink (the strokes cover a third of the tissue). Measured (seeds as below): green 0.98,
+# red 0.98, black 0.98, blue 0.66 (the stain plane fitted tilts towards that ink).
 @pytest.mark.parametrize(("ink", "seed", "least"),
                          [("green", 2, 0.9), ("red", 2, 0.9), ("black", 2, 0.8), ("blue", 2, 0.55)])
 def test_pen_found_on_real_tissue(cmu, ink, seed, least):
@@ -113,13 +121,64 @@ def test_fold_found():
     assert qc.fold_mask(rgb, tissue, 4.0).sum() < 0.01 * tissue.sum()
 
 
-def test_fold_found_on_real_tissue(cmu):
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_fold_found_on_real_tissue(cmu, seed):
     rgb, mpp = cmu
     tissue = tissue_mask(rgb, mpp)
-    folded, truth = paint.add_fold(rgb, tissue, mpp, 0, width_um=(200.0, 400.0))
+    folded, truth = paint.add_fold(rgb, tissue, mpp, seed, width_um=(200.0, 400.0))
     assert truth.sum() > 0.1 * tissue.sum()
     fold = qc.fold_mask(folded, tissue_mask(folded, mpp), mpp)
     assert _iou(fold, truth) >= CMU_FOLD_LEAST
+
+
+def test_fold_truth_is_two_layers_of_tissue(cmu):
+    rgb, mpp = cmu
+    tissue = tissue_mask(rgb, mpp)
+    folded, truth = paint.add_fold(rgb, tissue, mpp, 3, width_um=(200.0, 400.0))
+    glass = qc.glass_rgb(rgb)
+    before = paint.total_od(rgb, glass, mpp)
+    added = paint.total_od(folded, glass, mpp) - before
+    # Both layers carry tissue wherever the truth says fold (uint8 rounding aside), so the OD
+    # there is about twice what it was (measured median 2.3).
+    assert np.percentile(before[truth], 1) >= paint.TISSUE_OD
+    assert np.percentile(added[truth], 1) >= 0.8 * paint.TISSUE_OD
+    assert np.median(added[truth] / before[truth]) >= 0.8
+    # The strip turned over left glass where it lay: tissue there is gone.
+    bared = tissue & (before >= paint.TISSUE_OD) & (paint.total_od(folded, glass, mpp) < 0.05)
+    assert bared.sum() > 0.3 * truth.sum()
+    assert not (bared & truth).any()
+
+
+def test_pen_marks_ink_a_small_share_of_the_tissue(cmu_on_glass):
+    _, tissue, mpp = cmu_on_glass
+    for seed in range(2):
+        density = paint.pen_marks(tissue, mpp, seed)
+        truth = density >= 0.3
+        assert 0.02 <= truth[tissue].mean() <= 0.2
+        assert (truth & ~tissue).sum() > 2 * (truth & tissue).sum()  # mostly over glass
+        # Marker strokes 0.3-1 mm wide (dots up to 1.8 times that).
+        widest = 2 * ndimage.distance_transform_edt(truth).max() * mpp
+        assert 300 <= widest <= 1.15 * 1.8 * 1000 + 2 * mpp
+    with pytest.raises(ValueError, match="cover"):  # no share lies in an empty range
+        paint.pen_marks(tissue, mpp, 0, tissue_share=(0.3, 0.2), tries=2)
+
+
+# Measured on seed 0 (share of tissue inked 0.20): IoU 0.99-1.00; over tissue 0.93-0.97 (blue
+# 0.28 before the ink was followed from the glass: the stain plane fitted tilts towards blue).
+@pytest.mark.parametrize(("ink", "least", "least_on_tissue"),
+                         [("green", 0.95, 0.9), ("red", 0.95, 0.9), ("black", 0.95, 0.9),
+                          ("blue", 0.95, 0.85)])
+def test_pen_marks_found(cmu_on_glass, ink, least, least_on_tissue):
+    rgb, tissue, mpp = cmu_on_glass
+    inked, truth = paint.add_pen_marks(rgb, tissue, mpp, ink, 0)
+    pen = qc.pen_mask(inked, mpp, tissue_mask(inked, mpp))
+    assert _iou(pen, truth) >= least
+    assert _iou(pen & tissue, truth & tissue) >= least_on_tissue
+
+
+def test_clean_slide_on_glass_has_no_pen(cmu_on_glass):
+    rgb, tissue, mpp = cmu_on_glass
+    assert qc.pen_mask(rgb, mpp, tissue_mask(rgb, mpp))[tissue].mean() < 0.01
 
 
 @pytest.mark.parametrize("radius", [1.5, 3.0])

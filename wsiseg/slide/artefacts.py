@@ -66,6 +66,11 @@ PEN_BLACK_MIN_RB, PEN_BLACK_MIN_OD = 0.75, 1.0
 PEN_MIN_RESIDUAL = 0.06
 PEN_RESIDUAL_MADS = 6.0
 PEN_RESIDUAL_UM = 20.0
+#: Ink found is followed over the tissue it runs on into, down to this share of the distance
+#: above: a mark crossing from the glass onto tissue goes on, fainter against the stain plane
+#: where the plane fitted leans towards its colour (blue marks over CMU-1's tissue: IoU 0.28-0.38
+#: without, 0.93-0.94 with). A clean slide has no ink to follow.
+PEN_FOLLOW_SHARE = 0.5
 #: Least tissue pixels to fit the stain plane on, and most pixels sampled for it.
 PEN_MIN_TISSUE_PX = 500
 PEN_PLANE_SAMPLES = 20_000
@@ -187,8 +192,9 @@ def pen_mask(rgb: RGB, mpp: float, tissue: Mask | None = None) -> Mask:
     ``tissue``, when its OD leaves the plane of the slide's own stains (:func:`stain_plane`) by
     at least :data:`PEN_MIN_RESIDUAL` and :data:`PEN_RESIDUAL_MADS` times the spread of the
     tissue's distances to it (smoothed over :data:`PEN_RESIDUAL_UM`). Specks narrower than
-    :data:`PEN_MIN_WIDTH_UM` and pieces under :data:`PEN_MIN_AREA_MM2` are dropped. Works by
-    row chunks.
+    :data:`PEN_MIN_WIDTH_UM` and pieces under :data:`PEN_MIN_AREA_MM2` are dropped; the ink
+    left is followed over the tissue it runs into down to :data:`PEN_FOLLOW_SHARE` of that
+    distance. Works by row chunks.
     """
     glass = glass_rgb(rgb)
     plane = None
@@ -197,6 +203,7 @@ def pen_mask(rgb: RGB, mpp: float, tissue: Mask | None = None) -> Mask:
     size = max(3, 2 * round(PEN_RESIDUAL_UM / mpp / 2) + 1)
     halo = size // 2
     out = np.zeros(rgb.shape[:2], dtype=bool)
+    faint = np.zeros(rgb.shape[:2], dtype=bool)
     for y, rows, part in _row_chunks(rgb, halo=halo):
         od = optical_density(part, glass)
         above = y - max(0, y - halo)
@@ -204,16 +211,22 @@ def pen_mask(rgb: RGB, mpp: float, tissue: Mask | None = None) -> Mask:
         ink = _ink(smooth, PEN_MIN_OD)
         if plane is not None and tissue is not None:
             normal, centre, spread = plane
-            residual = ndimage.uniform_filter(od @ normal, size, mode="nearest") - centre
-            total = smooth.sum(axis=-1)
-            off = np.abs(residual) >= max(PEN_MIN_RESIDUAL, PEN_RESIDUAL_MADS * spread)
+            residual = np.abs(ndimage.uniform_filter(od @ normal, size, mode="nearest") - centre)
+            least = max(PEN_MIN_RESIDUAL, PEN_RESIDUAL_MADS * spread)
             lo = max(0, y - halo)
-            ink |= off & (total >= PEN_MIN_OD) & tissue[lo : lo + part.shape[0]]
+            on = (smooth.sum(axis=-1) >= PEN_MIN_OD) & tissue[lo : lo + part.shape[0]]
+            ink |= on & (residual >= least)
+            faint[y : y + rows] = (on & (residual >= PEN_FOLLOW_SHARE * least))[
+                above : above + rows]
         out[y : y + rows] = ink[above : above + rows]
     radius = int(PEN_MIN_WIDTH_UM / mpp / 2)
     if radius >= 1:
         out = ndimage.binary_opening(out, structure=_disk(radius))
-    return drop_small_objects(out, PEN_MIN_AREA_MM2 * 1e6 / mpp**2)
+    out = drop_small_objects(out, PEN_MIN_AREA_MM2 * 1e6 / mpp**2)
+    if faint.any() and out.any():
+        followed: Mask = ndimage.binary_propagation(out, mask=out | faint)
+        return followed
+    return out
 
 
 def stain_plane(rgb: RGB, tissue: Mask, glass: npt.NDArray[np.float32] | None = None

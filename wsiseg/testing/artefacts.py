@@ -3,7 +3,14 @@
 Each ``add_*`` function takes a uint8 RGB picture (and its resolution) and returns the picture
 with the artefact and where it is (bool truth). Everything is a function of its arguments and a
 seed. Pictures of real tissue: :func:`read_slide_picture` (an OpenSlide slide, area-averaged to
-a resolution) and :func:`glas_on_glass` (GlaS crops laid on glass).
+a resolution) and :func:`glas_on_glass` (GlaS crops laid on glass); :func:`on_glass` gives a
+picture the glass around it that marks are drawn on.
+
+The artefacts are painted as they come about on slides: marker marks (:func:`add_pen_marks`)
+are rings drawn around a region, ticks, arrows and dots beside the tissue, mostly over glass
+and crossing a small share of the tissue; a fold (:func:`add_fold`) is a strip at a piece's
+edge turned over onto the tissue next to it. :func:`add_pen` paints long strokes across the
+picture wherever they fall (most of small tissue inked: a stress case).
 
 Optical density adds (Beer-Lambert), so ink and a second tissue layer multiply the transmitted
 light: ``I_out = I_in * (I_layer / I_glass) ** density``, over glass and over tissue alike.
@@ -19,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal
 
+from wsiseg.slide.artefacts import glass_rgb, optical_density
 from wsiseg.slide.svs_writer import area_downsample
 
 RGB = npt.NDArray[np.uint8]
@@ -129,8 +137,158 @@ def pen_strokes(shape: tuple[int, int], mpp: float, seed: int, strokes: int = 3,
 def add_pen(rgb: RGB, mpp: float, ink: str, seed: int, strokes: int = 3,
             width_um: tuple[float, float] = (400.0, 1200.0)) -> tuple[RGB, Mask]:
     """``rgb`` with :func:`pen_strokes` of ``ink`` (a key of :data:`INKS`), and the truth: where
-    the stroke's density is at least 0.3."""
+    the stroke's density is at least 0.3. Long strokes laid anywhere: on tissue a few mm across
+    they ink most of it (a stress case; :func:`add_pen_marks` draws marks as they are made)."""
     density = pen_strokes(rgb.shape[:2], mpp, seed, strokes, width_um)
+    layer = np.broadcast_to(np.array(INKS[ink], dtype=np.float32), rgb.shape)
+    return _multiply(rgb, layer, density), density >= 0.3
+
+
+#: The kinds of mark :func:`pen_marks` draws: a ring (or most of one) around a region, a tick
+#: (a short line pointing at the tissue), an arrow, a dot.
+MARK_KINDS = ("ring", "tick", "arrow", "dot")
+
+
+def glass_colour(rgb: RGB, tissue: Mask) -> npt.NDArray[np.uint8]:
+    """The median colour of ``rgb`` away from ``tissue`` (:data:`GLASS` when there is none)."""
+    away = ~ndimage.binary_dilation(tissue, iterations=3)
+    if not away.any():
+        return np.array(GLASS, dtype=np.uint8)
+    colour: npt.NDArray[np.uint8] = np.median(rgb[away], axis=0).astype(np.uint8)
+    return colour
+
+
+def on_glass(rgb: RGB, tissue: Mask, margin: int) -> tuple[RGB, Mask]:
+    """``rgb`` and its ``tissue`` with ``margin`` pixels of its own glass (:func:`glass_colour`)
+    around them: a cropped picture's tissue laid on a slide."""
+    h, w = tissue.shape
+    out = np.empty((h + 2 * margin, w + 2 * margin, 3), dtype=np.uint8)
+    out[:] = glass_colour(rgb, tissue)
+    out[margin : margin + h, margin : margin + w] = rgb
+    mask = np.zeros(out.shape[:2], dtype=bool)
+    mask[margin : margin + h, margin : margin + w] = tissue
+    return out, mask
+
+
+def _stroke(shape: tuple[int, int], pts: npt.NDArray[np.float64], radius: npt.NDArray[np.float64],
+            strength: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """Ink density of a stroke along ``pts`` (N, 2: y, x), of the given half-width and strength
+    at each point, anti-aliased; computed in the stroke's box only."""
+    h, w = shape
+    density = np.zeros(shape, dtype=np.float32)
+    pad = math.ceil(float(radius.max())) + 2
+    y0, y1 = max(0, math.floor(pts[:, 0].min()) - pad), min(h, math.ceil(pts[:, 0].max()) + pad)
+    x0, x1 = max(0, math.floor(pts[:, 1].min()) - pad), min(w, math.ceil(pts[:, 1].max()) + pad)
+    if y1 <= y0 or x1 <= x0:
+        return density
+    iy = np.rint(pts[:, 0]).astype(int) - y0
+    ix = np.rint(pts[:, 1]).astype(int) - x0
+    inside = (iy >= 0) & (iy < y1 - y0) & (ix >= 0) & (ix < x1 - x0)
+    if not inside.any():
+        return density
+    centre_r = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+    centre_s = np.zeros_like(centre_r)
+    centre_r[iy[inside], ix[inside]] = np.maximum(radius[inside], 0.5)
+    centre_s[iy[inside], ix[inside]] = strength[inside]
+    dist, (ny, nx) = ndimage.distance_transform_edt(centre_r == 0, return_indices=True)
+    cover = np.clip(centre_r[ny, nx] - dist + 0.5, 0.0, 1.0)
+    density[y0:y1, x0:x1] = cover * centre_s[ny, nx]
+    return density
+
+
+def _segment(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+             ) -> npt.NDArray[np.float64]:
+    n = max(2, int(math.hypot(*(b - a))) + 1)
+    pts: npt.NDArray[np.float64] = a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
+    return pts
+
+
+def _mark(rng: np.random.Generator, kind: str, tissue: Mask,
+          nearest: tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]], mpp: float,
+          width_um: tuple[float, float]
+          ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The points of one mark of ``kind`` (:data:`MARK_KINDS`), its half-width and strength at
+    each: a ring around a random tissue point, 0.5-1 times the tissue's half-diagonal out; the
+    others start on glass 150-900 um from the tissue and point at it."""
+    width = rng.uniform(*width_um) / mpp
+    if kind == "ring":
+        ys, xs = np.nonzero(tissue)
+        k = rng.integers(len(ys))
+        extent = 0.5 * math.hypot(float(np.ptp(ys)), float(np.ptp(xs)))
+        radius = rng.uniform(0.5, 1.0) * extent + width / 2
+        aspect, turn = rng.uniform(0.6, 1.0), rng.uniform(0.0, math.pi)
+        span = rng.uniform(1.4 * math.pi, 2.1 * math.pi)  # most of a ring, or a little more
+        n = max(8, int(1.2 * span * radius))
+        t = rng.uniform(0.0, 2 * math.pi) + np.linspace(0.0, span, n)
+        wobble = 1 + ndimage.gaussian_filter1d(rng.normal(0.0, 0.15, n), max(1.0, n / 12))
+        ey, ex = radius * aspect * np.sin(t) * wobble, radius * np.cos(t) * wobble
+        pts = np.stack([ys[k] + ey * math.cos(turn) + ex * math.sin(turn),
+                        xs[k] - ey * math.sin(turn) + ex * math.cos(turn)], axis=1)
+    else:
+        dist, (ny, nx) = nearest
+        gy, gx = np.nonzero((dist * mpp >= 150.0) & (dist * mpp <= 900.0))
+        if len(gy) == 0:
+            gy, gx = np.nonzero(dist > 0)
+        k = rng.integers(len(gy))
+        start = np.array([gy[k], gx[k]], dtype=np.float64)
+        towards = np.array([ny[gy[k], gx[k]], nx[gy[k], gx[k]]], dtype=np.float64) - start
+        heading = math.atan2(towards[0], towards[1]) + rng.uniform(-0.35, 0.35)
+        if kind == "dot":
+            pts = start[None]
+            width *= rng.uniform(1.0, 1.8)
+        else:
+            length = rng.uniform(400.0, 1500.0) / mpp
+            tip = start + length * np.array([math.sin(heading), math.cos(heading)])
+            pts = _segment(start, tip)
+            if kind == "arrow":
+                head = rng.uniform(0.25, 0.4) * length
+                for side in (-1, 1):
+                    back = heading + math.pi + side * rng.uniform(0.4, 0.7)
+                    pts = np.concatenate([pts, _segment(
+                        tip, tip + head * np.array([math.sin(back), math.cos(back)]))])
+    along = np.linspace(0.0, 1.0, len(pts))
+    half = width / 2 * np.interp(along, [0, 0.5, 1], rng.uniform(0.85, 1.15, size=3))
+    strength = np.interp(along, [0, 0.5, 1], rng.uniform(0.6, 1.0, size=3))
+    return pts, half, strength
+
+
+def pen_marks(tissue: Mask, mpp: float, seed: int, marks: int = 3,
+              width_um: tuple[float, float] = (300.0, 1000.0),
+              tissue_share: tuple[float, float] = (0.02, 0.2), tries: int = 100
+              ) -> npt.NDArray[np.float32]:
+    """Ink density (0..1) of ``marks`` marker marks beside ``tissue`` (a picture of ``mpp``
+    um/px with glass around it: :func:`on_glass`): a ring (or most of one) around part of
+    the tissue, then ticks, arrows or dots (:data:`MARK_KINDS`), each ``width_um`` wide,
+    translucent (density 0.6-1, varying along it). The marks' truth (density at least 0.3)
+    covers a share of the tissue within ``tissue_share``: a mark that would take it over the
+    upper bound is drawn again, and the whole set is when the share stays under the lower.
+    Raises ValueError when no set in ``tries`` does."""
+    rng = np.random.default_rng(seed)
+    nearest = ndimage.distance_transform_edt(~tissue, return_indices=True)
+    total = max(1, int(np.count_nonzero(tissue)))
+    for _ in range(tries):
+        kinds = ["ring", *rng.choice(MARK_KINDS, size=marks - 1)]
+        density = np.zeros(tissue.shape, dtype=np.float32)
+        for kind in kinds:
+            for _ in range(tries):
+                more = np.maximum(density, _stroke(tissue.shape,
+                                                   *_mark(rng, kind, tissue, nearest, mpp,
+                                                          width_um)))
+                if np.count_nonzero((more >= 0.3) & tissue) <= tissue_share[1] * total:
+                    density = more
+                    break
+        if np.count_nonzero((density >= 0.3) & tissue) >= tissue_share[0] * total:
+            return density
+    raise ValueError(f"no {marks} marks of {width_um} um cover {tissue_share} of the tissue "
+                     f"in {tries} tries")
+
+
+def add_pen_marks(rgb: RGB, tissue: Mask, mpp: float, ink: str, seed: int, marks: int = 3,
+                  width_um: tuple[float, float] = (300.0, 1000.0),
+                  tissue_share: tuple[float, float] = (0.02, 0.2)) -> tuple[RGB, Mask]:
+    """``rgb`` with :func:`pen_marks` of ``ink`` (a key of :data:`INKS`), and the truth: where
+    the marks' density is at least 0.3."""
+    density = pen_marks(tissue, mpp, seed, marks, width_um, tissue_share)
     layer = np.broadcast_to(np.array(INKS[ink], dtype=np.float32), rgb.shape)
     return _multiply(rgb, layer, density), density >= 0.3
 
@@ -166,38 +324,76 @@ def add_blur(rgb: RGB, radius: float, region: Mask) -> RGB:
     return out
 
 
+#: Total OD (three channels, averaged over about 10 um) from which a pixel carries tissue: glass
+#: and empty lumens lie under 0.05, the palest stroma of the real slides measured over 0.2.
+TISSUE_OD = 0.15
+
+
+def total_od(rgb: RGB, glass: npt.NDArray[np.float32], mpp: float) -> npt.NDArray[np.float32]:
+    """Total OD of ``rgb`` against ``glass``, averaged over about 10 um."""
+    size = max(1, round(10.0 / mpp)) | 1
+    total: npt.NDArray[np.float32] = ndimage.uniform_filter(
+        optical_density(rgb, glass).sum(axis=-1), size)
+    return total
+
+
 def add_fold(rgb: RGB, tissue: Mask, mpp: float, seed: int,
-             width_um: tuple[float, float] = (300.0, 800.0)) -> tuple[RGB, Mask]:
-    """``rgb`` with a fold: inside a band across the tissue, a shifted and slightly rotated copy
-    of the same picture lies over it (its OD added, so doubled where both are tissue). The truth
-    is the band where both layers are tissue."""
+             width_um: tuple[float, float] = (300.0, 800.0),
+             length_um: tuple[float, float] = (500.0, 1500.0), tries: int = 50
+             ) -> tuple[RGB, Mask]:
+    """``rgb`` with a fold: a strip ``width_um`` deep and up to ``length_um`` long at the edge of
+    a piece of ``tissue``, turned over the fold line onto the tissue next to it (mirrored, its
+    OD added: two layers of the same tissue), glass left where it was. The truth is where both
+    layers carry tissue (total OD at least :data:`TISSUE_OD`); empty when no strip turned
+    over in ``tries`` tries lands on tissue."""
     rng = np.random.default_rng(seed)
     h, w = tissue.shape
-    ys, xs = np.nonzero(tissue)
-    k = rng.integers(len(ys))
-    cy, cx = float(ys[k]), float(xs[k])
-    angle = rng.uniform(0, math.pi)
-    half = rng.uniform(*width_um) / mpp / 2
-    yy, xx = np.mgrid[0:h, 0:w]
-    across = (yy - cy) * math.cos(angle) - (xx - cx) * math.sin(angle)
-    band = np.abs(across) <= half
-    # The flap: the picture turned by a few degrees about the band's centre and moved across it.
-    shift = 2.2 * half
-    turn = math.radians(rng.uniform(-8, 8))
-    c, s = math.cos(turn), math.sin(turn)
-    sy = yy - cy - shift * math.cos(angle)
-    sx = xx - cx + shift * math.sin(angle)
-    src_y = cy + c * sy - s * sx
-    src_x = cx + s * sy + c * sx
-    flap = np.stack([ndimage.map_coordinates(rgb[..., ch].astype(np.float32), [src_y, src_x],
-                                             order=1, mode="constant", cval=GLASS[ch])
-                     for ch in range(3)], axis=-1)
-    flap_tissue = ndimage.map_coordinates(tissue.astype(np.float32), [src_y, src_x], order=0,
-                                          mode="constant", cval=0.0) > 0.5
-    density = band.astype(np.float32)
-    out = _multiply(rgb, flap.astype(np.float32), density)
-    truth: Mask = band & tissue & flap_tissue
-    return out, truth
+    glass = glass_rgb(rgb)
+    total = total_od(rgb, glass, mpp)
+    carries = total >= TISSUE_OD
+    # Pieces split by glass: the mask closes narrow gaps between pieces laid side by side.
+    pieces, _ = ndimage.label(tissue & ~ndimage.binary_opening(total < 0.5 * TISSUE_OD))
+    edge = tissue & carries & ~ndimage.binary_erosion(tissue, border_value=1)
+    ys, xs = np.nonzero(edge & (pieces > 0))
+    if len(ys) == 0:
+        return rgb.copy(), np.zeros(tissue.shape, dtype=bool)
+    # The way out of the tissue, from the mask's outline smoothed over 100 um.
+    soft = ndimage.gaussian_filter(tissue.astype(np.float32), 100.0 / mpp)
+    grad_y, grad_x = np.gradient(soft)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for _ in range(tries):
+        k = rng.integers(len(ys))
+        cy, cx = float(ys[k]), float(xs[k])
+        angle = math.atan2(-grad_y[ys[k], xs[k]], -grad_x[ys[k], xs[k]]) + rng.uniform(-0.3, 0.3)
+        ny, nx = math.sin(angle), math.cos(angle)
+        depth = rng.uniform(*width_um) / mpp
+        length = rng.uniform(*length_um) / mpp
+        out_of = (yy - cy) * ny + (xx - cx) * nx + depth  # 0 on the fold line, > 0 outwards
+        along = (xx - cx) * ny - (yy - cy) * nx
+        strip = (pieces == pieces[ys[k], xs[k]]) & (out_of > 0) & (np.abs(along) <= length / 2)
+        # A corner or a concave outline would turn over much more than a strip: not a fold.
+        parts, _ = ndimage.label(strip)
+        strip = parts == parts[ys[k], xs[k]]
+        if not strip.any() or strip.sum() > 1.2 * depth * length:
+            continue
+        # Mirrored over the fold line: each pixel shows the strip's pixel facing it.
+        src_y, src_x = yy - 2 * out_of * ny, xx - 2 * out_of * nx
+        flap = ndimage.map_coordinates(strip.astype(np.float32), [src_y, src_x], order=0,
+                                       mode="constant", cval=0.0) > 0.5
+        layer_carries = ndimage.map_coordinates(carries.astype(np.float32), [src_y, src_x],
+                                                order=0, mode="constant", cval=0.0) > 0.5
+        truth: Mask = flap & layer_carries & carries & tissue
+        if not truth.any():
+            continue
+        layer = np.stack([ndimage.map_coordinates(rgb[..., ch].astype(np.float32),
+                                                  [src_y, src_x], order=1, mode="nearest")
+                          for ch in range(3)], axis=-1)
+        # The layer's own glass lets all light through: relative to the slide's glass.
+        layer *= np.array(GLASS, dtype=np.float32) / glass
+        out = rgb.copy()
+        out[strip] = np.clip(np.rint(glass), 0, 255).astype(np.uint8)
+        return _multiply(out, layer, flap.astype(np.float32)), truth
+    return rgb.copy(), np.zeros(tissue.shape, dtype=bool)
 
 
 def block_truth(region: Mask, block: int, share: float = 0.5) -> Mask:
