@@ -89,3 +89,15 @@ def test_a_result_whose_artefact_labels_are_lost_is_refused(inked, pixel_model, 
     shutil.rmtree(out / "labels" / "qc" / "0")
     with pytest.raises(ResultError):
         open_result(out)
+
+
+def test_the_clean_real_slide_is_not_flagged(cmu_result):
+    # CMU-1-Small-Region holds no pen, fold or blur: the detectors, at the resolution the
+    # prediction runs them at, must leave its tissue analysable.
+    group = zarr.open_group(str(cmu_result), mode="r")
+    qc = np.asarray(group["labels/qc/0"])
+    tissue = np.asarray(group["labels/tissue/0"]) > 0
+    assert tissue.sum() > 5000
+    assert np.count_nonzero(qc[tissue]) <= 0.01 * tissue.sum()
+    _, info = open_result(cmu_result)
+    assert not [r for r in info.review or () if "artefact" in r or "analysable" in r]

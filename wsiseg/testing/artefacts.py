@@ -396,6 +396,15 @@ def add_fold(rgb: RGB, tissue: Mask, mpp: float, seed: int,
     return rgb.copy(), np.zeros(tissue.shape, dtype=bool)
 
 
+def coarsen(rgb: RGB, truth: Mask, factor: int) -> tuple[RGB, Mask]:
+    """A painted picture and its truth at ``factor`` times fewer pixels a side: the picture
+    area-averaged (as the tissue picture is made from the slide), the truth where at least half
+    of a block is (:func:`block_truth`)."""
+    if factor <= 1:
+        return rgb.copy(), truth.copy()
+    return area_downsample(rgb, factor), block_truth(truth, factor)
+
+
 def block_truth(region: Mask, block: int, share: float = 0.5) -> Mask:
     """Blocks of ``block x block`` pixels at least ``share`` inside ``region``."""
     h, w = region.shape
