@@ -59,27 +59,44 @@ class PatchGrid:
         return (len(self.ys), len(self.xs))
 
 
+#: Tissue-mask pixels whose summed-area table is held at a time (beyond a window's height):
+#: a few MB of int64 whatever the slide's size, where one table of the whole mask took 8 bytes
+#: a mask pixel, three times over while it was summed.
+SAT_BAND_PIXELS = 1 << 20
+
+
 def window_tissue_fractions(tissue: npt.NDArray[np.bool_], factor: int, grid: PatchGrid
                             ) -> npt.NDArray[np.float64]:
     """Fraction of each window's area that is tissue, (rows, columns) float64.
 
-    ``tissue`` is a boolean mask whose pixels are ``factor x factor`` analysis pixels. All
-    windows are computed at once from a summed-area table; the area outside the mask counts
-    as glass. Window edges that do not fall on mask-pixel edges are rounded to the nearest.
+    ``tissue`` is a boolean mask whose pixels are ``factor x factor`` analysis pixels. The
+    windows of a band of grid rows are computed at once from a summed-area table of the mask
+    rows they cover (bands of about :data:`SAT_BAND_PIXELS` mask pixels); the area outside the
+    mask counts as glass. Window edges that do not fall on mask-pixel edges are rounded to the
+    nearest.
     """
-    sat = np.zeros((tissue.shape[0] + 1, tissue.shape[1] + 1), dtype=np.int64)
-    sat[1:, 1:] = np.cumsum(np.cumsum(tissue, axis=0, dtype=np.int64), axis=1)
-
     def edges(starts: npt.NDArray[np.int64], limit: int
               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         lo = np.clip(np.rint(starts / factor).astype(np.int64), 0, limit)
         hi = np.clip(np.rint((starts + grid.patch_size) / factor).astype(np.int64), 0, limit)
         return lo, hi
 
-    y0, y1 = edges(grid.ys, tissue.shape[0])
-    x0, x1 = edges(grid.xs, tissue.shape[1])
-    counts = (
-        sat[y1][:, x1] - sat[y0][:, x1] - sat[y1][:, x0] + sat[y0][:, x0]
-    ).astype(np.float64)
+    height, width = tissue.shape[:2]
+    y0, y1 = edges(grid.ys, height)
+    x0, x1 = edges(grid.xs, width)
+    counts = np.zeros((len(y0), len(x0)), dtype=np.int64)
+    band_rows = max(1, SAT_BAND_PIXELS // max(1, width))
+    r = 0
+    while r < len(y0):
+        # Grid rows r .. end - 1: those whose windows end within band_rows of row r's top
+        # (edges never decrease down the grid), at least one.
+        top = int(y0[r])
+        end = max(r + 1, int(np.searchsorted(y1, max(int(y1[r]), top + band_rows), "right")))
+        bottom = int(y1[end - 1])
+        sat = np.zeros((bottom - top + 1, width + 1), dtype=np.int64)
+        sat[1:, 1:] = np.cumsum(np.cumsum(tissue[top:bottom], axis=0, dtype=np.int64), axis=1)
+        ya, yb = y0[r:end] - top, y1[r:end] - top
+        counts[r:end] = sat[yb][:, x1] - sat[ya][:, x1] - sat[yb][:, x0] + sat[ya][:, x0]
+        r = end
     window_area = (grid.patch_size / factor) ** 2
-    return counts / window_area
+    return counts.astype(np.float64) / window_area

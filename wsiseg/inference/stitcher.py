@@ -86,6 +86,12 @@ def uncertainty_u8(u: torch.Tensor) -> torch.Tensor:
     return torch.round(u * 255).clamp_(0, 255).to(torch.uint8)
 
 
+#: Rows normalised and handed on at a time, at most. Each step's blend, labels and uncertainty
+#: take a few float32 planes of its rows, as wide as the stripe; emitting a whole stride of
+#: rows at once (400 with ``--stride 400``) made them about 100 MB on a 5000-column stripe.
+EMIT_ROWS = 128
+
+
 class _CopyDone(Protocol):
     """What the stitcher asks of a ``torch.cuda.Event`` marking a copy to the host."""
 
@@ -256,9 +262,11 @@ class Stitcher:
 
     def _flush_until(self, y_end: int) -> None:
         y_end = min(y_end, self.grid.height)
-        # In steps no taller than the ring (grid rows without kept windows can be skipped).
-        while y_end - self._done > self.grid.stride:
-            self._flush_step(self._done + self.grid.stride)
+        # In steps no taller than the ring (grid rows without kept windows can be skipped),
+        # nor than EMIT_ROWS: the blend's temporaries are a few planes of the step's rows.
+        step = min(self.grid.stride, EMIT_ROWS)
+        while y_end - self._done > step:
+            self._flush_step(self._done + step)
         self._flush_step(y_end)
 
     def _flush_step(self, y_end: int) -> None:
