@@ -86,11 +86,12 @@ COMPRESSION = {"svs": "jpeg", "generic-tiff": "deflate", "ome-tiff": "jpeg",
                "svs at a URL (http)": "jpeg"}
 
 
-def run(slide: str, out: Path, model: str) -> dict[str, float]:
+def run(slide: str, out: Path, model: str, *more: str) -> dict[str, float]:
+    """Wall seconds and peak RSS of ``wsiseg predict SLIDE --model MODEL --out OUT MORE...``."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as timing:
         cmd = ["/usr/bin/time", "-o", timing.name, "-f", "%e %M", sys.executable, "-m",
                "wsiseg.cli.main", "predict", slide, "--model", model, "--out", str(out),
-               "--overwrite", "--quiet"]
+               "--overwrite", "--quiet", *more]
         env = dict(os.environ, WSISEG_TRUST_CODE="1")
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:

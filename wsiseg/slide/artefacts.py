@@ -413,8 +413,13 @@ def focus_cell(factor: int, analysis_mpp: float) -> int:
 def _stain(rgb: RGB) -> Floats:
     """Stain density for focus: the mean OD of the three channels against white (255); the
     glass's exact colour does not matter, as only detail (differences) is used."""
-    lut = -np.log10(np.maximum(np.arange(256, dtype=np.float32), 1.0) / 255.0)
-    mean: Floats = lut[rgb].mean(axis=-1, dtype=np.float32)
+    # A third of each channel's OD, looked up and summed channel by channel: four times faster
+    # than indexing the (h, w, 3) image at once and averaging.
+    lut = (-np.log10(np.maximum(np.arange(256, dtype=np.float32), 1.0) / 255.0) / 3).astype(
+        np.float32)
+    mean: Floats = lut.take(rgb[..., 0])
+    mean += lut.take(rgb[..., 1])
+    mean += lut.take(rgb[..., 2])
     return mean
 
 
