@@ -4,12 +4,14 @@ running in threads, a plain HTTP GET, and headless Chromium."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import threading
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
@@ -95,3 +97,30 @@ def browser(request, tmp_path_factory):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
+
+
+def _loaded(driver, items: int) -> bool:
+    """Whether the viewer's page shows ``items`` tiled images, all loaded and drawn."""
+    return driver.execute_script(
+        "const v = window.wsisegViewer; if (!v || v.world.getItemCount() !== arguments[0])"
+        " return false;"
+        "for (let i = 0; i < arguments[0]; i++) if (!v.world.getItemAt(i).getFullyLoaded())"
+        " return false;"
+        "return !v.world.needsDraw();", items)
+
+
+def _canvas(driver) -> np.ndarray:
+    """The viewer's canvas as (H, W, 3) int16 pixels."""
+    from PIL import Image
+
+    element = driver.find_element("css selector", "#viewer .openseadragon-canvas")
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"),
+                      dtype=np.int16)
+
+
+@pytest.fixture(scope="session")
+def page():
+    """``page.loaded(driver, items)`` and ``page.canvas(driver)`` for the viewer's page."""
+    import types
+
+    return types.SimpleNamespace(loaded=_loaded, canvas=_canvas)

@@ -160,19 +160,6 @@ def test_a_result_without_uncertainty_has_no_layer(plain_server, http_get):
 WINDOW = (700, 480)
 
 
-def _loaded(driver, items: int) -> bool:
-    return driver.execute_script(
-        "const v = window.wsisegViewer; if (!v || v.world.getItemCount() !== arguments[0])"
-        " return false;"
-        "for (let i = 0; i < arguments[0]; i++) if (!v.world.getItemAt(i).getFullyLoaded())"
-        " return false;"
-        "return !v.world.needsDraw();", items)
-
-
-def _canvas(driver) -> np.ndarray:
-    element = driver.find_element("css selector", "#viewer .openseadragon-canvas")
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"),
-                      dtype=np.int16)
 
 
 def _magenta(picture: np.ndarray) -> np.ndarray:
@@ -181,27 +168,27 @@ def _magenta(picture: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_the_toggle_shows_and_hides_the_uncertainty_layer(browser, view_server, plain_server):
+def test_the_toggle_shows_and_hides_the_uncertainty_layer(browser, view_server, plain_server, page):
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, viewer = view_server
     browser.get(url)
     WebDriverWait(browser, 15).until(
-        lambda d: _loaded(d, 2) and d.find_element("id", "uncertainty").is_displayed())
+        lambda d: page.loaded(d, 2) and d.find_element("id", "uncertainty").is_displayed())
     assert not browser.find_element("id", "uncertainty").is_selected()  # off at first
     assert "uncertainty: 0 ... 1" in browser.find_element("id", "panel").text
-    off = _canvas(browser)
+    off = page.canvas(browser)
     browser.find_element("id", "uncertainty").click()
-    WebDriverWait(browser, 15).until(lambda d: _loaded(d, 3) and d.execute_script(
+    WebDriverWait(browser, 15).until(lambda d: page.loaded(d, 3) and d.execute_script(
         "return window.wsisegUncertainty().getOpacity() > 0")
-        and (_magenta(_canvas(d)) - _magenta(off) > 20).mean() > 0.02)
-    on = _canvas(browser)
+        and (_magenta(page.canvas(d)) - _magenta(off) > 20).mean() > 0.02)
+    on = page.canvas(browser)
     assert browser.find_element("id", "overlay").is_selected()  # the map's toggle as it was
     browser.find_element("id", "uncertainty").click()
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(
-        "return window.wsisegUncertainty().getOpacity() === 0") and _loaded(d, 3)
-        and (_magenta(_canvas(d)) - _magenta(off) > 20).mean() < 0.002)
-    hidden = _canvas(browser)
+        "return window.wsisegUncertainty().getOpacity() === 0") and page.loaded(d, 3)
+        and (_magenta(page.canvas(d)) - _magenta(off) > 20).mean() < 0.002)
+    hidden = page.canvas(browser)
     changed = np.abs(on - off).sum(axis=2) > 30
     assert changed.mean() > 0.02
     assert _magenta(on)[changed].mean() > _magenta(hidden)[changed].mean() + 20
@@ -220,7 +207,7 @@ def test_the_toggle_shows_and_hides_the_uncertainty_layer(browser, view_server, 
 
     url, _ = plain_server
     browser.get(url)
-    WebDriverWait(browser, 15).until(lambda d: _loaded(d, 2))
+    WebDriverWait(browser, 15).until(lambda d: page.loaded(d, 2))
     assert not browser.find_element("id", "uncertainty").is_displayed()
     assert not browser.find_element("id", "uncertainty-legend").is_displayed()
     ActionChains(browser).move_to_element(

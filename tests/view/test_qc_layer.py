@@ -237,19 +237,6 @@ def test_a_result_without_artefact_labels_has_no_layer(offset_server, http_get):
 WINDOW = (700, 480)
 
 
-def _loaded(driver, items: int) -> bool:
-    return driver.execute_script(
-        "const v = window.wsisegViewer; if (!v || v.world.getItemCount() !== arguments[0])"
-        " return false;"
-        "for (let i = 0; i < arguments[0]; i++) if (!v.world.getItemAt(i).getFullyLoaded())"
-        " return false;"
-        "return !v.world.needsDraw();", items)
-
-
-def _canvas(driver) -> np.ndarray:
-    element = driver.find_element("css selector", "#viewer .openseadragon-canvas")
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"),
-                      dtype=np.int16)
 
 
 def _cyan(picture: np.ndarray) -> np.ndarray:
@@ -279,23 +266,23 @@ def _status_at(driver, canvas, x: float, y: float, before: str) -> str:
 
 @pytest.mark.slow
 def test_the_toggle_shows_and_hides_the_artefacts_and_the_status_names_them(browser, qc_server,
-                                                                             qc_result):
+                                                                             qc_result, page):
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, viewer = qc_server
     browser.get(url)
     WebDriverWait(browser, 15).until(
-        lambda d: _loaded(d, 2) and d.find_element("id", "qc").is_displayed())
+        lambda d: page.loaded(d, 2) and d.find_element("id", "qc").is_displayed())
     assert not browser.find_element("id", "qc").is_selected()  # off at first
     legend = browser.find_element("id", "qc-legend").text.splitlines()
     assert [line.split(":")[0] for line in legend] == [
         "pen", "out of focus", "fold or dark", "other artefact"]
-    off = _canvas(browser)
+    off = page.canvas(browser)
     browser.find_element("id", "qc").click()
-    WebDriverWait(browser, 15).until(lambda d: _loaded(d, 3) and d.execute_script(
+    WebDriverWait(browser, 15).until(lambda d: page.loaded(d, 3) and d.execute_script(
         "return window.wsisegQc().getOpacity() > 0")
-        and (_cyan(_canvas(d)) - _cyan(off) > 20).mean() > 0.02)
-    on = _canvas(browser)
+        and (_cyan(page.canvas(d)) - _cyan(off) > 20).mean() > 0.02)
+    on = page.canvas(browser)
     assert browser.find_element("id", "overlay").is_selected()  # the map's toggle as it was
     # The pen turns up where it was painted (level-0 x 200..1000, y 200..800), nowhere else.
     (left, top), (right, bottom) = _on_screen(browser, 200, 200), _on_screen(browser, 1000, 800)
@@ -311,8 +298,8 @@ def test_the_toggle_shows_and_hides_the_artefacts_and_the_status_names_them(brow
     assert bluer[int(top) + 2:int(bottom) - 2, int(left) + 2:int(right) - 2].mean() > 0.2
     browser.find_element("id", "qc").click()
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(
-        "return window.wsisegQc().getOpacity() === 0") and _loaded(d, 3)
-        and (_cyan(_canvas(d)) - _cyan(off) > 20).mean() < 0.002)
+        "return window.wsisegQc().getOpacity() === 0") and page.loaded(d, 3)
+        and (_cyan(page.canvas(d)) - _cyan(off) > 20).mean() < 0.002)
 
     # The status line: the class, its confidence and the artefact under the cursor.
     canvas = browser.find_element("css selector", "#viewer .openseadragon-canvas")

@@ -20,30 +20,20 @@ def _fully_loaded(driver) -> bool:
         " !v.world.needsDraw();")
 
 
-def _canvas(driver) -> np.ndarray:
-    """The viewer's canvas as (H, W, 3) pixels."""
-    import io
 
-    from PIL import Image
-
-    element = driver.find_element("css selector", "#viewer .openseadragon-canvas")
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"),
-                      dtype=np.int16)
-
-
-def test_the_page_shows_the_map_over_the_slide_and_hides_it(browser, view_server):
+def test_the_page_shows_the_map_over_the_slide_and_hides_it(browser, view_server, page):
     url, viewer = view_server
     browser.get(url)
     WebDriverWait(browser, 15).until(_fully_loaded)
     legend = browser.find_element("id", "legend").text
     assert "class1" in legend and "mm²" in legend
-    shown = _canvas(browser)
+    shown = page.canvas(browser)
     browser.find_element("id", "overlay").click()
     # The picture without the overlay, once it has been drawn again.
     WebDriverWait(browser, 5).until(lambda d: d.execute_script(
         "return window.wsisegViewer.world.getItemAt(1).getOpacity() === 0") and _fully_loaded(d)
-        and (np.abs(_canvas(d) - shown).sum(axis=2) > 30).mean() > 0.05)
-    hidden = _canvas(browser)
+        and (np.abs(page.canvas(d) - shown).sum(axis=2) > 30).mean() > 0.05)
+    hidden = page.canvas(browser)
     assert shown.shape == hidden.shape
     changed = np.abs(shown - hidden).sum(axis=2) > 30
     # Where the picture changed, it moved toward the class colours (green/red-ish, not grey).
