@@ -18,7 +18,7 @@ from wsiseg.errors import ResultError
 from wsiseg.export import ExportOptions, export_result
 from wsiseg.export.geojson import write_geojson
 from wsiseg.slide.artefacts import QC_BLUR, QC_COLOURS, QC_FOLD, QC_PEN
-from wsiseg.testing.result import write_result
+from wsiseg.testing.result import relabel, write_result
 
 CLASSES = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "tumour", (200, 0, 0)),
            ClassInfo(2, "stroma", (0, 150, 0))]
@@ -125,16 +125,7 @@ def test_min_area_drops_small_artefacts_too(qc_result, tmp_path):
 def test_names_and_colours_come_from_the_label_image(tmp_path):
     path = write_result(tmp_path / "r.wsiseg.zarr", _labels(), CLASSES, scale=SCALE,
                         offset=OFFSET, qc=_qc(), tissue_factor=FACTOR)
-    meta_path = path / "labels" / "qc" / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    label = meta["attributes"]["ome"]["image-label"]
-    for entry in label["properties"]:
-        if entry["label-value"] == QC_PEN:
-            entry["name"] = "ink"
-    for entry in label["colors"]:
-        if entry["label-value"] == QC_PEN:
-            entry["rgba"] = [10, 20, 30, 255]
-    meta_path.write_text(json.dumps(meta))
+    relabel(path, "qc", QC_PEN, "ink", (10, 20, 30, 255))
     (out,) = write_geojson(path, tmp_path, "r", qc_annotations=True)
     inks = [f for f in _artefacts(_features(out)[1])
             if f["properties"]["classification"]["name"] == "artefact: ink"]

@@ -16,7 +16,7 @@ from wsiseg.export import ExportOptions, export_result
 from wsiseg.export.thumbnail import thumbnail_shape
 from wsiseg.models.loading import CARDS_DIR, DEFAULT_MODEL
 from wsiseg.slide.artefacts import QC_COLOURS, QC_FOLD, QC_PEN
-from wsiseg.testing.result import write_result
+from wsiseg.testing.result import relabel, write_result
 
 SLIDE = (1008, 800)  # svs_x20's level 0
 FACTOR = 4  # map pixels per qc pixel; a map pixel is 2 x 2 slide pixels
@@ -149,16 +149,7 @@ def test_the_legend_lists_each_artefact_drawn(results, tmp_path):
 def test_a_tiny_artefact_still_shows_and_names_come_from_the_label_image(svs_x20, tmp_path):
     qc = _qc([(QC_PEN, (60, 40, 61, 41))])  # one qc pixel: 8 slide px, a sixth of a png pixel
     path = _result(svs_x20, tmp_path / "tiny.wsiseg.zarr", qc)
-    meta_path = path / "labels" / "qc" / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    label = meta["attributes"]["ome"]["image-label"]
-    for entry in label["properties"]:
-        if entry["label-value"] == QC_PEN:
-            entry["name"] = "marker"
-    for entry in label["colors"]:
-        if entry["label-value"] == QC_PEN:
-            entry["rgba"] = [1, 254, 3, 255]
-    meta_path.write_text(json.dumps(meta))
+    relabel(path, "qc", QC_PEN, "marker", (1, 254, 3, 255))
     _, png, info = _png(path, 21, tmp_path / "out")  # 21 x 17 thumbnail: 48 slide px a pixel
     tw, th = thumbnail_shape(SLIDE, 21)
     ys, xs = np.nonzero((png[:th] == (1, 254, 3)).all(axis=-1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,3 +102,20 @@ def write_result(
             labels_list.append(QC_LABEL)
         group[LABELS_GROUP].attrs["ome"] = {"version": "0.5", "labels": labels_list}
     return path
+
+
+def relabel(path: str | Path, label: str, value: int, name: str,
+            rgba: tuple[int, int, int, int]) -> None:
+    """Give ``value`` of the label image ``labels/<label>`` of the result at ``path`` another
+    ``name`` and colour ``rgba`` in its NGFF ``image-label`` metadata, as another writer
+    might: readers are to take names and colours from there."""
+    meta_path = Path(path) / LABELS_GROUP / label / "zarr.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    image_label = meta["attributes"]["ome"]["image-label"]
+    for entry in image_label["properties"]:
+        if entry["label-value"] == value:
+            entry["name"] = name
+    for entry in image_label["colors"]:
+        if entry["label-value"] == value:
+            entry["rgba"] = list(rgba)
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
