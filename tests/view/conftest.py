@@ -124,3 +124,24 @@ def page():
     import types
 
     return types.SimpleNamespace(loaded=_loaded, canvas=_canvas)
+
+
+class _Recording:
+    """A level of a pyramid that records each window read from it into ``reads``."""
+
+    def __init__(self, k, array, reads):
+        self.k, self.array, self.shape, self.reads = k, array, array.shape, reads
+
+    def __getitem__(self, key):
+        self.reads.append((self.k, *key))
+        return self.array[key]
+
+
+@pytest.fixture(scope="session")
+def recorded():
+    """``recorded(levels)``: (levels that record each read, the list of (level, ys, xs) read)."""
+    def wrap(levels):
+        reads: list = []
+        return [_Recording(k, a, reads) for k, a in enumerate(levels)], reads
+
+    return wrap

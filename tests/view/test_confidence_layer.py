@@ -67,21 +67,11 @@ def test_uncertainty_tiles_are_the_ramp_of_the_array_at_the_matching_level(view_
                                                  h, down))
 
 
-def test_a_tile_reads_only_its_window_of_one_level(view_server):
+def test_a_tile_reads_only_its_window_of_one_level(view_server, recorded):
     _, viewer = view_server
     view = viewer.single
-    reads: list[tuple[int, slice, slice]] = []
-
-    class Recording:
-        def __init__(self, k, array):
-            self.k, self.array, self.shape = k, array, array.shape
-
-        def __getitem__(self, key):
-            reads.append((self.k, *key))
-            return self.array[key]
-
     levels = view.uncertainty_levels
-    view.uncertainty_levels = [Recording(k, a) for k, a in enumerate(levels)]
+    view.uncertainty_levels, reads = recorded(levels)
     try:
         top = view.max_level
         view.uncertainty_rgba(*view._tile_box(top, 2, 1))

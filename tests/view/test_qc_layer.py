@@ -119,21 +119,11 @@ def test_qc_tiles_are_the_artefacts_of_the_labels_at_the_matching_level(qc_serve
     assert (tile[..., 3] > 0).any()
 
 
-def test_a_qc_tile_reads_only_its_window_of_one_level(qc_server):
+def test_a_qc_tile_reads_only_its_window_of_one_level(qc_server, recorded):
     _, viewer = qc_server
     view = viewer.single
-    reads: list[tuple[int, slice, slice]] = []
-
-    class Recording:
-        def __init__(self, k, array):
-            self.k, self.array, self.shape = k, array, array.shape
-
-        def __getitem__(self, key):
-            reads.append((self.k, *key))
-            return self.array[key]
-
     levels = view.qc_levels
-    view.qc_levels = [Recording(k, a) for k, a in enumerate(levels)]
+    view.qc_levels, reads = recorded(levels)
     try:
         top = view.max_level
         view.qc_rgba(*view._tile_box(top, 2, 1))

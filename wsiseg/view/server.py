@@ -47,10 +47,11 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 import numpy as np
@@ -76,9 +77,6 @@ from wsiseg.result.store import (
 )
 from wsiseg.slide.artefacts import QC_COLOURS, QC_NAMES, QC_NONE
 from wsiseg.slide.reader import open_slide
-
-if TYPE_CHECKING:
-    from wsiseg.result.info import ResultInfo
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +150,15 @@ class ResultView:
         self.map_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._map_tile)
         self.uncertainty_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._uncertainty_tile)
         self.qc_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._qc_tile)
+        with result_reads(self.path):
+            uncertainty0 = uncertainty_array(group, self.info)
+            qc0 = qc_array(group, self.info)
         #: The levels of the map's uncertainty, level 0 first; None for a result without it.
-        self.uncertainty_levels = _uncertainty_levels(self.path, group, self.info,
-                                                      len(self.levels))
+        self.uncertainty_levels = _pyramid(self.path, group, uncertainty0,
+                                           uncertainty_level_path, len(self.levels))
         #: The levels of the artefact labels, level 0 first; None for a result without them.
-        self.qc_levels = _qc_levels(self.path, group, self.info, len(self.levels))
+        self.qc_levels = _pyramid(self.path, group, qc0,
+                                  lambda k: label_level_path(QC_LABEL, k), len(self.levels))
         # A colour per class with alpha; class 0 (background) stays transparent.
         lut = np.zeros((256, 4), dtype=np.uint8)
         for c in self.info.classes:
@@ -440,42 +442,22 @@ class _SlideReads:
             return self._idle.wait_for(lambda: not self._running, timeout)
 
 
-def _uncertainty_levels(path: Path, group: zarr.Group, info: ResultInfo, count: int
-                        ) -> list[zarr.Array[Any]] | None:
-    """The levels of the map's uncertainty in the result ``group`` (as many as the map's, as
-    :func:`~wsiseg.result.store.open_result` checked), or None where the result has none."""
+def _pyramid(path: Path, group: zarr.Group, level0: zarr.Array[Any] | None,
+             level_path: Callable[[int], str], count: int) -> list[zarr.Array[Any]] | None:
+    """``level0`` and the levels below it at ``level_path(k)`` in the result ``group`` (as many
+    as the map's, as :func:`~wsiseg.result.store.open_result` checked; layout 1 has none
+    below), or None where the result has no ``level0``."""
+    if level0 is None:
+        return None
+    levels = [level0]
+    if result_layout(group) < 2:
+        return levels
     with result_reads(path):
-        level0 = uncertainty_array(group, info)
-        if level0 is None:
-            return None
-        if result_layout(group) < 2:
-            return [level0]
-        levels = [level0]
         for k in range(1, count):
-            node = group[uncertainty_level_path(k)]
+            node = group[level_path(k)]
             if not isinstance(node, zarr.Array):  # open_result checked it; changed since
-                raise ResultError(f"{path}: {uncertainty_level_path(k)} is not an array; "
-                                  "predict the slide again to rebuild the result")
-            levels.append(node)
-    return levels
-
-
-def _qc_levels(path: Path, group: zarr.Group, info: ResultInfo, count: int
-               ) -> list[zarr.Array[Any]] | None:
-    """The levels of the artefact labels in the result ``group`` (as many as the map's, as
-    :func:`~wsiseg.result.store.open_result` checked), or None where the result has none."""
-    with result_reads(path):
-        level0 = qc_array(group, info)
-        if level0 is None:
-            return None
-        levels = [level0]
-        if result_layout(group) < 2:
-            return levels
-        for k in range(1, count):
-            node = group[label_level_path(QC_LABEL, k)]
-            if not isinstance(node, zarr.Array):  # open_result checked it; changed since
-                raise ResultError(f"{path}: {label_level_path(QC_LABEL, k)} is not an array; "
-                                  "predict the slide again to rebuild the result")
+                raise ResultError(f"{path}: {level_path(k)} is not an array; predict the "
+                                  "slide again to rebuild the result")
             levels.append(node)
     return levels
 
