@@ -108,7 +108,7 @@ _PREDICT_HELP = f"""Segment SLIDES into zarr diagnostic maps.
 
 @main.command(help=_PREDICT_HELP)
 @click.argument("slides", nargs=-1, required=True)
-@click.option("--out", type=click.Path(), callback=_out_text, help="One slide: the output zarr (default SLIDE.wsiseg.zarr beside the slide; in the current folder for a slide at a URL). Several: the folder for their results and manifest.csv. Either may be an s3:// or gs:// URL.")
+@click.option("--out", type=click.Path(), callback=_out_text, help="One slide: the output zarr, or a folder to hold it as SLIDE.wsiseg.zarr (a path ending in /, or an existing folder that is no zarr; default: beside the slide, in the current folder for a slide at a URL); only a result is ever replaced. Several: the folder for their results and manifest.csv. Either may be an s3:// or gs:// URL.")
 @click.option("--staging", type=click.Path(file_okay=False, path_type=Path), help="With --out in a bucket: the local folder results are made in before upload (default: a folder in the system's temporary folder; for a batch, one named after --out, so that a rerun resumes).")
 @options_from(PredictConfig, exclude=("out",), overrides={"weights": {
     "type": click.Path(path_type=Path), "callback": _path_text}})

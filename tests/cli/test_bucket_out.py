@@ -102,3 +102,24 @@ def test_outputs_that_cannot_be_written_are_usage_errors(slide, pixel_model, tmp
         assert "verysecretvalue" not in result.output
     result = CliRunner().invoke(main, ["predict", str(slide), "--staging", str(tmp_path)])
     assert result.exit_code == 2 and "is for results published to a bucket" in result.output
+
+
+def test_nothing_but_a_result_is_replaced_in_a_bucket(maps, slide, pixel_model, tmp_path):
+    fs = _fs()
+    kept = {f"{maps}/2024/a.wsiseg.zarr/zarr.json": b"{}", f"{maps}/notes.csv": b"precious",
+            f"{maps}/scan.ome.zarr/zarr.json": json.dumps(
+                {"zarr_format": 3, "node_type": "group", "attributes": {"ome": {}}}).encode(),
+            f"{maps}/scan.ome.zarr/0/zarr.json": b"{}"}
+    for key, data in kept.items():
+        fs.pipe_file(key, data)
+    forgotten = "holds files no wsiseg result holds (e.g. a.wsiseg.zarr), so nothing there"
+    for out, why in ((f"s3://{maps}/2024", forgotten),  # a prefix of results, its / forgotten
+                     (f"s3://{maps}/notes.csv", "is a file, not a wsiseg result, so it is never"),
+                     (f"s3://{maps}/scan.ome.zarr", "is a zarr that is not a wsiseg result, so")):
+        for extra in ((), ("--overwrite",)):
+            refused = CliRunner().invoke(main, ["predict", str(slide), "--model",
+                                                str(pixel_model[0]), "--out", out, *extra])
+            assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+            assert why in refused.output, refused.output
+    fs.invalidate_cache()
+    assert {key: fs.cat_file(key) for key in kept} == kept

@@ -23,7 +23,7 @@ from wsiseg.inference.grid import PatchGrid, window_tissue_fractions
 from wsiseg.inference.loader import BandLoader
 from wsiseg.progress import progress_bar
 from wsiseg.result.info import DamagedArea, ModelInfo, ResultInfo, SlideSource, TissueSampling
-from wsiseg.result.writer import OutputWriter, check_output, default_output_path
+from wsiseg.result.writer import OutputWriter, check_output, make_folder, output_path
 from wsiseg.slide.geometry import Geometry, MapBox, plan_geometry
 from wsiseg.slide.reader import Slide, open_slide
 from wsiseg.slide.region import RegionReader
@@ -82,7 +82,9 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
     if config.out and is_url(config.out):
         raise OutputError(f"{redact(config.out)}: results are written to a local folder, not "
                           "to a URL; give a local --out path and copy the result up afterwards")
-    out = Path(config.out) if config.out else default_output_path(path)
+    out = output_path(config.out, path)
+    if config.out is not None and out != Path(config.out):  # --out is the folder to hold it
+        make_folder(out.parent)
     check_output(out, config.overwrite)
     with open_slide(path, slide_mpp=config.slide_mpp, reader=config.reader,
                     skip_damaged=config.skip_damaged) as slide:

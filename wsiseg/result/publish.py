@@ -18,6 +18,10 @@ replaced (steps 1 to 3) neither the old nor the new one is there, and two proces
 to the same address at the same time are not kept apart (a batch's claims live in its local
 staging folder). A single object (``manifest.csv``, an export) is replaced whole by one upload.
 
+Only a result is ever deleted: an address holding an object, another zarr, or files no result
+holds (``--out s3://b/maps`` over a prefix of other results, its ``/`` forgotten) is refused
+before the slide is read (:func:`check_replaceable`).
+
 Publishing the same result again is free: when the root ``zarr.json`` in the bucket is byte for
 byte the local one and every file is there at its size, nothing is uploaded.
 
@@ -29,6 +33,7 @@ credentials or a query string is refused, so that none is ever shown or recorded
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import uuid
@@ -128,11 +133,76 @@ def check_target(url: str, overwrite: bool) -> Target:
     writable (a small object is written and deleted beside it), so that a run that could not
     be published is refused before it starts."""
     target = bucket_target(url)
-    if not overwrite and published(target):
+    if check_replaceable(target) and not overwrite:
         raise OutputError(f"{target.shown} exists already; pass --overwrite to replace it, or "
                           "--out elsewhere")
     check_writable(target)
     return target
+
+
+def check_replaceable(target: Target) -> bool:
+    """Whether a result is published at ``target``; a one-line :class:`OutputError` when
+    something else is there (an object, another zarr, files no result holds), which a
+    publication would delete: nothing but a result (or an unfinished upload of one) is ever
+    replaced."""
+    try:
+        if target.fs.isfile(target.path):
+            raise OutputError(f"{target.shown} is a file, not a wsiseg result, so it is never "
+                              f"replaced; {_WAY_OUT}")
+        foreign = sorted(name for name in _remote_top(target) if not _result_entry(name))
+    except OutputError:
+        raise
+    except Exception as err:
+        raise target.error(err, "look at") from err
+    if foreign:
+        raise OutputError(f"{target.shown} holds files no wsiseg result holds (e.g. "
+                          f"{foreign[0]}), so nothing there is replaced; {_WAY_OUT}")
+    if not published(target):
+        return False
+    if not _root_is_result(target):
+        raise OutputError(f"{target.shown} is a zarr that is not a wsiseg result, so it is never "
+                          f"replaced; {_WAY_OUT}")
+    return True
+
+
+#: The way out of a target that is no result: where a result may go instead.
+_WAY_OUT = ("give the result's own address (NAME.wsiseg.zarr), or a prefix ending in / for "
+            "results named after their slides")
+#: The most of a root ``zarr.json`` read to tell a result from another zarr.
+_ROOT_BYTES = 16 * 1024 * 1024
+
+
+def _remote_top(target: Target) -> list[str]:
+    """The names directly under ``target``, freshly listed (one listing, not a walk)."""
+    target.fs.invalidate_cache(target.path)
+    try:
+        found = target.fs.ls(target.path, detail=False)
+    except FileNotFoundError:
+        return []
+    prefix = target.path.rstrip("/") + "/"
+    return [str(name)[len(prefix):].strip("/") for name in found
+            if str(name).startswith(prefix)]
+
+
+def _result_entry(name: str) -> bool:
+    """Whether ``name`` (relative to a result) is where a result keeps files: its root
+    metadata, the levels of its picture, its labels and its own arrays."""
+    first = name.split("/", 1)[0]
+    return first in (ROOT, "labels", "wsiseg") or first.isdigit()
+
+
+def _root_is_result(target: Target) -> bool:
+    """Whether the root ``zarr.json`` at ``target`` carries wsiseg's attributes."""
+    root = f"{target.path}/{ROOT}"
+    try:
+        if int(target.fs.size(root) or 0) > _ROOT_BYTES:
+            return False
+        attrs = json.loads(bytes(target.fs.cat_file(root))).get("attributes")
+    except (ValueError, AttributeError):
+        return False
+    except Exception as err:
+        raise target.error(err, "look at") from err
+    return isinstance(attrs, dict) and "wsiseg" in attrs
 
 
 def check_writable(target: Target) -> None:
@@ -202,7 +272,7 @@ def publish(result: Path, target: Target, *, overwrite: bool) -> bool:
     try:
         if _same_result(target, files):
             return False
-        if published(target):
+        if check_replaceable(target):
             if not overwrite:
                 raise OutputError(f"{target.shown} holds another result; pass --overwrite to "
                                   "replace it, or --out elsewhere")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -65,10 +66,69 @@ def default_output_path(slide_path: Path) -> Path:
     return slide_path.with_name(result_name(slide_stem(slide_path)))
 
 
+def output_path(out: str | os.PathLike[str] | None, slide_path: Path) -> Path:
+    """Where one slide's result goes: :func:`default_output_path` without ``out``; inside
+    ``out``, named after the slide, when ``out`` names a folder (it ends in a path separator,
+    or is a folder that is neither a result nor another zarr, nor named ``*.zarr``); else
+    ``out`` itself."""
+    if out is None:
+        return default_output_path(slide_path)
+    text = os.fspath(out)
+    folder = Path(text)
+    if text.endswith(("/", os.sep)) or (folder.is_dir() and not folder.name.endswith(".zarr")
+                                        and not is_result(folder) and not _is_zarr(folder)):
+        return folder / result_name(slide_stem(slide_path))
+    return folder
+
+
+#: The most of a root ``zarr.json`` read to tell a result from other folders.
+_ROOT_BYTES = 16 * 1024 * 1024
+
+
+def is_result(path: Path) -> bool:
+    """Whether ``path`` is a wsiseg result (complete or not): a folder whose root
+    ``zarr.json`` carries wsiseg's attributes. Only such a folder is ever replaced."""
+    root = path / "zarr.json"
+    try:
+        if not (path.is_dir() and root.is_file()) or root.stat().st_size > _ROOT_BYTES:
+            return False
+        attrs = json.loads(root.read_bytes()).get("attributes")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(attrs, dict) and "wsiseg" in attrs
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether ``--overwrite`` may replace ``path``: a result, or an empty folder."""
+    return is_result(path) or (path.is_dir() and not path.is_symlink()
+                               and next(path.iterdir(), None) is None)
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) for a result; a one-line :class:`OutputError` when
+    it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise output_error(folder, err, "create") from err
+
+
 def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; check the folder is writable."""
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} exists already; pass --overwrite to replace it, or --out elsewhere")
+    """Refuse an existing output unless ``overwrite`` and it is a result (nothing else is ever
+    replaced); check the folder is writable."""
+    if out.exists() or out.is_symlink():
+        if not _replaceable(out):
+            what = "a folder" if out.is_dir() else "a file"
+            raise OutputError(f"{out} exists and is {what}, not a wsiseg result, so it is never "
+                              "replaced; give another --out (a folder ending in / takes the "
+                              "result inside it)")
+        if not overwrite:
+            raise OutputError(f"{out} exists already; pass --overwrite to replace it, or --out "
+                              "elsewhere")
     parent = out.parent
     if not parent.is_dir():
         raise OutputError(f"{out}: folder {parent} does not exist; create it or choose another --out")
@@ -314,7 +374,10 @@ class OutputWriter:
             chunks = chunk_record(self.group, self.partial)
             self.group.attrs.update({"wsiseg": info.to_attrs(), "ome": ome[""],
                                      CHUNKS_ATTR: chunks})
-            if self.out.exists():
+            if self.out.exists() or self.out.is_symlink():
+                if not _replaceable(self.out):
+                    raise OutputError(f"{self.out} appeared while running and is not a wsiseg "
+                                      "result, so it is not replaced; give another --out")
                 if not overwrite:
                     raise OutputError(f"{self.out} appeared while running; pass --overwrite to "
                                       "replace it")
