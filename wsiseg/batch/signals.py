@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 import threading
@@ -70,11 +71,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
     def raised_where_it_was_lost(unraisable: Any) -> None:
         # A SIGTERM handled inside a gc callback or a finaliser raises there, where Python can
-        # only print the exception and drop it: raise it again, to land in the block's code.
+        # only report the exception and drop it. Raised again in this hook, it would be dropped
+        # as well: the signal is sent again from another thread, to be handled once the hook
+        # has returned, in the block's own code.
         nonlocal stopping
         if isinstance(unraisable.exc_value, Terminated):
             stopping = False
-            signal.raise_signal(signal.SIGTERM)
+            _soon(os.kill, os.getpid(), signal.SIGTERM)
             return
         if stopping:
             _after_the_stop(unraisable)
@@ -121,12 +124,18 @@ def running_slide(slide: str) -> Iterator[None]:
 def interrupt_slides(timeout: float = 20.0) -> list[str]:
     """Raise :class:`Terminated` in every thread of this process that is predicting a slide
     (:func:`running_slide`) and wait, at most ``timeout`` seconds, until they have cleaned up.
-    Returns the slides that were interrupted."""
+    Returns the slides that were interrupted.
+
+    One that lands in a gc callback or a finaliser of such a thread, where Python can only
+    drop it, is raised in the thread again (:func:`_raise_lost_interrupts_again`)."""
+    global _PREVIOUS_HOOK
     with _RUNNING_CHANGED:
         running = dict(_RUNNING)
+        if running and _PREVIOUS_HOOK is None:
+            _PREVIOUS_HOOK = sys.unraisablehook
+            sys.unraisablehook = _raise_lost_interrupts_again
     for ident in running:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
-                                                   ctypes.py_object(Terminated))
+        _interrupt(ident)
     deadline = time.monotonic() + timeout
     with _RUNNING_CHANGED:
         while any(ident in _RUNNING for ident in running):
@@ -135,3 +144,35 @@ def interrupt_slides(timeout: float = 20.0) -> list[str]:
                 break
             _RUNNING_CHANGED.wait(left)
     return list(running.values())
+
+
+_PREVIOUS_HOOK: Any = None  # the hook there was before interrupt_slides put its own
+
+
+def _interrupt(ident: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                               ctypes.py_object(Terminated))
+
+
+def _raise_lost_interrupts_again(unraisable: Any) -> None:
+    """The unraisable hook of a process whose slides were interrupted: a :class:`Terminated`
+    dropped in a thread still predicting a slide is raised in it again, soon after (raised in
+    this hook, it would be dropped as well); one dropped elsewhere was for work already
+    stopped, and is logged at debug level."""
+    if isinstance(unraisable.exc_value, Terminated):
+        ident = threading.get_ident()
+        with _RUNNING_CHANGED:
+            still_running = ident in _RUNNING
+        if still_running:
+            _soon(_interrupt, ident)
+        else:
+            _after_the_stop(unraisable)
+        return
+    _PREVIOUS_HOOK(unraisable)
+
+
+def _soon(func: Any, *args: Any) -> None:
+    """Call ``func(*args)`` from a thread of its own, a moment from now."""
+    timer = threading.Timer(0.01, func, args)
+    timer.daemon = True
+    timer.start()
