@@ -3,6 +3,7 @@
     python benchmarks/gpu_check.py [--device cuda] [--batch-sizes 32,64,128]
                                    [--width 40000 --height 30000] [--quick] [--compile]
                                    [--reader openslide|tifffile|auto] [--out DIR]
+                                   [--real SLIDE ...] [--budget SECONDS]
 
 Run it through benchmarks/gpu_check.sh on a machine that has torch but not the rest of wsiseg's
 dependencies (benchmarks/fetch_wheels.sh brings those as wheels). Slides are synthetic x40 SVS
@@ -16,8 +17,12 @@ written here with deflate tiles, which need no imagecodecs.
    already in host memory) against the whole ``predict_slide`` run (tissue, reading,
    network, blending, writing), in windows per second, E = end to end / network alone, and
    the peak of the device memory torch allocated.
+3. Each ``--real`` slide (a scanner's file, such as ``CMU-1-Small-Region.svs``) is checked as
+   in 1. with the installed model, and costed at the largest batch size.
 
-A table closes the output; the figures also go to OUT/gpu_check.json. ``--quick`` shrinks the
+The large slide is written by a process of its own while the correctness runs. With
+``--budget``, cost runs that would start after that many seconds are left out (and said to
+be), so that the table still comes within a lease. A table closes the output; the figures also go to OUT/gpu_check.json, rewritten after each step. ``--quick`` shrinks the
 slides and batch sizes, and lays the windows side by side (stride = patch size, one window
 where the model's stride gives a dozen), so that ``--device cpu --quick`` runs in well under
 a minute: it proves that every step runs and reports, not what the figures are.
@@ -27,6 +32,7 @@ Exit code 1 when a correctness check fails.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import sys
 import tempfile
@@ -134,6 +140,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks")
     ap.add_argument("--reader", default="auto", help="pixel decoder for the cost runs")
+    ap.add_argument("--real", type=Path, action="append", default=[],
+                    help="a real slide to check and cost as well (repeatable)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds after which no further cost run is started")
     args = ap.parse_args()
     quick = args.quick
     batch_sizes = [int(b) for b in (args.batch_sizes or ("4" if quick else "32,64,128")).split(",")]
@@ -141,53 +151,79 @@ def main() -> None:
     height = args.height or (1200 if quick else 30000)
     device = resolve_device(args.device)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="wsiseg-gpu-check-") as tmp:
+    over_budget = lambda: args.budget is not None and time.perf_counter() - started > args.budget
+    with tempfile.TemporaryDirectory(prefix="wsiseg-gpu-check-") as tmp, \
+            concurrent.futures.ProcessPoolExecutor(1) as writer:
         folder = args.out or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        big_written = writer.submit(slide, folder, width, height, 0.4)
         print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})"
                                     if device.type == "cuda" else "")
               + f", torch {torch.__version__}", flush=True)
         loaded = models(quick)
-        installed = next((m for name, m in loaded.items() if name != "hspnet_r34"), None)
+        installed_name = next((name for name in loaded if name != "hspnet_r34"), None)
+        installed = None if installed_name is None else loaded[installed_name]
         results: dict = {"device": str(device), "torch": torch.__version__,
-                         "compile": args.compile, "reader": args.reader}
+                         "compile": args.compile, "reader": args.reader,
+                         "slide": f"{width} x {height} x40", "cost": [], "real": [],
+                         "left_out": []}
+
+        def save() -> None:
+            results["seconds"] = time.perf_counter() - started
+            (folder / "gpu_check.json").write_text(json.dumps(results, indent=2))
+
         # --quick: stride = patch size, so that the CPU's runs predict few windows.
         side_by_side = lambda model: {"stride": model.card.patch_size} if quick else {}
+
+        def cost(path: Path, name: str, model: LoadedModel, batch_size: int) -> dict | None:
+            if over_budget():
+                results["left_out"].append(f"{name} at batch {batch_size} on {path.name}")
+                return None
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            attrs, seconds = run(path, folder / "cost.zarr", model, str(device),
+                                 batch_size=batch_size, compile=args.compile,
+                                 reader=args.reader, **side_by_side(model))
+            n = attrs["patches_predicted"]
+            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+            alone = network_alone(model, device, batch_size, n, args.compile) if n else 0.0
+            row = {"model": name, "batch_size": batch_size, "windows": n, "slide": path.name,
+                   "end_to_end_per_s": n / seconds, "network_per_s": alone,
+                   "E": n / seconds / alone if alone else 0.0, "gpu_peak_bytes": peak,
+                   "timings": attrs["timings"]}
+            print(json.dumps(row), flush=True)
+            return row
+
         if installed is not None:
             small = slide(folder, 1200 if quick else 4000, 900 if quick else 3000, 0.7)
             results["correctness"] = correctness(small, folder, installed, str(device),
                                                  **side_by_side(installed))
             print("correctness", results["correctness"], flush=True)
-        big = slide(folder, width, height, 0.4)
-        rows = []
+            save()
+            for real in args.real:
+                checked = correctness(real, folder, installed, str(device))
+                checked["slide"] = real.name
+                row = cost(real, installed_name or "", installed, max(batch_sizes))
+                checked["cost"] = row
+                results["real"].append(checked)
+                print("real", json.dumps(checked), flush=True)
+                save()
+        big = big_written.result()
         for name, model in loaded.items():
             for batch_size in batch_sizes:
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                attrs, seconds = run(big, folder / "cost.zarr", model, str(device),
-                                     batch_size=batch_size, compile=args.compile,
-                                     reader=args.reader, **side_by_side(model))
-                n = attrs["patches_predicted"]
-                peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-                alone = network_alone(model, device, batch_size, n, args.compile)
-                row = {"model": name, "batch_size": batch_size, "windows": n,
-                       "end_to_end_per_s": n / seconds, "network_per_s": alone,
-                       "E": n / seconds / alone, "gpu_peak_bytes": peak,
-                       "timings": attrs["timings"]}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        results["cost"] = rows
-        results["slide"] = f"{width} x {height} x40"
-        results["seconds"] = time.perf_counter() - started
-        (folder / "gpu_check.json").write_text(json.dumps(results, indent=2))
+                row = cost(big, name, model, batch_size)
+                if row is not None:
+                    results["cost"].append(row)
+                    save()
+        save()
     print(table(results))
     sys.exit(0 if passed(results) else 1)
 
 
 def passed(results: dict) -> bool:
-    c = results.get("correctness")
-    return c is None or (c["windows"] > 0 and c["labels_agree"] >= AGREEMENT
-                         and c["max_prob_diff_255"] <= PROB_TOLERANCE)
+    checks = [c for c in [results.get("correctness"), *results.get("real", [])] if c]
+    return all(c["windows"] > 0 and c["labels_agree"] >= AGREEMENT
+               and c["max_prob_diff_255"] <= PROB_TOLERANCE for c in checks)
 
 
 def table(results: dict) -> str:
@@ -197,25 +233,35 @@ def table(results: dict) -> str:
     if c is None:
         lines.append("correctness: no installed model, not checked")
     else:
-        ok = lambda good: "ok" if good else "FAILED"
-        lines += [
-            f"correctness ({c['windows']} windows, against the CPU in float32)"
-            + ("" if c["windows"] else ": FAILED, the slide gave no window to compare") + ":",
-            (f"  labels agree, default precision  {100 * c['labels_agree']:7.3f} %   >= "
-             f"{100 * AGREEMENT:.1f} %  {ok(c['labels_agree'] >= AGREEMENT)}"),
-            f"  labels agree, float32            {100 * c['labels_agree_fp32']:7.3f} %",
-            (f"  probabilities, float32, max diff {c['max_prob_diff_255']:7d} /255 <= "
-             f"{PROB_TOLERANCE}/255    {ok(c['max_prob_diff_255'] <= PROB_TOLERANCE)}"),
-        ]
+        lines += _agreement(c, "")
+    for real in results.get("real", []):
+        lines += _agreement(real, f" on {real['slide']}")
     lines.append(f"cost on a {results['slide']} slide (windows/s; reader {results['reader']}"
                  + (", compiled" if results["compile"] else "") + "):")
     lines.append(f"  {'model':<18} {'batch':>5} {'windows':>8} {'network':>9} {'end to end':>10} "
                  f"{'E':>5} {'GPU peak':>9}")
-    for r in results["cost"]:
+    rows = results["cost"] + [r["cost"] for r in results.get("real", []) if r.get("cost")]
+    for r in rows:
+        where = "" if r is not None and r in results["cost"] else f"  ({r['slide']})"
         lines.append(f"  {r['model']:<18} {r['batch_size']:>5} {r['windows']:>8} "
                      f"{r['network_per_s']:>9.1f} {r['end_to_end_per_s']:>10.1f} {r['E']:>5.2f} "
-                     f"{r['gpu_peak_bytes'] / 2**30:>7.2f} G")
+                     f"{r['gpu_peak_bytes'] / 2**30:>7.2f} G{where}")
+    for left in results.get("left_out", []):
+        lines.append(f"  left out (over --budget): {left}")
     return "\n".join(lines)
+
+
+def _agreement(c: dict, where: str) -> list[str]:
+    ok = lambda good: "ok" if good else "FAILED"
+    return [
+        f"correctness{where} ({c['windows']} windows, against the CPU in float32)"
+        + ("" if c["windows"] else ": FAILED, the slide gave no window to compare") + ":",
+        (f"  labels agree, default precision  {100 * c['labels_agree']:7.3f} %   >= "
+         f"{100 * AGREEMENT:.1f} %  {ok(c['labels_agree'] >= AGREEMENT)}"),
+        f"  labels agree, float32            {100 * c['labels_agree_fp32']:7.3f} %",
+        (f"  probabilities, float32, max diff {c['max_prob_diff_255']:7d} /255 <= "
+         f"{PROB_TOLERANCE}/255    {ok(c['max_prob_diff_255'] <= PROB_TOLERANCE)}"),
+    ]
 
 
 if __name__ == "__main__":
