@@ -91,18 +91,21 @@ class _Counter:
     def __init__(self, height, width):
         self.counts = np.zeros((height, width), dtype=np.int32)
 
-    def add(self, band, y, x=0, own=None):
+    def energies(self, band, y, x=0, own=None):
         top, bottom, left, right = own or (0, band.shape[0], 0, band.shape[1])
         assert y + top >= 0 and x + left >= 0  # padding past the image is never counted
-        self.counts[y + top : y + bottom, x + left : x + right] += 1
+        return (slice(y + top, y + bottom), slice(x + left, x + right))
+
+    def add_energies(self, placed):
+        self.counts[placed] += 1
 
 
-def _feed(sink, image, grid, kept, stripe_width, band_height):
+def _feed(sink, image, grid, kept, stripe_width, band_height, threads=4):
     """Feed ``sink`` from the loaders of each column stripe, as the pipeline does."""
     for x0, x1 in column_stripes(grid.width, stripe_width, 128):
         stripe = kept & overlapping_columns(grid, x0, x1)[None, :]
         loader = BandLoader(_Reader(image), grid, stripe, band_height=band_height, chunk=64,
-                            strip=64, focus=sink, focus_columns=(x0, x1))
+                            strip=64, focus=sink, focus_columns=(x0, x1), threads=threads)
         for _ in loader:
             pass
 
@@ -138,6 +141,19 @@ def test_stripe_bands_count_each_pixel_once_and_give_the_whole_image_scores(
         blocks = qc.block_fractions(counter.counts > 0, 64) == 0
         assert blocks.any() and np.isnan(scores[blocks]).all()
         assert np.isfinite(scores).sum() > 0.5 * scores.size
+
+
+def test_focus_found_on_many_threads_is_summed_as_on_one():
+    image, _ = synthetic_tissue(700, 600, seed=5, tissue_fraction=0.8)
+    grid = PatchGrid(600, 700, 96, 24)
+    kept = np.ones(grid.shape, dtype=bool)
+    scores = []
+    for threads in (1, 4):
+        focus = qc.FocusAccumulator(600, 700, 64)
+        _feed(focus, image, grid, kept, 256, 100, threads=threads)
+        scores.append(focus.scores())
+    assert np.isfinite(scores[0]).any()
+    np.testing.assert_array_equal(scores[0], scores[1])  # to the bit: blur marks repeat
 
 
 def test_accumulator_pieces_with_context_sum_to_the_whole():

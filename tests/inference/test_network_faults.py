@@ -98,3 +98,40 @@ def test_a_network_that_never_returns_is_stopped_by_ctrl_c_or_sigterm(svs_x20, t
     assert stderr.strip().splitlines() == [f"wsiseg: {said}; no output was left behind"]
     assert waited < 5
     assert [p.name for p in tmp_path.iterdir()] == ["stuck.py"]
+
+
+class _Copy:
+    """A device-to-host copy that is done once the test says so, as a CUDA event tells."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.waited = False
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        self.waited = self.done = True
+
+
+def test_a_nan_batch_checked_behind_the_device_is_still_refused_before_the_map_is_used():
+    from wsiseg.inference.predictor import CHECKS_IN_FLIGHT, _OutputChecks
+
+    checks = _OutputChecks(torch.device("cpu"), "late.pt")
+    copies = [_Copy() for _ in range(CHECKS_IN_FLIGHT + 1)]
+    # The first batch is bad, its count still on its way: the host goes on, unblocked.
+    checks.pending.append((torch.tensor(3), copies[0], 8))
+    for copy in copies[1:CHECKS_IN_FLIGHT]:
+        checks.pending.append((torch.tensor(0), copy, 8))
+        checks.drain(wait=False)
+    assert not copies[0].waited
+    # One batch more than may be in flight: the oldest is waited for, and refused.
+    checks.pending.append((torch.tensor(0), copies[-1], 8))
+    with pytest.raises(ModelError, match=r"^late\.pt returned NaN or infinite logits for 3 of 8"):
+        checks.drain(wait=False)
+    assert copies[0].waited and not checks.pending
+    # And at the end of a stripe, check_outputs waits for whatever is still out.
+    checks.pending.append((torch.tensor(1), _Copy(), 4))
+    checks.drain(wait=False)  # not done yet: nothing said
+    with pytest.raises(ModelError, match="for 1 of 4 windows"):
+        checks.drain(wait=True)

@@ -315,3 +315,16 @@ def test_priorities_and_areas():
     # Corners opened; over tissue, the averaged distance to the stain plane widens it by a pixel.
     assert areas["pen"] == pytest.approx(31 * 200 * 100 / 1e6, rel=0.04)
     assert set(areas) == {"pen", "out of focus", "fold or dark", "other artefact"}
+
+
+@pytest.mark.parametrize("q", [0.0, 10.0, 33.3, 50.0, 75.0, 100.0])
+def test_the_fold_reference_percentile_is_numpys_to_the_bit(q):
+    rng = np.random.default_rng(int(q))
+    rows = (rng.random((300, 49)) * 2.5).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.4] = np.nan  # blocks without tissue
+    rows[::7, 1:] = np.nan  # rows of one block only
+    rows[::7, 0] = 1.25
+    rows[np.isnan(rows).all(axis=1), 3] = 0.5  # every row holds one (as the callers' do)
+    expected = np.nanpercentile(rows, q, axis=1)
+    got = qc.nanpercentile_rows(rows, q)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)

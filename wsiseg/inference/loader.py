@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsiseg.inference.grid import PatchGrid
-from wsiseg.slide.artefacts import FOCUS_CONTEXT
+from wsiseg.slide.artefacts import FOCUS_CONTEXT, PlacedEnergies
 from wsiseg.slide.geometry import MapBox
 
 if TYPE_CHECKING:
@@ -185,6 +185,7 @@ class BandLoader:
         self.focus_columns = focus_columns or (self.x_lo, self.x_hi)
         self._fed_to = 0  # rows above are in ``focus`` (the columns their band held)
         self.stats = LoaderStats()
+        self._stats_lock = threading.Lock()  # focus pieces are added on the reading threads
         self._queue: queue.Queue[PatchBatch | BaseException | _End] = queue.Queue(
             maxsize=queue_batches)
         self._stop = threading.Event()
@@ -239,22 +240,25 @@ class BandLoader:
     def _run(self, pool: ThreadPoolExecutor) -> None:
         prev: _ReadBand | None = None
         batch = _BatchBuilder(self.batch_size, self.grid.patch_size)
+        focusing: list[Future[PlacedEnergies | None]] = []  # the band before last's focus
         for band in self.bands:
             if self._stop.is_set():
                 return
             t0 = time.perf_counter()
+            self._focused(focusing)  # its band's buffer is the one about to be refilled
             current, futures = self._start_band(pool, band, prev)
             if prev is not None:
                 self._emit(prev, batch)  # cut the last band's windows while this one is read
-                self._feed(prev, band)
+                focusing = self._feed(prev, band, pool)
             for f in futures:
                 f.result()
             self.stats.read_seconds += time.perf_counter() - t0
             self.stats.bands += 1
             prev = current
+        self._focused(focusing)
         if prev is not None:
             self._emit(prev, batch)
-            self._feed(prev, None)
+            self._focused(self._feed(prev, None, pool))  # all in before the end is told
         last = batch.take()
         if last is not None:
             self._put(last)
@@ -321,8 +325,19 @@ class BandLoader:
         c = x - self.x_lo
         self.reader.read(x, y, w, h, out=pixels[y - y0 : y - y0 + h, c : c + w])
 
-    def _feed(self, item: _ReadBand, following: Band | None) -> None:
-        """Add the pixels of ``item`` that no later band reads to ``focus``.
+    def _focused(self, pieces: list[Future[PlacedEnergies | None]]) -> None:
+        """Add the energies of ``pieces`` to ``focus``, in the order they were cut: found on
+        several threads, summed as one thread would."""
+        for piece in pieces:
+            placed = piece.result()
+            if placed is not None and self.focus is not None:
+                self.focus.add_energies(placed)
+
+    def _feed(self, item: _ReadBand, following: Band | None, pool: ThreadPoolExecutor
+              ) -> list[Future[PlacedEnergies | None]]:
+        """Find the focus energies of the pixels of ``item`` that no later band reads, on
+        ``pool``'s threads: the futures of the pieces (which read ``item``'s buffer), for
+        :meth:`_focused` to add.
 
         Rows from :attr:`_fed_to` to :data:`FOCUS_CONTEXT` rows into ``following`` (which
         holds them too) go in with every column the band holds, and still have their context
@@ -330,8 +345,7 @@ class BandLoader:
         read fresh for this band. Each pixel of the own columns is added once.
         """
         if self.focus is None or self._stop.is_set():
-            return
-        t0 = time.thread_time()
+            return []
         band = item.band
         until = band.y1
         if following is not None and following.y0 < band.y1:
@@ -350,15 +364,13 @@ class BandLoader:
                     pieces[-1] = (pieces[-1][0], rb, own, cols)  # strips alike: one piece
                 else:
                     pieces.append((ra, rb, own, cols))
-        for ra, rb, own, cols in pieces:
-            for ca, cb in own:
-                self._feed_piece(self.focus, item, ra, rb, ca, cb, cols)
         self._fed_to = max(self._fed_to, until)
-        self.stats.focus_seconds += time.thread_time() - t0
+        return [pool.submit(self._feed_piece, self.focus, item, ra, rb, ca, cb, cols)
+                for ra, rb, own, cols in pieces for ca, cb in own]
 
     def _feed_piece(self, focus: FocusAccumulator, item: _ReadBand, ra: int, rb: int, ca: int,
-                    cb: int, cols: list[Interval]) -> None:
-        """Add rows ``[ra, rb)``, columns ``[ca, cb)`` of ``item`` to ``focus``, with up to
+                    cb: int, cols: list[Interval]) -> PlacedEnergies | None:
+        """The energies of rows ``[ra, rb)``, columns ``[ca, cb)`` of ``item``, with up to
         :data:`FOCUS_CONTEXT` pixels around them that the band holds (``cols``: the columns
         held in those rows)."""
         band, reach = item.band, FOCUS_CONTEXT
@@ -374,7 +386,11 @@ class BandLoader:
             if rb <= a < bottom:
                 bottom = a
         pixels = item.pixels[top - band.y0 : bottom - band.y0, xa - self.x_lo : xb - self.x_lo]
-        focus.add(pixels, top, xa, own=(ra - top, rb - top, ca - xa, cb - xa))
+        t0 = time.thread_time()
+        placed = focus.energies(pixels, top, xa, own=(ra - top, rb - top, ca - xa, cb - xa))
+        with self._stats_lock:
+            self.stats.focus_seconds += time.thread_time() - t0
+        return placed
 
     def _emit(self, item: _ReadBand, batch: _BatchBuilder) -> None:
         band, pixels = item.band, item.pixels

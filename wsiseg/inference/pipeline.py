@@ -452,6 +452,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
                     bar.update(len(batch.rows))
             finally:  # no read may still be running when the slide is closed
                 loader.close()
+            predictor.check_outputs()  # before the stripe's last rows are written
             stitcher.finish()
             read_s += loader.stats.read_seconds
             focus_s += loader.stats.focus_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import queue
@@ -19,6 +20,7 @@ import torch
 
 from wsiseg.errors import EXIT_INTERRUPTED, ConfigError, ModelError, exit_status
 from wsiseg.inference.config import PRECISIONS
+from wsiseg.inference.stitcher import CopyDone, recorded_event
 from wsiseg.inference.tta import TTA_VIEWS, check_tta, entropy, unview, view_information, view_of
 
 logger = logging.getLogger(__name__)
@@ -113,7 +115,8 @@ class Predictor:
     thread waits for it, so that a Ctrl-C (or a SIGTERM made one) stops the run at once, and
     its clean-up runs, even while the network is inside a long native call (a TorchScript
     loop) that never returns to Python. A network whose output is NaN or infinite raises a
-    :class:`~wsiseg.errors.ModelError` naming ``name``, the model.
+    :class:`~wsiseg.errors.ModelError` naming ``name``, the model (on CUDA a few batches
+    later, without stopping the host for it, and at the latest in :meth:`check_outputs`).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Predictor:
         self._normalise = normalisation.normaliser(device)
         self.autocast_dtype = autocast_dtype(device, amp)
         self._host_to_device: _HostToDevice | None = None
+        self._outputs = _OutputChecks(device, name)
         self._network: Callable[[torch.Tensor], NetworkOutput] = self.module
         self._compiled_batch: int | None = None  # the batch size the graph was compiled for
         if compile:
@@ -216,13 +220,15 @@ class Predictor:
         probs = torch.softmax(logits[:n].float().contiguous(), dim=1)
         # NaN or an infinite logit makes the softmax NaN: one reduction finds either, where
         # argmax would quietly call it background.
-        if not bool(torch.isfinite(probs).all()):
-            bad = int((~torch.isfinite(probs)).flatten(1).any(dim=1).sum())
-            raise ModelError(
-                f"{self.name} returned NaN or infinite logits for {bad} of {n} windows; its "
-                "weights are broken (a training run that diverged?) or it overflows in this "
-                "precision: check the model, or run it on the CPU (--device cpu)")
+        self._outputs.add((~torch.isfinite(probs)).flatten(1).any(dim=1).sum(), n)
         return probs
+
+    def check_outputs(self) -> None:
+        """Raise :class:`~wsiseg.errors.ModelError` if any batch so far had NaN or infinite
+        output. On the CPU each batch is checked as it is made; on CUDA its check is read back
+        behind the network's work, without stopping the host, at most :data:`CHECKS_IN_FLIGHT`
+        batches later: call this before the probabilities are used for good."""
+        self._outputs.drain(wait=True)
 
 
 _abandoned_registered = False
@@ -307,6 +313,52 @@ class _NetworkThread:
             del future, func, args  # not the last batch kept while idle
 
 
+#: Batches whose NaN check may still be on its way back from a CUDA device.
+CHECKS_IN_FLIGHT = 2
+
+
+class _OutputChecks:
+    """The NaN checks of a predictor's batches: the count of windows with a NaN or infinite
+    probability, made on the device. Reading it back at once would stop the host until the
+    network is done with the batch (the GPU then idles while the host prepares the next):
+    on CUDA it comes back through pinned memory, and is read once its copy is done."""
+
+    def __init__(self, device: torch.device, name: str) -> None:
+        self.device = device
+        self.name = name
+        self.pending: collections.deque[tuple[torch.Tensor, CopyDone | None, int]] = (
+            collections.deque())
+
+    def add(self, bad: torch.Tensor, n: int) -> None:
+        done = None
+        if self.device.type == "cuda":
+            host = torch.empty((), dtype=bad.dtype, pin_memory=True)
+            host.copy_(bad, non_blocking=True)
+            bad = host
+            done = recorded_event()
+        self.pending.append((bad, done, n))
+        self.drain(wait=False)
+
+    def drain(self, wait: bool) -> None:
+        """Read the checks whose copy is done (all of them with ``wait``; the oldest while
+        more than :data:`CHECKS_IN_FLIGHT` are out); raise for the first bad one."""
+        while self.pending:
+            bad, done, n = self.pending[0]
+            if done is not None:
+                if wait or len(self.pending) > CHECKS_IN_FLIGHT:
+                    done.synchronize()
+                elif not done.query():
+                    return
+            self.pending.popleft()
+            count = int(bad)
+            if count:
+                self.pending.clear()
+                raise ModelError(
+                    f"{self.name} returned NaN or infinite logits for {count} of {n} windows; "
+                    "its weights are broken (a training run that diverged?) or it overflows in "
+                    "this precision: check the model, or run it on the CPU (--device cpu)")
+
+
 class _HostToDevice:
     """Batches to a CUDA device through two reused pinned buffers, copied on a side stream.
 
@@ -359,4 +411,5 @@ def segment_image(predictor: Predictor, image: npt.NDArray[np.uint8], multiple: 
     mode: Literal["reflect", "edge"] = "reflect" if pad_h < h and pad_w < w else "edge"
     padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
     probs = predictor(np.ascontiguousarray(padded[None]))[0, :, :h, :w]
+    predictor.check_outputs()
     return probs.float().cpu().numpy()

@@ -92,7 +92,7 @@ def uncertainty_u8(u: torch.Tensor) -> torch.Tensor:
 EMIT_ROWS = 128
 
 
-class _CopyDone(Protocol):
+class CopyDone(Protocol):
     """What the stitcher asks of a ``torch.cuda.Event`` marking a copy to the host."""
 
     def record(self) -> None: ...
@@ -100,6 +100,14 @@ class _CopyDone(Protocol):
     def query(self) -> bool: ...
 
     def synchronize(self) -> None: ...
+
+
+def recorded_event() -> CopyDone:
+    """A CUDA event recorded on the current stream: done once the work queued before it is."""
+    # torch leaves Event's constructor and methods unannotated: typed as CopyDone from here.
+    done: CopyDone = torch.cuda.Event()  # type: ignore[no-untyped-call]
+    done.record()
+    return done
 
 
 class Stitcher:
@@ -155,7 +163,7 @@ class Stitcher:
         # On CUDA: (copy done, y, labels, probabilities, uncertainty) on their way to the host,
         # in row order.
         self._pending: collections.deque[
-            tuple[_CopyDone, int, torch.Tensor, torch.Tensor | None, torch.Tensor]
+            tuple[CopyDone, int, torch.Tensor, torch.Tensor | None, torch.Tensor]
         ] = collections.deque()
 
     # -- ring addressing ------------------------------------------------------------------------
@@ -222,7 +230,12 @@ class Stitcher:
         # Accumulator block of each of the windows' column blocks, the last one if outside.
         target = cols[:, None] * self._per_stride + np.arange(k) - self._first_block
         target = np.where((target >= 0) & (target < self._blocks), target, self._blocks)
-        index = torch.from_numpy(target).to(self.device, non_blocking=True)  # (n, k)
+        index = torch.from_numpy(target)  # (n, k)
+        if self.device.type == "cuda":
+            # From pageable memory a copy waits for the work queued before it: pinned, it
+            # does not.
+            index = index.pin_memory()
+        index = index.to(self.device, non_blocking=True)
         for ring, src in self._slices(int(self._ys[row]), p):
             acc = self.acc[:, ring].view(c + 1, -1, self._blocks + 1, g)
             for j in range(k):
@@ -296,11 +309,12 @@ class Stitcher:
         blended = planes[: self._planes] / torch.where(covered, wsum, torch.ones_like(wsum))
         prob = blended[:c]
         labels = first_argmax(prob)
-        labels[~covered] = 0
+        # masked_fill_, not labels[~covered] = 0: a boolean index waits for the device.
+        labels.masked_fill_(~covered, 0)
         information = blended[c] if self.views > 1 else None
         # Pixels no kept window covers are background with certainty: 0.
         uncertain = uncertainty_u8(uncertainty(prob, information, self.views))
-        uncertain[~covered] = 0
+        uncertain.masked_fill_(~covered, 0)
         probabilities = None
         if self.keep_probabilities:
             # Pixels no kept window covers are background with certainty.
@@ -315,9 +329,7 @@ class Stitcher:
         labels = _to_pinned(labels)
         probabilities = None if probabilities is None else _to_pinned(probabilities)
         uncertain = _to_pinned(uncertain)
-        # torch leaves Event's constructor and methods unannotated: typed as _CopyDone from here.
-        done: _CopyDone = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        done.record()
+        done = recorded_event()
         self._pending.append((done, y, labels, probabilities, uncertain))
         self._deliver(wait=False)
 

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -357,16 +358,23 @@ class OutputWriter:
                                "how it was computed (ResultInfo.uncertainty)")
         with self.writing():
             # Read back in bands of chunk rows: the map is never held whole. The artefact
-            # labels count as the result records them (as a report reads them).
+            # labels count as the result records them (as a report reads them). The review
+            # and the pyramids read and write arrays of their own: they run side by side.
             qc = self.group[array_path("qc", LAYOUT)] if info.qc is not None else None
-            info = dataclasses.replace(info, review=result_review(
-                info, self.labels, self.uncertainty, cast("zarr.Array[Any] | None", qc)))
-            write_pyramid(self.labels, self.group, self.num_classes, levels=self.levels)
-            if self.uncertainty is not None:
-                # Levels are 2 x 2 means: the mean uncertainty of the pixels they cover.
-                write_pyramid(self.uncertainty, self.group, 0, path=uncertainty_level_path,
-                              levels=self.levels,
-                              reduce=lambda band: mean_downsample(band[None])[0])
+            uncertainty = self.uncertainty
+            with ThreadPoolExecutor(3, thread_name_prefix="wsiseg-publish") as pool:
+                review = pool.submit(result_review, info, self.labels, uncertainty,
+                                     cast("zarr.Array[Any] | None", qc))
+                work: list[Future[Any]] = [review, pool.submit(
+                    write_pyramid, self.labels, self.group, self.num_classes, levels=self.levels)]
+                if uncertainty is not None:
+                    # Levels are 2 x 2 means: the mean uncertainty of the pixels they cover.
+                    work.append(pool.submit(
+                        write_pyramid, uncertainty, self.group, 0, path=uncertainty_level_path,
+                        levels=self.levels, reduce=lambda band: mean_downsample(band[None])[0]))
+                for done in work:
+                    done.result()  # the first failure (the pool waits for the others)
+            info = dataclasses.replace(info, review=review.result())
             ome = ngff_metadata(info, self.levels, damaged=self.damaged)
             for name, attrs in ome.items():
                 if name:

@@ -399,8 +399,27 @@ def _context_reference(grid: Floats, overall: float) -> Floats:
         row = windows[r].reshape(grid.shape[1], -1)
         enough = np.count_nonzero(np.isfinite(row), axis=1) >= FOLD_MIN_CONTEXT_BLOCKS
         if enough.any():
-            ref[r, enough] = np.nanpercentile(row[enough], FOLD_REFERENCE_PERCENTILE, axis=1)
+            ref[r, enough] = nanpercentile_rows(row[enough], FOLD_REFERENCE_PERCENTILE)
     return ref
+
+
+def nanpercentile_rows(rows: Floats, q: float) -> Floats:
+    """``np.nanpercentile(rows, q, axis=1)`` (linear interpolation) of rows that each hold a
+    finite value, in one sort: numpy's own takes the rows one by one once any holds a NaN."""
+    ordered = np.sort(rows, axis=1)  # NaN sorts last
+    count = np.count_nonzero(np.isfinite(ordered), axis=1)
+    position = (count - 1) * (q / 100.0)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, count - 1)
+    picked = np.arange(len(rows))
+    a, b = ordered[picked, below], ordered[picked, above]
+    t = position - below
+    # numpy's lerp, in the data's own type: from the nearer end, so that t = 1 gives b.
+    step = b - a
+    out = np.where(t >= 0.5, b - step * (1 - t).astype(rows.dtype),
+                   a + step * t.astype(rows.dtype))
+    result: Floats = out.astype(rows.dtype)
+    return result
 
 
 # -- focus ----------------------------------------------------------------------------------------
@@ -474,6 +493,16 @@ def _scores(fine: Floats, coarse: Floats, pixels: int) -> Floats:
     return out
 
 
+@dataclass(frozen=True)
+class PlacedEnergies:
+    """Focus energies summed per block of the grid, its first block at ``(row, col)``."""
+
+    row: int
+    col: int
+    fine: Floats
+    coarse: Floats
+
+
 @dataclass
 class FocusAccumulator:
     """Focus scores of a whole slide from its analysis-resolution bands, in any order.
@@ -504,16 +533,29 @@ class FocusAccumulator:
         to the energies of the whole, as long as each holds its filters' reach
         (:data:`FOCUS_CONTEXT` pixels) around what it counts.
         """
+        placed = self.energies(band, y, x, own)
+        if placed is not None:
+            self.add_energies(placed)
+
+    def energies(self, band: RGB, y: int, x: int = 0,
+                 own: tuple[int, int, int, int] | None = None) -> PlacedEnergies | None:
+        """What :meth:`add` adds for these arguments, found without adding it (pure: pieces
+        may be found on several threads at once, then added in a fixed order, so that the
+        sums do not depend on which thread finished first). None: no pixel to count."""
         top, bottom, left, right = own or (0, band.shape[0], 0, band.shape[1])
         if bottom <= top or right <= left:
-            return
+            return None
         b = self.block
-        r0, c0 = (y + top) // b, (x + left) // b
         fine, coarse = _placed_energies(band, b, (y + top) % b, (x + left) % b,
                                         (top, bottom, left, right))
-        rows, cols = fine.shape
-        self._fine[r0 : r0 + rows, c0 : c0 + cols] += fine
-        self._coarse[r0 : r0 + rows, c0 : c0 + cols] += coarse
+        return PlacedEnergies((y + top) // b, (x + left) // b, fine, coarse)
+
+    def add_energies(self, placed: PlacedEnergies) -> None:
+        """Add energies found by :meth:`energies`."""
+        r0, c0 = placed.row, placed.col
+        rows, cols = placed.fine.shape
+        self._fine[r0 : r0 + rows, c0 : c0 + cols] += placed.fine
+        self._coarse[r0 : r0 + rows, c0 : c0 + cols] += placed.coarse
 
     def scores(self) -> Floats:
         """The sharpness grid (:func:`focus_scores`)."""
