@@ -192,19 +192,25 @@ def test_validate_refuses_each_bad_value_naming_it(data, tmp_path, field, value,
                                  pytest.param("bf16", marks=pytest.mark.slow),
                                  pytest.param("fp16", marks=pytest.mark.slow), "fp32"])
 def test_training_and_inference_take_the_same_precision(data, tmp_path, amp):
-    from wsiseg.inference.predictor import Predictor
+    from wsiseg.inference.predictor import Predictor, native_cpu_bf16
     from wsiseg.training import loop
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         config = tiny_config(data, tmp_path / "run", amp=amp, device=device)
         prepared = loop._prepare_data(config)
+        if device == "cpu" and amp == "fp16":  # the CPU has no fp16 to give
+            with pytest.raises(ConfigError, match="^precision fp16 runs on CUDA only"):
+                loop._build_run(config, prepared)
+            continue
         run = loop._build_run(config, prepared)
         predictor = Predictor(run.module, prepared.card.num_classes, run.normalisation,
                               run.device, amp=amp)
         assert run.autocast == predictor.autocast_dtype
         if device == "cpu":
-            assert run.autocast is None  # the CPU runs fp32, whatever the setting
+            # bf16 where asked for, or where auto finds it native; float32 elsewhere.
+            bf16 = amp == "bf16" or (amp == "auto" and native_cpu_bf16())
+            assert run.autocast == (torch.bfloat16 if bf16 else None)
 
 
 def test_training_normalises_batches_as_inference_does(data, tmp_path):

@@ -91,9 +91,17 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
         plan = _plan(slide, config, model)
         # torch loads with the model, once the slide has opened and has a resolution: a slide
         # refused, a batch's commonest failure, costs no torch.
-        from wsiseg.inference.predictor import Normalisation, Predictor, resolve_device
+        from wsiseg.inference.predictor import (
+            Normalisation,
+            Predictor,
+            autocast_dtype,
+            device_name,
+            precision_name,
+            resolve_device,
+        )
 
         device = resolve_device(config.device)
+        autocast_dtype(device, config.amp)  # a precision the device cannot run: said now
         check_memory(memory_estimate(plan, config, device.type), slide.path, device)
         t = time.perf_counter()
         tissue = _find_tissue(slide, plan, config)
@@ -129,7 +137,8 @@ def predict_slide(path: str | os.PathLike[str], config: PredictConfig, model: An
                 writer.write_qc(tissue.qc)
             if run.damaged:
                 writer.write_damaged(list(map_boxes(slide, plan.geometry)))
-            info = _result_info(out, slide, plan, tissue, run, timings, config, started)
+            ran_on = (device_name(device), precision_name(predictor.autocast_dtype))
+            info = _result_info(out, slide, plan, tissue, run, timings, config, started, ran_on)
             writer.publish(info, config.overwrite)
             return writer.published or info  # as recorded: with the reasons to review it
         except BaseException:
@@ -480,7 +489,9 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
 
 
 def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Run,
-                 timings: dict[str, float], config: PredictConfig, started: float) -> ResultInfo:
+                 timings: dict[str, float], config: PredictConfig, started: float,
+                 ran_on: tuple[str, str]) -> ResultInfo:
+    """What the result records; ``ran_on``: the device and precision of the network."""
     loaded, geometry, grid = plan.loaded, plan.geometry, plan.grid
     card = loaded.card
     return ResultInfo(
@@ -533,6 +544,8 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         warnings=tissue.warnings,
         uncertainty="entropy" if config.tta == "none" else "entropy+views",
         qc=None if tissue.qc is None else config.qc,
+        device=ran_on[0],
+        precision=ran_on[1],
     )
 
 

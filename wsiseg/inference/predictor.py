@@ -85,18 +85,51 @@ class Normalisation:
 def autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``; None runs the network in float32.
 
-    On CUDA, auto and bf16 take bf16 where the GPU has it (else fp16) and fp16 takes fp16.
-    Every other device runs float32 whatever ``amp`` says: CPU autocast is slower than fp32
-    without native bf16, and would make results depend on which CPU ran them. Training and
-    inference both ask here, so a network trains in the precision it is served in.
+    On CUDA, auto and bf16 take bf16 where the GPU has it (else fp16) and fp16 takes fp16. On
+    the CPU, auto takes bf16 where the CPU multiplies bf16 in hardware (:func:`native_cpu_bf16`)
+    and float32 elsewhere, where bf16 is emulated many times slower; bf16 takes bf16 (with a
+    warning where it is emulated); fp16 is refused. Other devices run float32.
     """
     if amp is not None and amp not in PRECISIONS:
         raise ConfigError(f"unknown precision {amp!r}; use auto, bf16, fp16 or fp32")
-    if amp in (None, "none", "off", "fp32") or device.type != "cuda":
+    if amp in (None, "none", "off", "fp32"):
+        return None
+    if device.type == "cuda":
+        if amp == "fp16":
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cpu":
         return None
     if amp == "fp16":
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        raise ConfigError("precision fp16 runs on CUDA only; on the CPU use --precision auto, "
+                          "bf16 or fp32")
+    native = native_cpu_bf16()
+    if amp == "bf16" and not native:
+        logger.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated "
+                       "and runs many times slower than fp32; --precision auto picks fp32 here")
+    return torch.bfloat16 if native or amp == "bf16" else None
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as oneDNN uses."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch that cannot tell: take none
+        return False
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a result records the arithmetic of autocast ``dtype``: fp32, bf16 or fp16."""
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return "fp32" if dtype is None else names.get(dtype, "fp32")
+
+
+def device_name(device: torch.device) -> str:
+    """How a result records ``device``: cpu, or cuda:N and the GPU's name."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
 
 
 class Predictor:

@@ -131,6 +131,10 @@ class ResultInfo:
     # rules when it was published (wsiseg.result.review; empty: no reason found); None:
     # written before the reasons were recorded.
     review: tuple[str, ...] | None = None
+    # What ran the network: the device (cpu, or cuda:N and the GPU's name) and the precision
+    # of its arithmetic (fp32, bf16 or fp16); None: written before they were recorded.
+    device: str | None = None
+    precision: str | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -206,6 +210,8 @@ class ResultInfo:
             **({} if self.uncertainty is None else {"uncertainty": self.uncertainty}),
             **({} if self.qc is None else {"qc": self.qc}),
             **({} if self.review is None else {"review": list(self.review)}),
+            **({} if self.device is None else {"device": self.device}),
+            **({} if self.precision is None else {"precision": self.precision}),
         }
 
     @classmethod
@@ -281,6 +287,8 @@ class ResultInfo:
                 uncertainty=_uncertainty(top),
                 qc=_qc(top),
                 review=_review(top),
+                device=top.text("device") if "device" in top else None,
+                precision=_precision(top),
             )
             _check_values(info)
             return info
@@ -331,6 +339,8 @@ FIELD_ROLES: dict[str, FieldRole] = {
     "uncertainty": "produced",
     "qc": "produced",
     "review": "produced",
+    "device": "produced",
+    "precision": "produced",
 }
 
 
@@ -464,6 +474,19 @@ def _damaged(top: _Fields) -> tuple[DamagedArea, ...]:
 
 #: The --qc modes that write artefact labels.
 QC_RECORDED = ("record", "exclude")
+
+
+#: The precisions a result may record its network ran in.
+PRECISIONS_RECORDED = ("fp32", "bf16", "fp16")
+
+
+def _precision(top: _Fields) -> str | None:
+    if "precision" not in top:  # written before the precision was recorded
+        return None
+    value = top.text("precision")
+    if value in PRECISIONS_RECORDED:
+        return value
+    raise top._wrong("precision", value, f"one of {', '.join(PRECISIONS_RECORDED)}")
 
 
 def _qc(top: _Fields) -> str | None:

@@ -141,8 +141,8 @@ class TrainConfig:
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
     amp: Precision = setting(
         "auto", error="unknown precision {value!r}; use auto, bf16, fp16 or fp32",
-        help="Mixed precision on CUDA: auto, bf16, fp16 or fp32 (the CPU trains in fp32, as it "
-             "predicts).")
+        help="Mixed precision: auto, bf16, fp16 or fp32, as predict's --precision (auto: bf16 "
+             "on CUDA and on CPUs with native bf16, fp32 on other CPUs; fp16 on CUDA only).")
     threads: int | None = setting(
         None, min=1, error="threads {value} cannot run; pass --threads 1 or more, or leave it out",
         help="CPU threads for torch.")
