@@ -16,6 +16,7 @@ from wsiseg._version import __version__
 from wsiseg.batch.discovery import formats_read
 from wsiseg.export import ExportOptions
 from wsiseg.inference.config import PredictConfig
+from wsiseg.result.timing import time_hint, time_line
 
 from .common import handle_errors, on_interrupt
 from .export import export_options
@@ -260,8 +261,9 @@ def _predict_batch(slides: tuple[str, ...], out: str | None, staging: Path | Non
 
 
 def _summary(info: ResultInfo) -> str:
-    """The result's line (where, how large, how many patches, how fast), then a line of the
-    reasons to review the slide when its result recorded any."""
+    """The result's line (where, how large, how many patches, how fast), a line of the
+    reasons to review the slide when its result recorded any, a line of where the time went
+    and, when a stage other than the network took longest, a line of what to try."""
     h, w = info.shape
     kept, secs = info.patches_kept, info.seconds
     rate = kept / info.timings["loop"] if info.timings.get("loop") else 0.0
@@ -273,7 +275,11 @@ def _summary(info: ResultInfo) -> str:
     )
     if info.review:
         line += "\nreview: " + "; ".join(info.review)
-    return line
+    batch = None if info.batch_size is None else f"batch {info.batch_size}"
+    ran_on = ", ".join(x for x in (info.device, info.precision, batch) if x)
+    line += f"\n{time_line(info.timings, secs)}" + (f"; ran on {ran_on}" if ran_on else "")
+    hint = time_hint(info.timings, secs)
+    return line + (f"\n{hint}" if hint else "")
 
 
 @main.command()

@@ -41,6 +41,10 @@ def test_predict_real_svs_end_to_end(slides, pixel_model, tmp_path):
                                pixel_model[0], "--out", out, "--probabilities")
     assert code == 0, stderr
     assert str(out) in stdout and "patches/s" in stdout
+    # Where the time went, and what ran the network.
+    (timing,) = [line for line in stdout.splitlines() if line.startswith("time: ")]
+    assert "network" in timing and "waiting for reads" in timing
+    assert timing.endswith("; ran on cpu, fp32, batch 1")  # this CPU has no native bf16
     g = zarr.open_group(str(out), mode="r")
     attrs = g.attrs["wsiseg"]
     # 2220 x 2967 at 0.499 um/px -> ceil(2220 * 0.499) x ceil(2967 * 0.499) at 1.0 um/px

@@ -64,7 +64,9 @@ class PredictConfig:
     device: str = map_setting("auto", affects_map=False, help="auto, cpu, cuda or cuda:N.")
     batch_size: int | None = map_setting(
         None, affects_map=False, min=1, max=4096,
-        help="Windows per forward pass (default 32 on CUDA, 1 on the CPU).")
+        help="Windows per forward pass (default: on slides of many windows the fastest of a "
+             "short measurement, of 1, 2, 4 on the CPU and 32-256 on CUDA; else 1 on the CPU, "
+             "32 on CUDA).")
     patch_size: int | None = map_setting(
         None, affects_map=True, min=PATCH_SIZE_RANGE[0], max=PATCH_SIZE_RANGE[1], unit="px",
         help="Window size in analysis pixels (default: the model card's).")

@@ -175,6 +175,7 @@ class _Run:
     timings: dict[str, float]
     damaged: tuple[DamagedArea, ...] = ()  # unreadable regions skipped (skip_damaged)
     dropped: int = 0  # windows not predicted because they touch one
+    batch_size: int = 1  # windows per forward pass, as given or measured
 
 
 def _plan(slide: Slide, config: PredictConfig, model: Any) -> _Plan:
@@ -422,6 +423,10 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
     stripes = column_stripes(plan.geometry.width, config.stripe_width, writer.chunk)
     todo = [(x0, x1, kept & overlapping_columns(grid, x0, x1)[None, :]) for x0, x1 in stripes]
     predicted = sum(int(k.sum()) for _, _, k in todo)
+    if config.batch_size is None:  # not given: measured, where the slide is worth it
+        from wsiseg.inference.tuning import tuned_batch_size
+
+        batch_size = tuned_batch_size(predictor, grid.patch_size, predicted, batch_size)
     dropped = 0
 
     def damaged_boxes() -> list[MapBox]:
@@ -485,7 +490,7 @@ def _predict_stripes(slide: Slide, plan: _Plan, kept: np.ndarray, predictor: Pre
             "" if len(damaged) == 1 else "s", area_mm2, where, dropped,
             "" if dropped == 1 else "s",
         )
-    return _Run(predicted - dropped, len(stripes), timings, damaged, dropped)
+    return _Run(predicted - dropped, len(stripes), timings, damaged, dropped, batch_size)
 
 
 def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Run,
@@ -546,6 +551,7 @@ def _result_info(out: Path, slide: Slide, plan: _Plan, tissue: _Tissue, run: _Ru
         qc=None if tissue.qc is None else config.qc,
         device=ran_on[0],
         precision=ran_on[1],
+        batch_size=run.batch_size,
     )
 
 

@@ -135,6 +135,7 @@ class ResultInfo:
     # of its arithmetic (fp32, bf16 or fp16); None: written before they were recorded.
     device: str | None = None
     precision: str | None = None
+    batch_size: int | None = None  # windows per forward pass, as given or measured
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -212,6 +213,7 @@ class ResultInfo:
             **({} if self.review is None else {"review": list(self.review)}),
             **({} if self.device is None else {"device": self.device}),
             **({} if self.precision is None else {"precision": self.precision}),
+            **({} if self.batch_size is None else {"batch_size": self.batch_size}),
         }
 
     @classmethod
@@ -289,6 +291,7 @@ class ResultInfo:
                 review=_review(top),
                 device=top.text("device") if "device" in top else None,
                 precision=_precision(top),
+                batch_size=top.integer("batch_size") if "batch_size" in top else None,
             )
             _check_values(info)
             return info
@@ -341,6 +344,7 @@ FIELD_ROLES: dict[str, FieldRole] = {
     "review": "produced",
     "device": "produced",
     "precision": "produced",
+    "batch_size": "produced",
 }
 
 
