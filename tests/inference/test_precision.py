@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from wsiseg.cli.main import main as cli
 from wsiseg.errors import ConfigError
+from wsiseg.export.report import build_report
 from wsiseg.inference import predictor
 from wsiseg.inference.pipeline import PredictConfig, predict_slide
 from wsiseg.result.info import ResultInfo
@@ -53,6 +54,8 @@ def test_a_result_records_the_device_and_precision_and_bf16_maps_as_fp32(
     assert (bf16.device, bf16.precision) == ("cpu", "bf16")
     _, read = open_result(bf16.path)
     assert (read.device, read.precision) == ("cpu", "bf16")
+    settings = build_report(bf16.path)["settings"]
+    assert (settings["device"], settings["precision"], settings["batch_size"]) == ("cpu", "bf16", 1)
     emulated = not predictor.native_cpu_bf16()
     assert ("bf16 is emulated" in caplog.text) == emulated
     labels = [result_array(zarr.open_group(str(i.path), mode="r"), "labels")[:]

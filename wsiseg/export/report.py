@@ -226,7 +226,9 @@ def build_report(result: str | os.PathLike[str], min_area_um2: float = 0.0,
         "pixel_area_mm2": pixel_mm2,
         "settings": {"patch_size": info.patch_size, "stride": info.stride, "sigma": info.sigma,
                      "tissue_threshold": info.tissue_threshold, "tta": info.tta,
-                     "device": info.config.get("device")},
+                     # What ran the network (as set, for a result that did not record it).
+                     "device": info.device or info.config.get("device"),
+                     "precision": info.precision, "batch_size": info.batch_size},
         "seconds": info.seconds,  # the prediction's run time
         "min_area_um2": min_area_um2,
         "regions_rule": REGIONS_RULE,
